@@ -1,0 +1,34 @@
+"""netring_chan: Linux packet capture and injection for Python.
+
+Layering (arrows point down only):
+
+* ``threads``: services that run one OS thread per source and feed bounded
+  queues, with sync, asyncio (janus) and trio faces;
+* ``rings``: the kernel rings (``Capture`` for AF_PACKET TPACKET_V3);
+* ``packet``: zero-copy ``Packet``/``PacketBatch`` and owned copies;
+* ``_lowlevel``: the cffi extension, built from the kernel headers.
+
+This module only re-exports the public names.
+"""
+
+from .bpf import BpfProgram, compile_filter
+from .errors import (
+    CapabilityError, ClosedError, ConfigError, FilterError, InterfaceNotFoundError,
+    LibpcapMissingError, MalformedBlockError, NetringError, ReleasedError, RingError,
+)
+from .packet import Direction, OwnedBatch, OwnedPacket, Packet, PacketBatch, Status
+from .rings.afpacket import (
+    Capture, CaptureConfig, CaptureStats, Fanout, FanoutFlag, FanoutMode, RingShrunkWarning,
+    TimestampSource,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BpfProgram", "compile_filter",
+    "CapabilityError", "ClosedError", "ConfigError", "FilterError", "InterfaceNotFoundError",
+    "LibpcapMissingError", "MalformedBlockError", "NetringError", "ReleasedError", "RingError",
+    "Direction", "OwnedBatch", "OwnedPacket", "Packet", "PacketBatch", "Status",
+    "Capture", "CaptureConfig", "CaptureStats", "Fanout", "FanoutFlag", "FanoutMode",
+    "RingShrunkWarning", "TimestampSource",
+]

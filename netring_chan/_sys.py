@@ -1,0 +1,125 @@
+"""The one place where system-call results become exceptions.
+
+``check(rc, what)`` turns a failed call into the right exception class, and
+``retry_eintr`` / ``poll_wait`` are the only ways the library blocks, so a
+signal landing during a wait never surfaces as an error (PEP 475 semantics:
+the handler runs, the call resumes with the remaining time).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+from typing import Callable, TypeVar
+
+from ._lowlevel import ffi, lib
+from .errors import CapabilityError, ConfigError, InterfaceNotFoundError, RingError
+
+T = TypeVar("T")
+
+# Which capability a refused operation needs, by what was being done.
+_CAPS = {
+    "socket": "CAP_NET_RAW",
+    "promiscuous": "CAP_NET_ADMIN",
+    "busy_poll": "CAP_NET_ADMIN",
+    "bpf": "CAP_BPF",
+    "xdp": "CAP_NET_ADMIN",
+}
+
+
+def raise_errno(err: int, what: str, *, interface: str | None = None, cap: str | None = None) -> None:
+    """Raise the exception for ``err`` (an errno value) while doing ``what``."""
+    if err in (errno.EPERM, errno.EACCES):
+        raise CapabilityError(err, what, _CAPS.get(cap or "socket", "CAP_NET_RAW"))
+    if err == errno.ENODEV and interface is not None:
+        raise InterfaceNotFoundError(interface)
+    if err == errno.EINVAL:
+        raise ConfigError(f"{what}: the kernel rejected the value (EINVAL)")
+    raise RingError(err, f"{what}: {os.strerror(err)}")
+
+
+def check(rc: int, what: str, **kw: str) -> int:
+    """Return ``rc`` if it is not negative, else raise for the current errno."""
+    if rc < 0:
+        raise_errno(ffi.errno, what, **kw)
+    return rc
+
+
+def retry_eintr(call: Callable[[], int], what: str) -> int:
+    """Run a C call that returns -1/errno, retrying on EINTR."""
+    while True:
+        rc = call()
+        if rc >= 0:
+            return rc
+        err = ffi.errno
+        if err != errno.EINTR:
+            raise_errno(err, what)
+
+
+def poll_wait(fd: int, events: int, wake_fd: int, timeout: float | None) -> int:
+    """Wait until ``fd`` is ready for ``events`` or ``wake_fd`` is readable.
+
+    Returns the bit set of ``nc_poll2`` (1 ready, 2 woken, 4 error), 0 on
+    timeout. ``timeout=None`` waits forever. EINTR re-waits for what is left.
+    """
+    deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+    while True:
+        if deadline is None:
+            ms = -1
+        else:
+            left = deadline - time.monotonic()
+            ms = 0 if left <= 0 else max(1, int(left * 1000 + 0.999))
+        r = lib.nc_poll2(fd, events, wake_fd, ms)
+        if r >= 0:
+            return int(r)
+        if r != -errno.EINTR:
+            raise_errno(-r, "poll")
+
+
+def socket_error(fd: int) -> int:
+    """Read and clear the pending error of socket ``fd`` (SO_ERROR)."""
+    val = ffi.new("int *")
+    ln = ffi.new("socklen_t *", ffi.sizeof("int"))
+    check(lib.getsockopt(fd, lib.SOL_SOCKET, lib.SO_ERROR, val, ln), "getsockopt(SO_ERROR)")
+    return int(val[0])
+
+
+def setsockopt_int(fd: int, level: int, opt: int, value: int, what: str, cap: str | None = None) -> None:
+    v = ffi.new("int *", value)
+    if lib.setsockopt(fd, level, opt, v, ffi.sizeof("int")) < 0:
+        raise_errno(ffi.errno, what, cap=cap)
+
+
+def setsockopt_struct(fd: int, level: int, opt: int, cdata: object, what: str, cap: str | None = None) -> None:
+    if lib.setsockopt(fd, level, opt, cdata, ffi.sizeof(cdata)) < 0:
+        raise_errno(ffi.errno, what, cap=cap)
+
+
+def ifindex(name: str) -> int:
+    """Interface index of ``name`` in the calling thread's network namespace."""
+    if not isinstance(name, str) or not name or len(name) > 15 or "/" in name or "\0" in name:
+        raise ConfigError(f"invalid interface name: {name!r}")
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        raise InterfaceNotFoundError(name) from None
+
+
+def eventfd() -> int:
+    return check(lib.eventfd(0, lib.EFD_CLOEXEC | lib.EFD_NONBLOCK), "eventfd")
+
+
+def eventfd_signal(fd: int) -> None:
+    one = ffi.new("uint64_t *", 1)
+    lib.write(fd, one, 8)  # EAGAIN only if already signalled 2**64-2 times
+
+
+def close_fd(fd: int) -> None:
+    """Close ``fd``; EINTR on close must not be retried on Linux (the fd is gone)."""
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

@@ -1,0 +1,79 @@
+"""Exceptions raised by netring_chan.
+
+Each subclasses the stdlib exception users already catch: a missing
+capability is a ``PermissionError``, an unknown interface an ``OSError`` with
+``ENODEV``, a bad option a ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+__all__ = [
+    "NetringError",
+    "ConfigError",
+    "InterfaceNotFoundError",
+    "CapabilityError",
+    "RingError",
+    "MalformedBlockError",
+    "ReleasedError",
+    "ClosedError",
+    "FilterError",
+    "LibpcapMissingError",
+]
+
+
+class NetringError(Exception):
+    """Base class of every exception defined by netring_chan."""
+
+
+class ConfigError(NetringError, ValueError):
+    """An option, ring geometry or filter is invalid; the message names it."""
+
+
+class InterfaceNotFoundError(NetringError, OSError):
+    """The named network interface does not exist (in this namespace)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(_errno.ENODEV, f"no such network interface: {name!r}")
+        self.interface = name
+
+
+class CapabilityError(NetringError, PermissionError):
+    """The kernel refused an operation for lack of a capability."""
+
+    def __init__(self, errno: int, what: str, capability: str) -> None:
+        super().__init__(
+            errno,
+            f"{what}: {_errno_name(errno)}; it needs {capability} "
+            f"(run as root or grant it, e.g. setcap {capability.lower()}+ep on the interpreter)",
+        )
+        self.capability = capability
+
+
+class RingError(NetringError, OSError):
+    """A system call on a ring failed; ``errno`` and the call are kept."""
+
+
+class MalformedBlockError(NetringError, ValueError):
+    """A ring block (or file record) failed bounds checking; nothing of it was trusted."""
+
+
+class ReleasedError(NetringError, ValueError):
+    """A zero-copy packet or batch was used after its memory was handed back."""
+
+
+class ClosedError(NetringError, ValueError):
+    """The ring, socket or service was used after ``close()``."""
+
+
+class FilterError(ConfigError):
+    """A BPF filter expression or program was rejected."""
+
+
+class LibpcapMissingError(FilterError, ImportError):
+    """A tcpdump-style filter needs the system libpcap, which is not installed."""
+
+
+def _errno_name(e: int) -> str:
+    return f"[{_errno.errorcode.get(e, 'E?')}] {__import__('os').strerror(e)}"

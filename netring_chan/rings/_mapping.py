@@ -1,0 +1,80 @@
+"""A shared ring mapping whose lifetime follows the views into it.
+
+Every region lent out of the mapping (a ring block, a TX slot, a UMEM frame)
+is a cdata *lease* made with ``ffi.gc``: its destructor runs when the last
+Python object that can address the region dies (the batch, a memoryview of it,
+or a slice of that memoryview). The mapping is unmapped only after ``close()``
+*and* the last lease, and the socket fd is closed only after the unmap, as
+packet_mmap.rst asks. Reading through a live view is therefore always reading
+mapped memory; the owners of views decide when that memory goes back to the
+kernel (see ``PacketBatch.release``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from .._lowlevel import ffi, lib
+from .._sys import check
+
+__all__ = ["Mapping"]
+
+
+class Mapping:
+    """``mmap`` of a ring on ``fd``; owns the fd from construction on."""
+
+    def __init__(self, fd: int, size: int, *, on_unmapped: Callable[[], None], populate: bool = False) -> None:
+        self.size = size
+        self._on_unmapped = on_unmapped
+        self._lock = threading.RLock()
+        self._leases = 0
+        self._closing = False
+        flags = lib.MAP_SHARED | (lib.MAP_POPULATE if populate else 0)
+        addr = lib.mmap(ffi.NULL, size, lib.PROT_READ | lib.PROT_WRITE, flags, fd, 0)
+        if addr == ffi.cast("void *", -1):
+            check(-1, f"mmap of a {size}-byte ring")
+        self.addr: Any = ffi.cast("uint8_t *", addr)
+
+    @property
+    def unmapped(self) -> bool:
+        return self.addr is None
+
+    def lease(self, offset: int, on_free: Callable[[], None]) -> Any:
+        """A ``uint8_t *`` at ``offset``; ``on_free`` runs when it dies."""
+        with self._lock:
+            if self.addr is None:
+                raise RuntimeError("lease on an unmapped ring")
+            self._leases += 1
+            ptr = self.addr + offset
+
+        def _free(_p: Any, self: Mapping = self) -> None:
+            try:
+                on_free()
+            finally:
+                with self._lock:
+                    self._leases -= 1
+                    last = self._closing and self._leases == 0
+                if last:
+                    self._unmap()
+
+        return ffi.gc(ptr, _free)
+
+    def close(self) -> bool:
+        """Unmap now if nothing is lent, else when the last lease dies.
+
+        Returns True if the mapping is gone on return.
+        """
+        with self._lock:
+            self._closing = True
+            now = self._leases == 0
+        if now:
+            self._unmap()
+        return now
+
+    def _unmap(self) -> None:
+        with self._lock:
+            addr, self.addr = self.addr, None
+        if addr is not None:
+            lib.munmap(addr, self.size)
+            self._on_unmapped()

@@ -1,0 +1,587 @@
+"""AF_PACKET receive rings (TPACKET_V3): ``Capture``.
+
+Kernel facts this module depends on (Documentation/networking/packet_mmap.rst
+and net/packet/af_packet.c):
+
+* The ring is a sequence of blocks. The kernel fills the current block with
+  variable-length records and hands it to user space by storing
+  ``TP_STATUS_USER`` in ``block_status`` when it is full or when
+  ``tp_retire_blk_tov`` ms passed; we hand it back by storing
+  ``TP_STATUS_KERNEL``. Blocks are filled and must be consumed in ring order.
+* When the next block is still ours, the kernel *freezes* the queue and drops
+  packets (counted in ``tp_drops`` and ``tp_freeze_q_cnt``) until we return it.
+* ``PACKET_STATISTICS`` resets the counters on every read, and for V3 its
+  ``tp_packets`` already includes ``tp_drops``. We keep 64-bit totals.
+* V3 does not truncate to a snap length, so ``snaplen`` is applied here.
+* Fanout can only be joined by a bound socket; everything else (version, ring,
+  filter) is set before ``bind`` so no packet from another interface, or one
+  the filter rejects, ever lands in the ring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import errno
+import mmap as _mmap
+import os
+import threading
+import time
+import warnings
+from typing import Any, Iterator
+
+from .._lowlevel import ffi, lib
+from .._sys import (
+    check, close_fd, eventfd, eventfd_signal, ifindex, poll_wait, raise_errno,
+    setsockopt_int, setsockopt_struct, socket_error,
+)
+from ..bpf import BpfProgram, FilterSpec, as_program
+from ..errors import ClosedError, ConfigError, MalformedBlockError, RingError
+from ..packet import OwnedPacket, PacketBatch, _Lease
+from ._mapping import Mapping
+
+__all__ = [
+    "Capture",
+    "CaptureConfig",
+    "CaptureStats",
+    "Fanout",
+    "FanoutMode",
+    "FanoutFlag",
+    "TimestampSource",
+    "RingShrunkWarning",
+]
+
+PAGE_SIZE = _mmap.PAGESIZE
+_ETH_P_ALL_BE = ((lib.ETH_P_ALL & 0xFF) << 8) | (lib.ETH_P_ALL >> 8)
+
+
+class RingShrunkWarning(RuntimeWarning):
+    """The kernel could not allocate the ring asked for; a smaller one is used."""
+
+
+class FanoutMode(enum.IntEnum):
+    """How a fanout group spreads packets among its sockets."""
+
+    HASH = lib.PACKET_FANOUT_HASH  # by flow hash: a flow stays on one socket
+    LB = lib.PACKET_FANOUT_LB  # round robin
+    CPU = lib.PACKET_FANOUT_CPU  # by the CPU the packet arrived on
+    ROLLOVER = lib.PACKET_FANOUT_ROLLOVER  # fill one socket, then the next
+    RANDOM = lib.PACKET_FANOUT_RND
+    QM = lib.PACKET_FANOUT_QM  # by the recorded RX queue
+
+
+class FanoutFlag(enum.IntFlag):
+    NONE = 0
+    ROLLOVER = lib.PACKET_FANOUT_FLAG_ROLLOVER  # spill to another socket when full
+    UNIQUEID = lib.PACKET_FANOUT_FLAG_UNIQUEID  # let the kernel pick a free group id
+    IGNORE_OUTGOING = lib.PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+    DEFRAG = lib.PACKET_FANOUT_FLAG_DEFRAG  # reassemble IP fragments before hashing
+
+
+@dataclasses.dataclass(frozen=True)
+class Fanout:
+    """Join a fanout group: captures with the same ``group_id`` share the load."""
+
+    mode: FanoutMode = FanoutMode.HASH
+    group_id: int | None = None
+    flags: FanoutFlag = FanoutFlag.NONE
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "mode", FanoutMode(self.mode))
+        except ValueError:
+            raise ConfigError(f"fanout mode: unknown mode {self.mode!r}") from None
+        if not isinstance(self.flags, int) or self.flags & ~sum(FanoutFlag):
+            raise ConfigError(f"fanout flags: unknown bits in {self.flags!r}")
+        object.__setattr__(self, "flags", FanoutFlag(self.flags))
+        if self.group_id is None:
+            object.__setattr__(self, "flags", self.flags | FanoutFlag.UNIQUEID)
+        elif not isinstance(self.group_id, int) or not 0 <= self.group_id <= 0xFFFF:
+            raise ConfigError(f"fanout group_id must be an int in 0..65535, got {self.group_id!r}")
+        elif self.flags & FanoutFlag.UNIQUEID:
+            raise ConfigError("fanout: UNIQUEID lets the kernel pick the id; leave group_id=None")
+
+
+class TimestampSource(enum.Enum):
+    SOFTWARE = "software"
+    RAW_HARDWARE = "raw_hardware"  # NIC clock; needs SIOCSHWTSTAMP on the device
+    SYS_HARDWARE = "sys_hardware"  # deprecated by the kernel, kept for completeness
+
+
+def _pow2(x: int) -> bool:
+    return x > 0 and x & (x - 1) == 0
+
+
+def _mem_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureConfig:
+    """Options of a ``Capture``; every field is validated, errors name it.
+
+    Ring geometry: ``block_count`` blocks of ``block_size`` bytes (a power of
+    two, a multiple of the page size); ``frame_size`` is the V3 frame unit
+    (16-byte aligned) and only fixes ``tp_frame_nr``. ``block_timeout_ms`` is
+    how long the kernel waits before handing over a block that is not full.
+    """
+
+    promiscuous: bool = False
+    block_size: int = 1 << 20
+    block_count: int = 32
+    frame_size: int = 2048
+    block_timeout_ms: int = 60
+    snaplen: int | None = None
+    ignore_outgoing: bool = False
+    fanout: Fanout | None = None
+    busy_poll_us: int = 0
+    timestamp_source: TimestampSource = TimestampSource.SOFTWARE
+    rx_hash: bool = False
+    filter: FilterSpec | None = None
+    protocol: int = lib.ETH_P_ALL
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(msg)
+
+        for name in ("block_size", "block_count", "frame_size", "block_timeout_ms", "busy_poll_us", "protocol"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool), f"{name} must be an int, got {v!r}")
+        bs, fs = self.block_size, self.frame_size
+        need(_pow2(bs), f"block_size must be a power of two, got {bs}")
+        need(bs % PAGE_SIZE == 0, f"block_size must be a multiple of the page size ({PAGE_SIZE}), got {bs}")
+        need(bs < 1 << 31, f"block_size must be below 2 GiB, got {bs}")
+        need(self.block_count >= 1, f"block_count must be at least 1, got {self.block_count}")
+        need(fs % lib.TPACKET_ALIGNMENT == 0,
+             f"frame_size must be a multiple of {lib.TPACKET_ALIGNMENT} (TPACKET_ALIGNMENT), got {fs}")
+        need(fs >= lib.NC_MIN_RECORD, f"frame_size must be at least {lib.NC_MIN_RECORD} (TPACKET3_HDRLEN), got {fs}")
+        need(fs <= bs, f"frame_size ({fs}) must not exceed block_size ({bs})")
+        need(0 <= self.block_timeout_ms <= 0xFFFFFFFF, f"block_timeout_ms out of range: {self.block_timeout_ms}")
+        need(self.busy_poll_us >= 0, f"busy_poll_us must be >= 0, got {self.busy_poll_us}")
+        need(0 <= self.protocol <= 0xFFFF, f"protocol must be an EtherType 0..0xffff, got {self.protocol}")
+        if self.snaplen is not None:
+            need(isinstance(self.snaplen, int) and self.snaplen > 0, f"snaplen must be a positive int, got {self.snaplen!r}")
+        if self.fanout is not None:
+            need(isinstance(self.fanout, Fanout), f"fanout must be a Fanout, got {self.fanout!r}")
+        try:
+            object.__setattr__(self, "timestamp_source", TimestampSource(self.timestamp_source))
+        except ValueError:
+            raise ConfigError(f"timestamp_source: unknown source {self.timestamp_source!r}") from None
+        total = bs * self.block_count
+        avail = _mem_available()
+        need(avail is None or total <= avail,
+             f"ring of {self.block_count} x {bs} bytes = {total} does not fit in available memory ({avail})")
+        if self.filter is not None:
+            object.__setattr__(self, "filter", as_program(self.filter))
+
+    @property
+    def ring_bytes(self) -> int:
+        return self.block_size * self.block_count
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureStats:
+    """Kernel counters of one capture, as 64-bit totals since it was opened.
+
+    ``packets``: frames the kernel accepted for this socket (past the filter),
+    *including* the ``drops`` it could not place in the ring (the kernel's
+    ``tp_packets`` counts both); ``received = packets - drops`` reached the
+    ring. ``freezes``: times the ring was full and the queue froze.
+    ``delta`` holds the same counters for the interval since the last
+    ``stats()`` call (``None`` inside a delta).
+    """
+
+    packets: int
+    drops: int
+    freezes: int
+    delta: CaptureStats | None = None
+
+    @property
+    def received(self) -> int:
+        return self.packets - self.drops
+
+
+class _RxRing:
+    """Block cursor and lease bookkeeping of a TPACKET_V3 RX ring."""
+
+    def __init__(self, mapping: Mapping, block_size: int, block_count: int) -> None:
+        self.map = mapping
+        self.block_size = block_size
+        self.block_count = block_count
+        self.cur = 0
+        self.leased = [False] * block_count
+        self.lock = threading.Lock()
+
+    def take(self) -> _Lease | None:
+        """Lease the next block if the kernel has handed it over."""
+        with self.lock:
+            i = self.cur
+            if self.leased[i] or self.map.addr is None:
+                return None
+            off = i * self.block_size
+            if not lib.nc_block_status(self.map.addr + off) & lib.TP_STATUS_USER:
+                return None
+            self.leased[i] = True
+            self.cur = (i + 1) % self.block_count
+
+        def give_back(i: int = i, off: int = off, ring: _RxRing = self) -> None:
+            if ring.map.addr is not None:
+                lib.nc_block_release(ring.map.addr + off)
+            ring.leased[i] = False
+
+        return _Lease(self.map.lease(off, give_back), self.block_size)
+
+
+class Capture:
+    """A TPACKET_V3 receive ring on one interface.
+
+    ``Capture("eth0", filter="udp port 53", snaplen=96)``; options are the
+    fields of ``CaptureConfig`` (or pass ``config=``). A context manager;
+    ``close()`` is idempotent. Needs CAP_NET_RAW (CAP_NET_ADMIN for
+    ``promiscuous`` and raising ``busy_poll_us``).
+    """
+
+    def __init__(self, interface: str, *, config: CaptureConfig | None = None, **options: Any) -> None:
+        self._fd = -1
+        self._wake = -1
+        self._closed = True
+        if config is None:
+            try:
+                config = CaptureConfig(**options)
+            except TypeError as e:
+                raise ConfigError(f"Capture: {e}") from None
+        elif options:
+            raise ConfigError(f"pass either config= or options, not both: {sorted(options)}")
+        self.config = config
+        self.interface = interface
+        self.ifindex = ifindex(interface)
+        self._snaplen = config.snaplen or 0xFFFFFFFF
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._active: dict[int, int] = {}
+        self._torn_down = False
+        self._totals = [0, 0, 0]
+        self._last = [0, 0, 0]
+        self._stats_lock = threading.Lock()
+        self._filter_keep: Any = None
+        self.malformed_blocks = 0
+        self.fanout_group_id: int | None = None
+
+        fd = check(lib.socket(lib.AF_PACKET, lib.SOCK_RAW | lib.SOCK_CLOEXEC, 0), "socket(AF_PACKET)")
+        try:
+            self._setup(fd)
+        except BaseException:
+            if self._mapping is not None:
+                self._mapping.close()
+            else:
+                close_fd(fd)
+            raise
+        self._closed = False
+
+    @classmethod
+    def open(cls, interface: str, **options: Any) -> Capture:
+        """Open a capture on ``interface``; same options as the constructor."""
+        return cls(interface, **options)
+
+    # -- setup ---------------------------------------------------------------
+
+    _mapping: Mapping | None = None
+
+    def _setup(self, fd: int) -> None:
+        cfg = self.config
+        setsockopt_int(fd, lib.SOL_PACKET, lib.PACKET_VERSION, lib.TPACKET_V3, "PACKET_VERSION")
+        if cfg.timestamp_source is not TimestampSource.SOFTWARE:
+            bit = (lib.SOF_TIMESTAMPING_RAW_HARDWARE if cfg.timestamp_source is TimestampSource.RAW_HARDWARE
+                   else lib.SOF_TIMESTAMPING_SYS_HARDWARE)
+            setsockopt_int(fd, lib.SOL_PACKET, lib.PACKET_TIMESTAMP, bit, "PACKET_TIMESTAMP")
+        block_count = self._set_ring(fd)
+        self.block_count = block_count
+        self._fd = fd
+        self._mapping = Mapping(fd, cfg.block_size * block_count, on_unmapped=lambda: close_fd(fd))
+        self._ring = _RxRing(self._mapping, cfg.block_size, block_count)
+        if cfg.filter is not None:
+            self._attach(fd, as_program(cfg.filter))
+        if cfg.ignore_outgoing:
+            setsockopt_int(fd, lib.SOL_PACKET, lib.PACKET_IGNORE_OUTGOING, 1, "PACKET_IGNORE_OUTGOING")
+        if cfg.busy_poll_us:
+            setsockopt_int(fd, lib.SOL_SOCKET, lib.SO_BUSY_POLL, cfg.busy_poll_us, "SO_BUSY_POLL", cap="busy_poll")
+        if cfg.promiscuous:
+            mr = ffi.new("struct packet_mreq *")
+            mr.mr_ifindex = self.ifindex
+            mr.mr_type = lib.PACKET_MR_PROMISC
+            setsockopt_struct(fd, lib.SOL_PACKET, lib.PACKET_ADD_MEMBERSHIP, mr, "promiscuous mode", cap="promiscuous")
+        self._bind(fd, cfg.protocol)
+        if cfg.fanout is not None:
+            fo = cfg.fanout
+            arg = (fo.group_id or 0) | ((int(fo.mode) | int(fo.flags)) << 16)
+            setsockopt_int(fd, lib.SOL_PACKET, lib.PACKET_FANOUT, arg, f"join fanout group {fo}")
+            self.fanout_group_id = fo.group_id
+            if fo.group_id is None:
+                v = ffi.new("int *")
+                ln = ffi.new("socklen_t *", 4)
+                check(lib.getsockopt(fd, lib.SOL_PACKET, lib.PACKET_FANOUT, v, ln), "getsockopt(PACKET_FANOUT)")
+                self.fanout_group_id = v[0] & 0xFFFF
+        self._wake = eventfd()
+
+    def _set_ring(self, fd: int) -> int:
+        cfg = self.config
+        count = cfg.block_count
+        while True:
+            req = ffi.new("struct tpacket_req3 *")
+            req.tp_block_size = cfg.block_size
+            req.tp_block_nr = count
+            req.tp_frame_size = cfg.frame_size
+            req.tp_frame_nr = (cfg.block_size // cfg.frame_size) * count
+            req.tp_retire_blk_tov = cfg.block_timeout_ms
+            req.tp_feature_req_word = lib.TP_FT_REQ_FILL_RXHASH if cfg.rx_hash else 0
+            if lib.setsockopt(fd, lib.SOL_PACKET, lib.PACKET_RX_RING, req, ffi.sizeof(req[0])) == 0:
+                break
+            err = ffi.errno
+            if err == errno.ENOMEM and count > 1:
+                # As libpcap does: the kernel could not find the memory; halve
+                # the ring and say so rather than fail.
+                count //= 2
+                warnings.warn(RingShrunkWarning(
+                    f"{self.interface}: could not allocate {cfg.block_count} blocks of {cfg.block_size} "
+                    f"bytes; retrying with {count}"), stacklevel=4)
+                continue
+            raise_errno(err, f"PACKET_RX_RING ({count} x {cfg.block_size} bytes, frame {cfg.frame_size})")
+        return count
+
+    def _bind(self, fd: int, protocol: int) -> None:
+        sll = ffi.new("struct sockaddr_ll *")
+        sll.sll_family = lib.AF_PACKET
+        sll.sll_protocol = ((protocol & 0xFF) << 8) | (protocol >> 8)
+        sll.sll_ifindex = self.ifindex if protocol else 0
+        rc = lib.bind(fd, ffi.cast("struct sockaddr *", sll), ffi.sizeof(sll[0]))
+        if rc < 0:
+            raise_errno(ffi.errno, f"bind to {self.interface!r}", interface=self.interface)
+
+    def _attach(self, fd: int, prog: BpfProgram) -> None:
+        fprog, arr = prog._fprog()
+        setsockopt_struct(fd, lib.SOL_SOCKET, lib.SO_ATTACH_FILTER, fprog, f"attach filter {prog}")
+        self._filter_keep = (fprog, arr)
+        self.filter = prog
+
+    filter: BpfProgram | None = None
+
+    def set_filter(self, spec: FilterSpec | None) -> None:
+        """Replace the BPF filter of the live capture (``None`` removes it).
+
+        The swap is atomic in the kernel; frames already in the ring stay.
+        """
+        with self._use():
+            if spec is None:
+                z = ffi.new("int *", 0)
+                if lib.setsockopt(self._fd, lib.SOL_SOCKET, lib.SO_DETACH_FILTER, z, 4) < 0 and ffi.errno != errno.ENOENT:
+                    raise_errno(ffi.errno, "detach filter")
+                self.filter = None
+                return
+            self._attach(self._fd, as_program(spec))
+
+    # -- use and close -------------------------------------------------------
+
+    def _use(self) -> _Active:
+        return _Active(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def fileno(self) -> int:
+        """The socket fd (readable when a block is ready), for event loops."""
+        if self._closed:
+            raise ClosedError("capture is closed")
+        return self._fd
+
+    def next_batch(self) -> PacketBatch | None:
+        """The next ready block as a ``PacketBatch``, or ``None`` (never blocks)."""
+        with self._use():
+            return self._next()
+
+    def _next(self) -> PacketBatch | None:
+        lease = self._ring.take()
+        if lease is None:
+            return None
+        try:
+            return PacketBatch._walk(lease, self._snaplen)
+        except MalformedBlockError:
+            self.malformed_blocks += 1
+            raise
+
+    def next_batch_blocking(self, timeout: float | None = None) -> PacketBatch | None:
+        """Wait up to ``timeout`` seconds (``None``: forever) for a block.
+
+        Returns ``None`` on timeout, or early when the capture is closed from
+        another thread. Signals do not interrupt it (EINTR is retried). An
+        interface that goes down or disappears raises ``RingError``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._use():
+            while True:
+                b = self._next()
+                if b is not None:
+                    return b
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                r = poll_wait(self._fd, lib.POLLIN, self._wake, left)
+                if self._closed:
+                    return None
+                if r & 4:
+                    b = self._next()
+                    if b is not None:
+                        return b
+                    err = socket_error(self._fd)
+                    if err:
+                        what = ("interface went down or was removed" if err == errno.ENETDOWN
+                                else os.strerror(err))
+                        raise RingError(err, f"capture on {self.interface!r}: {what}")
+
+    def packets(self, count: int | None = None, duration: float | None = None,
+                idle_timeout: float | None = None) -> Iterator[OwnedPacket]:
+        """Owned packets, one by one, for simple scripts.
+
+        Stops after ``count`` packets, after ``duration`` seconds, after
+        ``idle_timeout`` seconds without a block, or when the capture closes.
+        """
+        end = None if duration is None else time.monotonic() + duration
+        left = count
+        while left is None or left > 0:
+            wait = idle_timeout
+            if end is not None:
+                rem = end - time.monotonic()
+                if rem <= 0:
+                    return
+                wait = rem if wait is None else min(wait, rem)
+            if self._closed:
+                return
+            batch = self.next_batch_blocking(wait)
+            if batch is None:
+                if self._closed or (idle_timeout is not None and (end is None or time.monotonic() < end)):
+                    return
+                continue
+            with batch:
+                owned = batch.to_owned()
+            for pkt in owned:
+                yield pkt
+                if left is not None:
+                    left -= 1
+                    if left == 0:
+                        return
+
+    def __iter__(self) -> Iterator[OwnedPacket]:
+        return self.packets()
+
+    def stats(self) -> CaptureStats:
+        """Cumulative kernel counters (see ``CaptureStats``) and the delta since the last call."""
+        with self._stats_lock:
+            if not self._closed:
+                with self._use():
+                    self._read_kernel_stats()
+            (p, dr, fr), (lp, ldr, lfr) = self._totals, self._last
+            self._last = list(self._totals)
+            return CaptureStats(p, dr, fr, delta=CaptureStats(p - lp, dr - ldr, fr - lfr))
+
+    def _read_kernel_stats(self) -> None:
+        st = ffi.new("struct tpacket_stats_v3 *")
+        ln = ffi.new("socklen_t *", ffi.sizeof(st[0]))
+        check(lib.getsockopt(self._fd, lib.SOL_PACKET, lib.PACKET_STATISTICS, st, ln), "PACKET_STATISTICS")
+        self._totals[0] += st.tp_packets
+        self._totals[1] += st.tp_drops
+        self._totals[2] += st.tp_freeze_q_cnt
+
+    def close(self) -> None:
+        """Stop capturing and release the ring. Idempotent, returns promptly.
+
+        A thread blocked in ``next_batch_blocking`` wakes and returns None.
+        Batches still held keep their memory mapped (and readable) until they
+        are released; the socket stops receiving at once.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._wake >= 0:
+                eventfd_signal(self._wake)
+            me = threading.get_ident()
+            # Wait for calls in other threads; they wake at once through the
+            # eventfd. A call further up this thread's stack (close() from a
+            # signal handler) tears down when it unwinds.
+            self._idle.wait_for(lambda: not (set(self._active) - {me}), timeout=5.0)
+            if self._active:
+                return
+        self._teardown()
+
+    def _teardown(self) -> None:
+        if self._torn_down:
+            return
+        self._torn_down = True
+        try:
+            with self._stats_lock:
+                self._read_kernel_stats()
+        except RingError:
+            pass
+        mapping = self._mapping
+        if mapping is not None and any(self._ring.leased):
+            # Views are still alive: stop the socket receiving now (binding to
+            # protocol 0 unhooks it), keep the memory until they are gone.
+            self._bind(self._fd, 0)
+        close_fd(self._wake)
+        self._wake = -1
+        if mapping is not None:
+            mapping.close()
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"fd={self._fd}"
+        return f"<Capture {getattr(self, 'interface', '?')!r} {state}>"
+
+
+class _Active:
+    """Marks a call in progress so ``close()`` never tears down under it."""
+
+    __slots__ = ("c",)
+
+    def __init__(self, c: Capture) -> None:
+        self.c = c
+
+    def __enter__(self) -> None:
+        c = self.c
+        with c._lock:
+            if c._closed:
+                raise ClosedError(f"capture on {c.interface!r} is closed")
+            me = threading.get_ident()
+            c._active[me] = c._active.get(me, 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        c = self.c
+        with c._lock:
+            me = threading.get_ident()
+            k = c._active[me] - 1
+            if k:
+                c._active[me] = k
+            else:
+                del c._active[me]
+            last = c._closed and not c._active
+            c._idle.notify_all()
+        if last:
+            c._teardown()
