@@ -19,8 +19,9 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import operator
+import pickle
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ._lowlevel import ffi, lib
 from .errors import MalformedBlockError, ReleasedError
@@ -181,7 +182,7 @@ class Packet:
     def to_owned(self) -> OwnedPacket:
         """Copy this packet out of the ring."""
         m = self._m()
-        return OwnedPacket(
+        return OwnedPacket.make(
             bytes(self.data), int(m.ts_ns), int(m.wire_len), int(m.pkttype),
             int(m.ifindex), int(m.protocol), int(m.status) & ~lib.TP_STATUS_USER,
             int(m.vlan_tci), int(m.vlan_tpid), int(m.rxhash), int(m.hatype),
@@ -336,37 +337,101 @@ def _ns_to_datetime(ns: int) -> _dt.datetime:
     )
 
 
-class OwnedPacket(NamedTuple):
-    """A captured frame copied out of the ring: immutable, picklable."""
+class _Columns:
+    """Per-packet metadata of an owned batch, one typed sequence per field."""
 
-    data: bytes
-    timestamp_ns: int
-    wire_len: int
-    pkttype: int
-    ifindex: int = 0
-    protocol: int = 0
-    status_bits: int = 0
-    vlan_tci_raw: int = 0
-    vlan_tpid_raw: int = 0
-    rxhash: int = 0
-    hatype: int = 0
-    source_address: bytes = b""
+    __slots__ = ("ts", "caplen", "wire_len", "status", "rxhash", "ifindex", "protocol",
+                 "hatype", "vlan_tci", "vlan_tpid", "pkttype", "halen", "addr")
+    ts: Any
+    caplen: Any
+    wire_len: Any
+    status: Any
+    rxhash: Any
+    ifindex: Any
+    protocol: Any
+    hatype: Any
+    vlan_tci: Any
+    vlan_tpid: Any
+    pkttype: Any
+    halen: Any
+    addr: Any
+
+    def __init__(self, cols: Sequence[Any]) -> None:
+        for name, col in zip(self.__slots__, cols):
+            setattr(self, name, col)
+
+    def row(self, i: int) -> tuple[Any, ...]:
+        h = self.halen[i]
+        addr = bytes(self.addr[8 * i:8 * i + h]) if isinstance(self.addr, memoryview) else self.addr[i]
+        return (self.wire_len[i], self.pkttype[i], self.ifindex[i], self.protocol[i], self.status[i],
+                self.vlan_tci[i], self.vlan_tpid[i], self.rxhash[i], self.hatype[i], addr)
+
+
+_get0 = operator.itemgetter(0)
+_get1 = operator.itemgetter(1)
+
+
+def _col(name: str) -> Any:
+    def get(self: OwnedPacket) -> Any:
+        return getattr(self[2], name)[self[3]]
+    get.__name__ = name
+    return property(get)
+
+
+class OwnedPacket(tuple):  # type: ignore[type-arg]
+    """A captured frame copied out of the ring: immutable, picklable.
+
+    Stored as ``(data, timestamp_ns, columns, index)`` so that a batch's
+    packets are built by C-driven iteration; the other fields are read from
+    the batch's columns on access. Build one by hand with ``OwnedPacket.make``.
+    """
+
+    __slots__ = ()
+
+    data: bytes = property(_get0)  # type: ignore[assignment]
+    timestamp_ns: int = property(_get1)  # type: ignore[assignment]
+    wire_len: int = _col("wire_len")
+    pkttype: int = _col("pkttype")
+    ifindex: int = _col("ifindex")
+    protocol: int = _col("protocol")
+    status_bits: int = _col("status")
+    rxhash: int = _col("rxhash")
+    hatype: int = _col("hatype")
+
+    @classmethod
+    def make(cls, data: bytes, timestamp_ns: int, wire_len: int | None = None, pkttype: int = 0,
+             ifindex: int = 0, protocol: int = 0, status_bits: int = 0, vlan_tci: int = 0,
+             vlan_tpid: int = 0, rxhash: int = 0, hatype: int = 1, source_address: bytes = b"") -> OwnedPacket:
+        """An owned packet from its fields (for files, tests, synthetic traffic)."""
+        data = bytes(data)
+        cols = _Columns(([timestamp_ns], [len(data)], [len(data) if wire_len is None else wire_len],
+                         [status_bits], [rxhash], [ifindex], [protocol], [hatype], [vlan_tci],
+                         [vlan_tpid], [pkttype], [len(source_address)], [bytes(source_address)]))
+        return tuple.__new__(cls, (data, timestamp_ns, cols, 0))
+
+    @property
+    def source_address(self) -> bytes:
+        """Link-layer source address (``sll_addr``, ``sll_halen`` bytes)."""
+        c, i = self[2], self[3]
+        if isinstance(c.addr, memoryview):
+            return bytes(c.addr[8 * i:8 * i + c.halen[i]])
+        return bytes(c.addr[i])
 
     @property
     def timestamp(self) -> float:
-        return self.timestamp_ns / 1e9
+        return int(self[1]) / 1e9
 
     @property
     def datetime(self) -> _dt.datetime:
-        return _ns_to_datetime(self.timestamp_ns)
+        return _ns_to_datetime(self[1])
 
     @property
     def caplen(self) -> int:
-        return len(self.data)
+        return len(self[0])
 
     @property
     def truncated(self) -> bool:
-        return len(self.data) < self.wire_len
+        return len(self[0]) < self.wire_len
 
     @property
     def direction(self) -> Direction | int:
@@ -378,86 +443,123 @@ class OwnedPacket(NamedTuple):
 
     @property
     def vlan_tci(self) -> int | None:
-        return self.vlan_tci_raw if self.status_bits & lib.TP_STATUS_VLAN_VALID else None
+        c, i = self[2], self[3]
+        return int(c.vlan_tci[i]) if c.status[i] & lib.TP_STATUS_VLAN_VALID else None
 
     @property
     def vlan_tpid(self) -> int | None:
-        return self.vlan_tpid_raw if self.status_bits & lib.TP_STATUS_VLAN_TPID_VALID else None
+        c, i = self[2], self[3]
+        return int(c.vlan_tpid[i]) if c.status[i] & lib.TP_STATUS_VLAN_TPID_VALID else None
+
+    def _fields(self) -> tuple[Any, ...]:
+        row: tuple[Any, ...] = self[2].row(self[3])
+        return (self[0], self[1]) + row
 
     def to_owned(self) -> OwnedPacket:
         return self
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        f = self._fields()
+        return (_owned_from_fields, f)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, OwnedPacket):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"OwnedPacket(data={self[0][:16]!r}{'...' if len(self[0]) > 16 else ''}, " \
+               f"timestamp_ns={self[1]}, wire_len={self.wire_len}, direction={self.direction!r})"
+
+
+def _owned_from_fields(data: bytes, ts: int, wire_len: int, pkttype: int, ifindex: int, protocol: int,
+                       status: int, vlan_tci: int, vlan_tpid: int, rxhash: int, hatype: int,
+                       addr: bytes) -> OwnedPacket:
+    return OwnedPacket.make(data, ts, wire_len, pkttype, ifindex, protocol, status, vlan_tci,
+                            vlan_tpid, rxhash, hatype, addr)
+
 
 _COL_FORMATS = ("Q", "I", "I", "I", "I", "i", "H", "H", "H", "H", "B", "B", "B")
 _new_owned: Callable[..., OwnedPacket] = tuple.__new__  # type: ignore[assignment]
+_loads = pickle.loads
 
 
 class OwnedBatch(Sequence[OwnedPacket]):
-    """The packets of one block, copied: contiguous data plus typed columns.
+    """The packets of one block, copied out of the ring in one C call.
 
-    Fast paths for bulk consumers: ``data`` (all packet bytes back to back),
-    ``offsets`` (``n + 1`` boundaries into it), ``timestamps_ns``; iterating
-    builds ``OwnedPacket`` objects by C-driven iteration.
+    Fast paths for bulk consumers: ``datas()`` (a list with each packet's
+    bytes) and the typed columns ``timestamps_ns``, ``wire_lens``, ``caplens``;
+    iterating yields ``OwnedPacket`` objects built by C-driven iteration.
+    Picklable; ``source`` is the index of the source it came from in a service.
     """
 
-    __slots__ = ("_data", "_cols", "_n", "seq_num", "timed_out", "source", "_cache")
+    __slots__ = ("_stream", "_cols", "_n", "seq_num", "timed_out", "source", "_c", "_datas")
 
-    def __init__(self, data: bytes, cols: bytes, n: int, seq_num: int = 0,
+    def __init__(self, stream: bytes, cols: bytes, n: int, seq_num: int = 0,
                  timed_out: bool = False, source: int = 0) -> None:
-        self._data = data
+        self._stream = stream
         self._cols = cols
         self._n = n
         self.seq_num = seq_num
         self.timed_out = timed_out
         self.source = source
-        self._cache: list[memoryview] | None = None
+        self._c: _Columns | None = None
+        self._datas: list[bytes] | None = None
 
     @classmethod
     def _copy(cls, batch: PacketBatch) -> OwnedBatch:
         n = batch._n
         offs = ffi.new("uint64_t[]", lib.NC_NCOLS + 1)
         lib.nc_cols_layout(n, offs)
-        data = bytearray(batch._data_bytes)
+        out = bytearray(lib.NC_STREAM_OVERHEAD(n) + batch._data_bytes)
         cols = bytearray(int(offs[lib.NC_NCOLS]))
         used = lib.nc_copy_out(batch._owner, batch._meta, n, batch._snaplen,
-                               ffi.from_buffer(data), len(data), ffi.from_buffer(cols))
+                               ffi.from_buffer(out), len(out), ffi.from_buffer(cols))
         if used < 0:  # cannot happen: the walk summed the lengths
             raise MalformedBlockError("copy-out overflow")
-        del data[used:]
-        return cls(bytes(data), bytes(cols), n, batch.seq_num, batch.timed_out)
+        del out[used:]
+        return cls(bytes(out), bytes(cols), n, batch.seq_num, batch.timed_out)
 
-    def _columns(self) -> list[memoryview]:
-        c = self._cache
+    def _columns(self) -> _Columns:
+        c = self._c
         if c is None:
             offs = ffi.new("uint64_t[]", lib.NC_NCOLS + 1)
             lib.nc_cols_layout(self._n, offs)
             mv = memoryview(self._cols)
-            c = [mv[offs[k]:offs[k + 1]].cast(f) for k, f in enumerate(_COL_FORMATS)]  # type: ignore[call-overload]
-            self._cache = c
+            c = self._c = _Columns([mv[offs[k]:offs[k + 1]].cast(f)  # type: ignore[call-overload]
+                                    for k, f in enumerate(_COL_FORMATS)])
         return c
 
-    @property
-    def data(self) -> bytes:
-        """All packet bytes of the batch, back to back."""
-        return self._data
-
-    @property
-    def offsets(self) -> memoryview:
-        """``n + 1`` offsets into ``data``: packet ``i`` is ``data[offsets[i]:offsets[i+1]]``."""
-        return self._columns()[1]
+    def datas(self) -> list[bytes]:
+        """Each packet's captured bytes, in order."""
+        d = self._datas
+        if d is None:
+            d = self._datas = _loads(self._stream) if self._n else []
+        return d
 
     @property
     def timestamps_ns(self) -> memoryview:
-        return self._columns()[0]
+        return self._columns().ts  # type: ignore[no-any-return]
 
     @property
     def wire_lens(self) -> memoryview:
-        return self._columns()[2]
+        return self._columns().wire_len  # type: ignore[no-any-return]
 
-    def datas(self) -> Iterator[bytes]:
-        """Each packet's bytes, in order (C-driven slicing, no Python loop)."""
-        o = self._columns()[1]
-        return map(self._data.__getitem__, map(slice, o[:-1], o[1:]))
+    @property
+    def caplens(self) -> memoryview:
+        return self._columns().caplen  # type: ignore[no-any-return]
+
+    @property
+    def nbytes(self) -> int:
+        """Captured bytes in the batch."""
+        return len(self._stream) - lib.NC_STREAM_OVERHEAD(self._n) if self._n else 0
 
     def __len__(self) -> int:
         return self._n
@@ -465,11 +567,7 @@ class OwnedBatch(Sequence[OwnedPacket]):
     def __iter__(self) -> Iterator[OwnedPacket]:
         c = self._columns()
         n = self._n
-        addr = c[12].tobytes()
-        starts = range(0, 8 * n, 8)
-        addrs = map(addr.__getitem__, map(slice, starts, map(operator.add, starts, c[11])))
-        rows = zip(self.datas(), c[0], c[2], c[10], c[5], c[6], c[3], c[8], c[9], c[4], c[7], addrs)
-        return map(_new_owned, repeat(OwnedPacket, n), rows)
+        return map(_new_owned, repeat(OwnedPacket, n), zip(self.datas(), c.ts, repeat(c, n), range(n)))
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
@@ -480,17 +578,13 @@ class OwnedBatch(Sequence[OwnedPacket]):
         if not 0 <= i < n:
             raise IndexError("packet index out of range")
         c = self._columns()
-        a = c[12][8 * i: 8 * i + c[11][i]].tobytes()
-        return OwnedPacket(
-            self._data[c[1][i]:c[1][i + 1]], c[0][i], c[2][i], c[10][i], c[5][i], c[6][i],
-            c[3][i], c[8][i], c[9][i], c[4][i], c[7][i], a,
-        )
+        return tuple.__new__(OwnedPacket, (self.datas()[i], c.ts[i], c, i))
 
     def to_owned(self) -> OwnedBatch:
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (OwnedBatch, (self._data, self._cols, self._n, self.seq_num, self.timed_out, self.source))
+        return (OwnedBatch, (self._stream, self._cols, self._n, self.seq_num, self.timed_out, self.source))
 
     def __repr__(self) -> str:
-        return f"<OwnedBatch seq={self.seq_num} {self._n} packets {len(self._data)} bytes>"
+        return f"<OwnedBatch seq={self.seq_num} {self._n} packets>"

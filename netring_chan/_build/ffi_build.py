@@ -254,6 +254,7 @@ struct nc_block_info {
     uint64_t data_end;
 };
 #define NC_NCOLS ...
+uint64_t NC_STREAM_OVERHEAD(uint32_t n);
 #define NC_MIN_RECORD ...
 #define NC_E_SHORT_BLOCK ...
 #define NC_E_BLOCK_LEN ...
@@ -269,7 +270,7 @@ int nc_walk_block(const uint8_t *blk, uint64_t blk_size, struct nc_pkt *out,
                   uint32_t cap, struct nc_block_info *info);
 void nc_cols_layout(uint32_t n, uint64_t *offs);
 int64_t nc_copy_out(const uint8_t *blk, const struct nc_pkt *pk, uint32_t n,
-                    uint32_t snap_limit, uint8_t *data, uint64_t data_cap,
+                    uint32_t snap_limit, uint8_t *out, uint64_t out_cap,
                     uint8_t *cols);
 int nc_poll2(int fd, short events, int wake_fd, int timeout_ms);
 """
