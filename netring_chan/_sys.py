@@ -93,7 +93,15 @@ def setsockopt_int(fd: int, level: int, opt: int, value: int, what: str, cap: st
 
 
 def setsockopt_struct(fd: int, level: int, opt: int, cdata: object, what: str, cap: str | None = None) -> None:
-    if lib.setsockopt(fd, level, opt, cdata, ffi.sizeof(cdata)) < 0:
+    """``setsockopt`` with a struct; ``cdata`` may be the struct or a pointer to it.
+
+    optlen is the size of the struct itself: ``ffi.sizeof`` of a pointer
+    (what ``ffi.new("struct x *")`` returns) is the pointer's 8 bytes, which
+    the kernel rejects for e.g. ``SO_ATTACH_FILTER`` (16-byte ``sock_fprog``).
+    """
+    t = ffi.typeof(cdata)
+    size = ffi.sizeof(t.item) if t.kind == "pointer" else ffi.sizeof(cdata)
+    if lib.setsockopt(fd, level, opt, cdata, size) < 0:
         raise_errno(ffi.errno, what, cap=cap)
 
 
