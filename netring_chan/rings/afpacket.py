@@ -36,7 +36,7 @@ from .._sys import (
     setsockopt_int, setsockopt_struct, socket_error,
 )
 from ..bpf import BpfProgram, FilterSpec, as_program
-from ..errors import ClosedError, ConfigError, MalformedBlockError, RingError
+from ..errors import ClosedError, ConfigError, FilterError, MalformedBlockError, RingError
 from ..packet import OwnedPacket, PacketBatch, _Lease
 from ._mapping import Mapping
 
@@ -367,7 +367,11 @@ class Capture:
 
     def _attach(self, fd: int, prog: BpfProgram) -> None:
         fprog, arr = prog._fprog()
-        setsockopt_struct(fd, lib.SOL_SOCKET, lib.SO_ATTACH_FILTER, fprog, f"attach filter {prog}")
+        try:
+            setsockopt_struct(fd, lib.SOL_SOCKET, lib.SO_ATTACH_FILTER, fprog, f"attach filter {prog}")
+        except ConfigError as e:  # EINVAL: the kernel's BPF checker refused the program
+            raise FilterError(f"the kernel rejected BPF program {prog} "
+                              "(bad opcode, jump out of range or no final return)") from e
         self._filter_keep = (fprog, arr)
         self.filter = prog
 
