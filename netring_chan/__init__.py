@@ -11,6 +11,7 @@ Layering (arrows point down only):
 This module only re-exports the public names.
 """
 
+from .aio import AsyncCapture, AsyncCaptureStatistics, PacketStream, TrioCapture
 from .bpf import BpfProgram, compile_filter
 from .errors import (
     CapabilityError, ClosedError, ConfigError, FilterError, InterfaceNotFoundError,
@@ -25,6 +26,7 @@ from .rings.afpacket import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncCapture", "AsyncCaptureStatistics", "PacketStream", "TrioCapture",
     "BpfProgram", "compile_filter",
     "CapabilityError", "ClosedError", "ConfigError", "FilterError", "InterfaceNotFoundError",
     "LibpcapMissingError", "MalformedBlockError", "NetringError", "ReleasedError", "RingError",
