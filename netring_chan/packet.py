@@ -215,12 +215,17 @@ class PacketBatch:
     ``len(batch)`` packets; ``seq_num`` increases by one per block, so a gap
     shows blocks the reader never saw; ``timed_out`` tells that the kernel
     retired the block on its timer rather than because it was full.
+
+    ``losing``: the kernel dropped packets (ring full) before it closed this
+    block, since ``stats()`` was last read. TPACKET_V3 reports loss only here
+    and in ``stats()``: a frozen ring opens no block while it drops, so drops
+    leave no ``seq_num`` gap.
     """
 
     __slots__ = (
         "_owner", "_base", "_meta", "_n", "_views", "_snaplen", "seq_num",
         "timed_out", "first_timestamp_ns", "last_timestamp_ns", "_data_bytes",
-        "_data_end", "__weakref__",
+        "_data_end", "losing", "__weakref__",
     )
 
     def __init__(self, lease: _Lease, meta: Any, n: int, info: Any, snaplen: int) -> None:
@@ -232,6 +237,7 @@ class PacketBatch:
         self._snaplen = snaplen
         self.seq_num: int = int(info.seq_num)
         self.timed_out: bool = bool(info.block_status & lib.TP_STATUS_BLK_TMO)
+        self.losing: bool = bool(info.block_status & lib.TP_STATUS_LOSING)
         self.first_timestamp_ns: int = int(info.ts_first_ns)
         self.last_timestamp_ns: int = int(info.ts_last_ns)
         self._data_bytes = int(info.data_bytes)
