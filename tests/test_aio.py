@@ -466,11 +466,18 @@ def test_held_batch_does_not_spin(lab: Any, kit: Any) -> None:
     kit.run(main)
 
 
-def test_import_is_lazy() -> None:
-    """Importing netring_chan imports neither trio nor asyncio (both are paid for on use)."""
+def test_faces_import_neither_trio_nor_asyncio() -> None:
+    """The aio modules load with trio and asyncio unavailable: both are imported on first use."""
     import subprocess
     import sys
 
-    code = "import sys, netring_chan; print('trio' in sys.modules, 'asyncio' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split()[0] == "False"
+    code = (
+        "import sys, netring_chan\n"
+        "for k in [k for k in sys.modules if k.startswith('netring_chan.aio')]: del sys.modules[k]\n"
+        "sys.modules['trio'] = sys.modules['asyncio'] = None\n"
+        "import netring_chan.aio as a\n"
+        "print(a.AsyncCapture.__name__, a.TrioCapture.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["AsyncCapture", "TrioCapture"]
