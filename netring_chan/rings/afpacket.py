@@ -268,6 +268,7 @@ class Capture:
         self._idle = threading.Condition(self._lock)
         self._active: dict[int, int] = {}
         self._torn_down = False
+        self._teardown_lock = threading.Lock()
         self._totals = [0, 0, 0]
         self._last = [0, 0, 0]
         self._stats_lock = threading.Lock()
@@ -526,23 +527,31 @@ class Capture:
         self._teardown()
 
     def _teardown(self) -> None:
-        if self._torn_down:
-            return
-        self._torn_down = True
-        try:
-            with self._stats_lock:
-                self._read_kernel_stats()
-        except RingError:
-            pass
-        mapping = self._mapping
-        if mapping is not None and any(self._ring.leased):
-            # Views are still alive: stop the socket receiving now (binding to
-            # protocol 0 unhooks it), keep the memory until they are gone.
-            self._bind(self._fd, 0)
-        close_fd(self._wake)
-        self._wake = -1
-        if mapping is not None:
-            mapping.close()
+        # close() and the last call to leave (a wait in another thread that
+        # close() woke) can both get here at once. The first does the work
+        # while the other waits on the lock: close() returns only once the fds
+        # and the ring are released, and no fd is closed twice (a second close
+        # could hit a number another thread has just been given).
+        with self._teardown_lock:
+            if self._torn_down:
+                return
+            self._torn_down = True
+            mapping = self._mapping
+            try:
+                with self._stats_lock:
+                    self._read_kernel_stats()
+                if mapping is not None and any(self._ring.leased):
+                    # Views are still alive: stop the socket receiving now
+                    # (binding to protocol 0 unhooks it), keep the memory
+                    # until they are gone.
+                    self._bind(self._fd, 0)
+            except RingError:
+                pass
+            finally:
+                close_fd(self._wake)
+                self._wake = -1
+                if mapping is not None:
+                    mapping.close()
 
     def __enter__(self) -> Capture:
         return self

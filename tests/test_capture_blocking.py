@@ -1,0 +1,156 @@
+"""Blocking receive: signals never surface as errors, close() wakes waiters."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+import pytest
+
+import netring_chan as nc
+from capture_util import collect, fd_count, hwaddr, ring_mappings, seq_of, tagged
+from lab import ETH_P_LAB, Lab
+
+RING: dict[str, Any] = dict(block_size=1 << 16, block_count=8, block_timeout_ms=5,
+                            filter=f"ether proto {ETH_P_LAB:#x}")
+
+
+@pytest.mark.parametrize("how", ["itimer", "pthread_kill"])
+def test_signal_storm_during_blocking_receive(lab: Lab, how: str) -> None:
+    """A signal every millisecond for ~1 s while blocked in poll: nothing raised, nothing lost."""
+    dst, src = hwaddr(lab.a), hwaddr(lab.b)
+    sig = signal.SIGALRM if how == "itimer" else signal.SIGUSR1
+    hits = 0
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal hits
+        hits += 1
+
+    main = threading.get_ident()
+    stop = threading.Event()
+    sent: list[int] = []
+
+    def sender() -> None:
+        # Block the storm here so that the kernel delivers it to the main
+        # thread, which sits in poll(): that is the EINTR path under test.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGUSR1})
+        with lab.sender() as s:
+            i = 0
+            while not stop.is_set():
+                s.send(tagged(dst, src, i, 64))
+                sent.append(i)
+                i += 1
+                for _ in range(10):
+                    if how == "pthread_kill":
+                        signal.pthread_kill(main, signal.SIGUSR1)
+                    time.sleep(0.001)
+
+    got: list[int] = []
+    idle_waits: list[float] = []
+    old_handler = signal.signal(sig, handler)
+    old_timer = signal.getitimer(signal.ITIMER_REAL)  # pytest-timeout may have one armed
+    t = threading.Thread(target=sender, name="storm-sender")
+    try:
+        with nc.Capture(lab.a, **RING) as cap:
+            if how == "itimer":
+                signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+            t.start()
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end:
+                b = cap.next_batch_blocking(0.2)
+                if b is not None:
+                    with b:
+                        got += [seq_of(bytes(p.data)) for p in b]
+            stop.set()
+            t.join()
+            # An idle wait under the storm lasts its full timeout: EINTR
+            # re-waits for what is left, neither returning early nor restarting.
+            for _ in range(2):
+                t0 = time.monotonic()
+                while (b := cap.next_batch_blocking(0.25)) is not None:
+                    with b:
+                        got += [seq_of(bytes(p.data)) for p in b]
+                    t0 = time.monotonic()
+                idle_waits.append(time.monotonic() - t0)
+    finally:
+        if how == "itimer":
+            signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        stop.set()
+        if t.is_alive():
+            t.join()
+        signal.signal(sig, old_handler)
+        if old_timer[0] > 0:
+            signal.setitimer(signal.ITIMER_REAL, *old_timer)
+    assert hits >= 100, f"only {hits} signals landed"
+    assert len(sent) >= 20
+    assert got == sent  # every frame sent during the storm arrived, in order
+    assert all(0.24 <= w < 1.0 for w in idle_waits), idle_waits
+
+
+def test_close_from_another_thread_wakes_blocked_reader(lab: Lab) -> None:
+    base_fds, base_maps = fd_count(), ring_mappings()
+    for _ in range(25):
+        cap = nc.Capture(lab.a, **RING)
+        out: list[Any] = []
+        entered = threading.Event()
+
+        def reader(cap: nc.Capture = cap, out: list[Any] = out) -> None:
+            entered.set()
+            t0 = time.monotonic()
+            try:
+                out.append(cap.next_batch_blocking(None))
+            except BaseException as e:  # pragma: no cover - reported below
+                out.append(e)
+            out.append(time.monotonic() - t0)
+
+        t = threading.Thread(target=reader, name="blocked-reader")
+        t.start()
+        entered.wait()
+        time.sleep(0.02)  # let it reach poll()
+        t0 = time.monotonic()
+        cap.close()
+        took = time.monotonic() - t0
+        # Once close() has returned the ring and its fds are gone, whichever
+        # thread did the teardown.
+        assert (fd_count(), ring_mappings()) == (base_fds, base_maps)
+        t.join(2.0)
+        assert not t.is_alive(), "reader still blocked after close()"
+        assert out[0] is None and out[1] < 1.0 and took < 1.0, out
+        assert cap.closed
+        cap.close()  # idempotent
+    assert (fd_count(), ring_mappings()) == (base_fds, base_maps)
+
+
+def test_close_from_a_signal_handler_in_the_blocked_thread(lab: Lab) -> None:
+    """close() inside a handler that interrupts our own poll: the wait returns None."""
+    base = fd_count()
+    cap = nc.Capture(lab.a, **RING)
+    old = signal.signal(signal.SIGUSR1, lambda s, f: cap.close())
+    try:
+        timer = threading.Timer(0.1, signal.pthread_kill, (threading.get_ident(), signal.SIGUSR1))
+        timer.start()
+        t0 = time.monotonic()
+        r = cap.next_batch_blocking(5.0)
+        took = time.monotonic() - t0
+        timer.join()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert r is None and took < 1.0
+    assert cap.closed and fd_count() == base
+    with pytest.raises(nc.ClosedError):
+        cap.next_batch()
+
+
+def test_blocking_timeout_and_nonblocking_empty(lab: Lab) -> None:
+    with nc.Capture(lab.a, **RING) as cap:
+        assert cap.next_batch() is None
+        t0 = time.monotonic()
+        assert cap.next_batch_blocking(0.1) is None
+        assert 0.09 <= time.monotonic() - t0 < 1.0
+        assert cap.next_batch_blocking(0) is None
+        dst, src = hwaddr(lab.a), hwaddr(lab.b)
+        lab.send([tagged(dst, src, 5, 64)])
+        assert [seq_of(p.data) for p in collect(cap, 1)] == [5]
