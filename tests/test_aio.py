@@ -319,7 +319,11 @@ def test_close_from_another_task_wakes_waiter(lab: Any, kit: Any, mode: str) -> 
             cap.close()
             return t
 
-        outcome, closed_at = await kit.both(waiter, closer)
+        async def bounded_waiter() -> Any:
+            done, r = await kit.within(3, waiter)
+            return r if done else "still waiting 3 s after close"
+
+        outcome, closed_at = await kit.both(bounded_waiter, closer)
         assert outcome == ("ended" if mode == "stream" else "closed")
         assert cap.closed and cap.source.closed  # opened by name: owned, closed with it
         with pytest.raises(nc.ClosedError):
