@@ -22,6 +22,10 @@ from .rings.afpacket import (
     Capture, CaptureConfig, CaptureStats, Fanout, FanoutFlag, FanoutMode, RingShrunkWarning,
     TimestampSource,
 )
+from .threads import (
+    AsyncioReceiver, CaptureService, CaptureSource, Overflow, ServiceError, ServiceStats, SourceStats,
+    TrioReceiveChannel,
+)
 
 __version__ = "0.1.0"
 
@@ -33,4 +37,6 @@ __all__ = [
     "Direction", "OwnedBatch", "OwnedPacket", "Packet", "PacketBatch", "Status",
     "Capture", "CaptureConfig", "CaptureStats", "Fanout", "FanoutFlag", "FanoutMode",
     "RingShrunkWarning", "TimestampSource",
+    "AsyncioReceiver", "CaptureService", "CaptureSource", "Overflow", "ServiceError", "ServiceStats",
+    "SourceStats", "TrioReceiveChannel",
 ]
