@@ -22,6 +22,7 @@ from .rings.afpacket import (
     Capture, CaptureConfig, CaptureStats, Fanout, FanoutFlag, FanoutMode, RingShrunkWarning,
     TimestampSource,
 )
+from .rings.inject import Injector, InjectorConfig, InjectorStats, RingFullError, TxSlot
 from .threads import (
     AsyncioReceiver, CaptureService, CaptureSource, Overflow, ServiceError, ServiceStats, SourceStats,
     TrioReceiveChannel,
@@ -37,6 +38,7 @@ __all__ = [
     "Direction", "OwnedBatch", "OwnedPacket", "Packet", "PacketBatch", "Status",
     "Capture", "CaptureConfig", "CaptureStats", "Fanout", "FanoutFlag", "FanoutMode",
     "RingShrunkWarning", "TimestampSource",
+    "Injector", "InjectorConfig", "InjectorStats", "RingFullError", "TxSlot",
     "AsyncioReceiver", "CaptureService", "CaptureSource", "Overflow", "ServiceError", "ServiceStats",
     "SourceStats", "TrioReceiveChannel",
 ]

@@ -275,6 +275,33 @@ int64_t nc_copy_out(const uint8_t *blk, const struct nc_pkt *pk, uint32_t n,
 int nc_poll2(int fd, short events, int wake_fd, int timeout_ms);
 """
 
+TX_HELPERS = """
+struct nc_txring {
+    uint8_t *base;
+    uint32_t block_size;
+    uint32_t frame_size;
+    uint32_t per_block;
+    uint32_t count;
+};
+#define NC_TX_DATA_OFF ...
+#define NC_TX_TS_MASK ...
+#define TP_STATUS_TS_SYS_HARDWARE ...
+#define SIOCGIFMTU ...
+#define SIOCGIFHWADDR ...
+#define ARPHRD_ETHER ...
+#define ARPHRD_LOOPBACK ...
+#define IFNAMSIZ ...
+uint8_t *nc_tx_frame(const struct nc_txring *r, uint32_t i);
+uint32_t nc_tx_status(const void *frame);
+void nc_tx_set(void *frame, uint32_t status);
+void nc_tx_publish(void *frame, const uint8_t *src, uint32_t len);
+uint32_t nc_tx_taken(const struct nc_txring *r, uint32_t from, uint32_t n);
+uint32_t nc_tx_reap(const struct nc_txring *r, uint32_t from, uint32_t n);
+void nc_tx_remove(const struct nc_txring *r, uint32_t w, uint32_t n);
+int nc_if_mtu(int fd, const char *name);
+int nc_if_hatype(int fd, const char *name);
+"""
+
 INCLUDES = """
 #include <sys/types.h>
 #include <sys/socket.h>
@@ -289,7 +316,7 @@ INCLUDES = """
 """
 
 ffibuilder = FFI()
-ffibuilder.cdef(LIBC + IF_ETHER + IF_PACKET + FILTER + HELPERS)
+ffibuilder.cdef(LIBC + IF_ETHER + IF_PACKET + FILTER + HELPERS + TX_HELPERS)
 ffibuilder.set_source(
     "netring_chan._lowlevel",
     INCLUDES + (HERE / "helpers.h").read_text(),

@@ -6,8 +6,10 @@ from .afpacket import (
     Capture, CaptureConfig, CaptureStats, Fanout, FanoutFlag, FanoutMode, RingShrunkWarning,
     TimestampSource,
 )
+from .inject import Injector, InjectorConfig, InjectorStats, RingFullError, TxSlot
 
 __all__ = [
     "Capture", "CaptureConfig", "CaptureStats", "Fanout", "FanoutFlag", "FanoutMode",
     "RingShrunkWarning", "TimestampSource",
+    "Injector", "InjectorConfig", "InjectorStats", "RingFullError", "TxSlot",
 ]

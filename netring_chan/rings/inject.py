@@ -1,0 +1,666 @@
+"""AF_PACKET transmit rings (PACKET_TX_RING, TPACKET_V2): ``Injector``.
+
+Kernel facts this module depends on (Documentation/networking/packet_mmap.rst
+and ``tpacket_snd`` in net/packet/af_packet.c):
+
+* Why V2: the TX ring is a fixed array of fixed-size slots whatever the
+  version. V3 adds nothing for sending (its TX path refuses any
+  ``tp_next_offset`` but 0 and needs RX-style block geometry), so V2, the
+  version every TX user (libpcap, netsniff-ng's trafgen) relies on, is used.
+  The slot starts with a ``struct tpacket2_hdr``; the kernel reads the frame
+  at ``TPACKET2_HDRLEN - sizeof(struct sockaddr_ll)`` from the slot start
+  (PACKET_TX_HAS_OFF is not set) and its length from ``tp_len``.
+* A slot goes AVAILABLE -> SEND_REQUEST (we publish it) -> SENDING (the
+  kernel built an skb that still points into the slot's pages) -> AVAILABLE
+  (the skb was freed). Nothing moves until ``sendto(fd, NULL, 0)``: the kernel
+  then walks the ring *from its own head, in order*, and stops at the first
+  slot that is not SEND_REQUEST. Slots must therefore be published in ring
+  order, without gaps, and a slot is reusable only after its skb is gone.
+* A frame the kernel cannot send (longer than MTU + link header, +4 only for
+  an 802.1Q-tagged frame, or shorter than the link header) is marked
+  TP_STATUS_WRONG_FORMAT and ``sendto`` fails (EMSGSIZE / EINVAL) *without
+  moving the kernel's head past it*: the ring is stuck on that slot. (With
+  PACKET_LOSS, which can only be set before the ring exists, the kernel would
+  instead mark it AVAILABLE and carry on; a rejection would then look exactly
+  like a send and could not be counted, so PACKET_LOSS stays off.) We catch
+  what we can in user space, and for what the kernel still refuses (the MTU
+  was lowered under us) we count the frame, move the frames queued behind it
+  one slot down and free the last slot, so the ring flows again.
+* MSG_DONTWAIT makes ``sendto`` push every queued slot and return without
+  waiting for completions; it fails with EAGAIN when the socket's send buffer
+  is full (the slot stays queued) and with ENOBUFS when the device dropped a
+  frame it had already freed (the kernel re-marks it SEND_REQUEST).
+* ``poll`` reports POLLOUT when the slot at the kernel's head is AVAILABLE,
+  but *also* whenever the send buffer is less than half used, so POLLOUT is
+  only a hint: after it we look at the slots themselves, and back off briefly
+  when it brought nothing.
+* The socket is created and bound with protocol 0: a TX-only socket bound
+  with ETH_P_ALL would also be handed a copy of every frame on the interface
+  (into a receive queue nobody reads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import mmap as _mmap
+import os
+import threading
+import time
+import warnings
+from typing import Any, Iterable
+
+from .._lowlevel import ffi, lib
+from .._sys import (
+    check, close_fd, eventfd, eventfd_signal, ifindex, poll_wait, raise_errno, setsockopt_int,
+)
+from ..errors import ClosedError, ConfigError, NetringError, RingError
+from ._mapping import Mapping
+
+__all__ = ["Injector", "InjectorConfig", "InjectorStats", "TxSlot", "RingFullError"]
+
+PAGE_SIZE = _mmap.PAGESIZE
+ETH_HLEN = int(lib.ETH_HLEN)
+VLAN_HLEN = 4
+_TPID_8021Q = b"\x81\x00"
+DATA_OFF = int(lib.NC_TX_DATA_OFF)
+_AVAILABLE = int(lib.TP_STATUS_AVAILABLE)
+_WRONG = int(lib.TP_STATUS_WRONG_FORMAT)
+_RETRY_LATER = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)
+
+
+class RingFullError(NetringError, BlockingIOError):
+    """No TX slot became free before the timeout (or ``block=False``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InjectorConfig:
+    """Options of an ``Injector``; every field is validated, errors name it.
+
+    ``frame_size``: bytes per slot, a multiple of 16 (TPACKET_ALIGNMENT); a
+    frame may use ``frame_size - 32`` of it. ``frame_count``: slots in the
+    ring (rounded up to fill whole blocks). ``qdisc_bypass``: hand frames to
+    the driver directly (PACKET_QDISC_BYPASS), skipping traffic control.
+    ``priority``: SO_PRIORITY of the frames (0..6 without CAP_NET_ADMIN).
+    ``drain_timeout``: how long ``close()`` waits for queued frames to go.
+    """
+
+    frame_size: int = 2048
+    frame_count: int = 256
+    qdisc_bypass: bool = False
+    priority: int | None = None
+    drain_timeout: float = 1.0
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(msg)
+
+        for name in ("frame_size", "frame_count"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool), f"{name} must be an int, got {v!r}")
+        fs = self.frame_size
+        need(fs % lib.TPACKET_ALIGNMENT == 0,
+             f"frame_size must be a multiple of {lib.TPACKET_ALIGNMENT} (TPACKET_ALIGNMENT), got {fs}")
+        need(fs >= DATA_OFF + 64, f"frame_size must be at least {DATA_OFF + 64}, got {fs}")
+        need(fs <= 1 << 20, f"frame_size must be at most 1 MiB, got {fs}")
+        need(1 <= self.frame_count <= 1 << 20, f"frame_count must be in 1..{1 << 20}, got {self.frame_count}")
+        need(isinstance(self.qdisc_bypass, bool), f"qdisc_bypass must be a bool, got {self.qdisc_bypass!r}")
+        if self.priority is not None:
+            need(isinstance(self.priority, int) and not isinstance(self.priority, bool)
+                 and 0 <= self.priority <= 0xFFFFFFFF, f"priority must be a non-negative int, got {self.priority!r}")
+        need(isinstance(self.drain_timeout, (int, float)) and self.drain_timeout >= 0,
+             f"drain_timeout must be a number >= 0, got {self.drain_timeout!r}")
+
+    @property
+    def block_size(self) -> int:
+        """Smallest power-of-two number of pages holding one slot (the kernel
+        allocates blocks in powers of two pages anyway)."""
+        bs = PAGE_SIZE
+        while bs < self.frame_size:
+            bs <<= 1
+        return bs
+
+
+@dataclasses.dataclass(frozen=True)
+class InjectorStats:
+    """Counters of one injector since it opened.
+
+    ``queued``: frames handed to the ring (``send``). ``sent``: frames the
+    kernel took and finished with (its skb was freed: transmitted, or dropped
+    further down the stack, which the ring cannot see). ``rejected``: frames
+    the kernel refused (TP_STATUS_WRONG_FORMAT); their slots were reused.
+    ``ring_full``: sends or allocations that found no free slot (each waited
+    or failed once). ``pending``: still in the ring, ``queued - sent -
+    rejected``.
+    """
+
+    queued: int
+    sent: int
+    rejected: int
+    ring_full: int
+
+    @property
+    def pending(self) -> int:
+        return self.queued - self.sent - self.rejected
+
+
+class TxSlot:
+    """One TX slot lent by ``Injector.allocate``: fill ``data``, then ``send()``.
+
+    ``data`` is a writable memoryview straight into the ring (zero copy).
+    Leaving the ``with`` block (or calling ``discard()``) without ``send()``
+    gives the slot back unsent; after either, ``data`` is released. Do not
+    keep slices of ``data`` past that point: the memory stays mapped (never a
+    segfault) but belongs to a later frame.
+    """
+
+    __slots__ = ("_inj", "index", "_frame", "_view", "_owner", "length", "_done")
+
+    def __init__(self, inj: Injector, index: int, frame: Any, owner: Any, length: int) -> None:
+        self._inj = inj
+        self.index = index
+        self._frame = frame
+        self._owner = owner
+        self.length = length
+        self._view: memoryview | None = memoryview(ffi.buffer(owner, length))
+        self._done = False
+
+    @property
+    def data(self) -> memoryview:
+        if self._view is None:
+            raise ClosedError("TX slot used after send() or discard()")
+        return self._view
+
+    def send(self, length: int | None = None) -> None:
+        """Queue the slot's first ``length`` bytes (default: all) for sending."""
+        if self._done:
+            raise ClosedError("TX slot already sent or discarded")
+        n = self.length if length is None else length
+        if not isinstance(n, int) or not 0 < n <= self.length:
+            raise ValueError(f"send length must be in 1..{self.length}, got {length!r}")
+        self._inj._commit(self, n)
+
+    def discard(self) -> None:
+        """Give the slot back unsent (idempotent after send)."""
+        if not self._done:
+            self._inj._abandon(self)
+
+    def _finish(self) -> None:
+        self._done = True
+        v, self._view = self._view, None
+        if v is not None:
+            try:
+                v.release()
+            except BufferError:  # exported further (e.g. numpy): stays mapped
+                pass
+        self._owner = None
+
+    def __enter__(self) -> TxSlot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+    def __repr__(self) -> str:
+        state = "done" if self._done else "open"
+        return f"<TxSlot {self.index} len={self.length} {state}>"
+
+
+class Injector:
+    """A PACKET_TX_RING on one interface (TPACKET_V2).
+
+    ``Injector("eth0", frame_count=512)``; options are the fields of
+    ``InjectorConfig`` (or pass ``config=``). Frames are queued by ``send`` /
+    ``send_many`` / ``allocate`` and go out on ``flush()`` (``send_many``
+    flushes when it is done; a full ring is flushed on its own). Frames are
+    whole link-layer frames (Ethernet header included, no FCS), 14 bytes up
+    to MTU + 14 (+4 with an 802.1Q tag). Thread-safe; one slot can be open
+    (``allocate``) at a time, other producers wait for it. Needs CAP_NET_RAW.
+    """
+
+    def __init__(self, interface: str, *, config: InjectorConfig | None = None, **options: Any) -> None:
+        self._fd = -1
+        self._wake = -1
+        self._closed = True
+        self._closing = False
+        self._mapping: Mapping | None = None
+        if config is None:
+            try:
+                config = InjectorConfig(**options)
+            except TypeError as e:
+                raise ConfigError(f"Injector: {e}") from None
+        elif options:
+            raise ConfigError(f"pass either config= or options, not both: {sorted(options)}")
+        self.config = config
+        self.interface = interface
+        self.ifindex = ifindex(interface)
+        self.block_size = config.block_size
+        self.per_block = self.block_size // config.frame_size
+        self.block_count = -(-config.frame_count // self.per_block)
+        self.frame_count = self.block_count * self.per_block
+        self.frame_size = config.frame_size
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._open: TxSlot | None = None
+        self._open_thread = 0
+        # Ring bookkeeping, all under _lock. Slots [tail, head) are ours in
+        # flight: [tail, kpos) taken by the kernel (SENDING or done),
+        # [kpos, head) queued (SEND_REQUEST) and not yet taken.
+        self._head = 0
+        self._tail = 0
+        self._kpos = 0
+        self._counts = [0, 0, 0, 0]  # queued, sent, rejected, ring_full
+
+        fd = check(lib.socket(lib.AF_PACKET, lib.SOCK_RAW | lib.SOCK_CLOEXEC, 0), "socket(AF_PACKET)")
+        try:
+            self._setup(fd)
+        except BaseException:
+            if self._mapping is not None:
+                self._mapping.close()
+            else:
+                close_fd(fd)
+            close_fd(self._wake)
+            raise
+        self._closed = False
+
+    # -- setup ---------------------------------------------------------------
+
+    def _setup(self, fd: int) -> None:
+        cfg = self.config
+        setsockopt_int(fd, lib.SOL_PACKET, lib.PACKET_VERSION, lib.TPACKET_V2, "PACKET_VERSION")
+        if cfg.qdisc_bypass:
+            setsockopt_int(fd, lib.SOL_PACKET, lib.PACKET_QDISC_BYPASS, 1, "PACKET_QDISC_BYPASS")
+        if cfg.priority is not None:
+            setsockopt_int(fd, lib.SOL_SOCKET, lib.SO_PRIORITY, cfg.priority, f"SO_PRIORITY={cfg.priority}")
+        req = ffi.new("struct tpacket_req *")
+        req.tp_block_size = self.block_size
+        req.tp_block_nr = self.block_count
+        req.tp_frame_size = cfg.frame_size
+        req.tp_frame_nr = self.frame_count
+        if lib.setsockopt(fd, lib.SOL_PACKET, lib.PACKET_TX_RING, req, ffi.sizeof(req[0])) < 0:
+            raise_errno(ffi.errno, f"PACKET_TX_RING ({self.frame_count} slots of {cfg.frame_size} bytes)")
+        self._fd = fd
+        self._mapping = Mapping(fd, self.block_size * self.block_count, on_unmapped=lambda: close_fd(fd))
+        ring = ffi.new("struct nc_txring *")
+        ring.base = self._mapping.addr
+        ring.block_size = self.block_size
+        ring.frame_size = cfg.frame_size
+        ring.per_block = self.per_block
+        ring.count = self.frame_count
+        self._ring = ring
+        self._frames = [lib.nc_tx_frame(ring, i) for i in range(self.frame_count)]
+        self._offsets = [(i // self.per_block) * self.block_size + (i % self.per_block) * cfg.frame_size
+                         for i in range(self.frame_count)]
+        hatype = lib.nc_if_hatype(fd, self.interface.encode())
+        if hatype < 0:
+            raise_errno(-hatype, f"SIOCGIFHWADDR {self.interface!r}", interface=self.interface)
+        if hatype not in (lib.ARPHRD_ETHER, lib.ARPHRD_LOOPBACK):
+            raise ConfigError(f"{self.interface!r}: only Ethernet-framed interfaces are supported (ARPHRD {hatype})")
+        self._refresh_mtu(fd)
+        sll = ffi.new("struct sockaddr_ll *")
+        sll.sll_family = lib.AF_PACKET
+        sll.sll_protocol = 0  # TX only: no protocol hook, nothing is received
+        sll.sll_ifindex = self.ifindex
+        if lib.bind(fd, ffi.cast("struct sockaddr *", sll), ffi.sizeof(sll[0])) < 0:
+            raise_errno(ffi.errno, f"bind to {self.interface!r}", interface=self.interface)
+        self._wake = eventfd()
+
+    def _refresh_mtu(self, fd: int) -> None:
+        mtu = lib.nc_if_mtu(fd, self.interface.encode())
+        if mtu < 0:
+            raise_errno(-mtu, f"SIOCGIFMTU {self.interface!r}", interface=self.interface)
+        self.mtu = int(mtu)
+
+    @property
+    def max_frame(self) -> int:
+        """Longest untagged frame accepted now: MTU + 14, capped by the slot."""
+        return min(self.mtu + ETH_HLEN, self.frame_size - DATA_OFF)
+
+    def _check_len(self, n: int, head: Any = None) -> None:
+        """Refuse, before anything is queued, a frame the kernel would refuse.
+
+        ``head``: the frame's first 14 bytes (bytes-like or a cdata array),
+        read only to see an 802.1Q tag when the frame is over MTU + 14.
+        """
+        if n == 0:
+            raise ValueError("empty frame")
+        if n < ETH_HLEN:
+            raise ValueError(f"frame of {n} bytes is shorter than the {ETH_HLEN}-byte Ethernet header")
+        slot_cap = self.frame_size - DATA_OFF
+        if n > slot_cap:
+            raise ValueError(f"frame of {n} bytes does not fit a {self.frame_size}-byte slot "
+                             f"(at most {slot_cap}; raise frame_size)")
+        limit = self.mtu + ETH_HLEN
+        if n > limit:
+            if isinstance(head, ffi.CData):
+                head = ffi.buffer(head, ETH_HLEN)
+            tagged = head is not None and bytes(head[12:14]) == _TPID_8021Q
+            if not tagged or n > limit + VLAN_HLEN:
+                raise ValueError(f"frame of {n} bytes exceeds {self.interface!r} MTU {self.mtu} + "
+                                 f"{ETH_HLEN}{' + 4 (802.1Q)' if tagged else ''} = "
+                                 f"{limit + (VLAN_HLEN if tagged else 0)}")
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def fileno(self) -> int:
+        """The socket fd (POLLOUT is a hint that slots may be free)."""
+        if self._closed:
+            raise ClosedError("injector is closed")
+        return self._fd
+
+    def _check_open(self) -> None:
+        if self._closed or self._closing:
+            raise ClosedError(f"injector on {self.interface!r} is closed")
+
+    @property
+    def _inuse(self) -> int:
+        return self._head - self._tail
+
+    def _reap(self) -> int:
+        """Count the slots the kernel is done with, oldest first."""
+        taken = self._kpos - self._tail
+        if taken <= 0:
+            return 0
+        k = int(lib.nc_tx_reap(self._ring, self._tail % self.frame_count, taken))
+        if k:
+            self._tail += k
+            self._counts[1] += k
+        return k
+
+    # -- producing -----------------------------------------------------------
+
+    def _wait_slot_free(self, deadline: float | None) -> bool:
+        """Wait (lock held) until no other thread holds an open slot; False on timeout."""
+        while self._open is not None:
+            if self._open_thread == threading.get_ident():
+                raise RuntimeError("this thread already holds an open TX slot; send or discard it first")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            self._cond.wait(left)
+            self._check_open()
+        return True
+
+    def _take_slot(self) -> int | None:
+        """Index of the free slot at the head, flushing once if the ring is full."""
+        if self._inuse >= self.frame_count:
+            self._reap()
+            if self._inuse >= self.frame_count:
+                self._flush_locked()
+                self._reap()
+                if self._inuse >= self.frame_count:
+                    return None
+        return self._head
+
+    def try_send(self, data: bytes | bytearray | memoryview) -> bool:
+        """Queue ``data`` if a slot is free now; False (and ``ring_full`` counted) if not."""
+        return self._try_send(data, count_full=True, deadline=time.monotonic())
+
+    def _try_send(self, data: bytes | bytearray | memoryview, count_full: bool,
+                  deadline: float | None) -> bool:
+        try:
+            buf = ffi.from_buffer("uint8_t[]", data)
+        except TypeError:
+            raise TypeError(f"frame must be a bytes-like object, got {type(data).__name__}") from None
+        n = len(buf)
+        self._check_len(n, buf)
+        with self._lock:
+            self._check_open()
+            if not self._wait_slot_free(deadline) or self._take_slot() is None:
+                if count_full:
+                    self._counts[3] += 1
+                return False
+            lib.nc_tx_publish(self._frames[self._head % self.frame_count], buf, n)
+            self._head += 1
+            self._counts[0] += 1
+            return True
+
+    def send(self, data: bytes | bytearray | memoryview, *, timeout: float | None = None,
+             flush: bool = False) -> None:
+        """Queue one frame, waiting up to ``timeout`` (None: forever) for a slot.
+
+        Raises ``ValueError`` for a frame the interface cannot carry (nothing
+        is queued), ``RingFullError`` when no slot freed in time,
+        ``ClosedError`` after ``close()``. ``flush=True`` kicks the kernel too.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._try_send(data, count_full=True, deadline=deadline):
+            while not self._try_send(data, count_full=False, deadline=deadline):
+                self._wait_progress(deadline)
+        if flush:
+            self.flush()
+
+    def send_many(self, frames: Iterable[bytes | bytearray | memoryview], *,
+                  timeout: float | None = None) -> int:
+        """Queue every frame (waiting for slots as needed), flush, return the count.
+
+        A bad frame raises ``ValueError`` after the frames before it were
+        queued and flushed; it and those after it are not sent.
+        """
+        n = 0
+        try:
+            for f in frames:
+                self.send(f, timeout=timeout)
+                n += 1
+        finally:
+            if not self._closed:
+                self.flush()
+        return n
+
+    def allocate(self, length: int, *, timeout: float | None = None) -> TxSlot:
+        """Lend the next slot for a frame of ``length`` bytes (zero copy).
+
+        Waits up to ``timeout`` (None: forever) for a free slot. Use as a
+        context manager: ``with inj.allocate(60) as s: s.data[:] = ...;
+        s.send()``.
+        """
+        if not isinstance(length, int) or isinstance(length, bool):
+            raise ValueError(f"length must be an int, got {length!r}")
+        # A tag is only known at send(); allow its 4 bytes here.
+        self._check_len(length, b"\0" * 12 + _TPID_8021Q)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        counted = False
+        while True:
+            with self._lock:
+                self._check_open()
+                if not self._wait_slot_free(deadline):
+                    raise RingFullError(errno.EAGAIN, "another thread held the open TX slot until the timeout")
+                i = self._take_slot()
+                if i is not None:
+                    idx = i % self.frame_count
+                    frame = self._frames[idx]
+                    assert self._mapping is not None
+                    owner = self._mapping.lease(self._offsets[idx] + DATA_OFF, _noop)
+                    slot = TxSlot(self, idx, frame, owner, length)
+                    self._open = slot
+                    self._open_thread = threading.get_ident()
+                    return slot
+                if not counted:
+                    self._counts[3] += 1
+                    counted = True
+            self._wait_progress(deadline)
+
+    def _commit(self, slot: TxSlot, n: int) -> None:
+        with self._lock:
+            if self._open is not slot:
+                raise ClosedError("TX slot is no longer valid (injector closed?)")
+            v = slot._view
+            try:
+                self._check_len(n, v[:14] if v is not None else None)
+            except ValueError:
+                self._release_slot(slot)
+                raise
+            lib.nc_tx_publish(slot._frame, ffi.NULL, n)
+            self._head += 1
+            self._counts[0] += 1
+            self._release_slot(slot)
+
+    def _abandon(self, slot: TxSlot) -> None:
+        with self._lock:
+            if self._open is slot:
+                self._release_slot(slot)  # head does not move: the slot is reused
+            else:
+                slot._finish()
+
+    def _release_slot(self, slot: TxSlot) -> None:
+        slot._finish()
+        self._open = None
+        self._open_thread = 0
+        self._cond.notify_all()
+
+    # -- kicking and waiting -------------------------------------------------
+
+    def flush(self) -> int:
+        """Kick the kernel; return how many queued frames it took off the ring.
+
+        Never blocks: if the socket's send buffer is full the rest stays
+        queued for the next flush. A frame the kernel refuses is counted in
+        ``rejected`` and its slot reused; the frames behind it still go.
+        """
+        with self._lock:
+            self._check_open()
+            return self._flush_locked()
+
+    def _flush_locked(self) -> int:
+        total = 0
+        while self._head > self._kpos:
+            rc = lib.sendto(self._fd, ffi.NULL, 0, lib.MSG_DONTWAIT, ffi.NULL, 0)
+            err = ffi.errno if rc < 0 else 0
+            queued = self._head - self._kpos
+            taken = int(lib.nc_tx_taken(self._ring, self._kpos % self.frame_count, queued))
+            self._kpos += taken
+            total += taken
+            if rc >= 0:
+                if taken == 0 or self._head == self._kpos:
+                    break
+                continue  # the kernel stopped early (e.g. its send buffer); try once more
+            if err == errno.EINTR:
+                continue
+            if err in _RETRY_LATER:
+                break
+            if err in (errno.EMSGSIZE, errno.EINVAL) and self._head > self._kpos:
+                w = self._kpos % self.frame_count
+                if lib.nc_tx_status(self._frames[w]) == _WRONG:
+                    lib.nc_tx_remove(self._ring, w, self._head - self._kpos)
+                    self._head -= 1
+                    self._counts[2] += 1
+                    try:
+                        self._refresh_mtu(self._fd)
+                    except OSError:
+                        pass
+                    continue
+            if err in (errno.ENETDOWN, errno.ENXIO):
+                raise RingError(err, f"send on {self.interface!r}: interface is down or gone")
+            raise_errno(err, f"sendto (TX ring kick) on {self.interface!r}")
+        self._reap()
+        return total
+
+    def _wait_progress(self, deadline: float | None, *, wake: bool = True) -> None:
+        """Wait a little for the kernel to free slots (lock not held).
+
+        POLLOUT is only a hint (see the module notes), so a short poll is
+        followed by a short backed-off sleep when it came back at once.
+        """
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise RingFullError(errno.EAGAIN, f"no free TX slot on {self.interface!r} in time")
+        step = 0.005 if left is None else min(0.005, left)
+        t0 = time.monotonic()
+        r = poll_wait(self._fd, lib.POLLOUT, self._wake if wake else -1, step)
+        if wake and (self._closing or self._closed):
+            raise ClosedError(f"injector on {self.interface!r} is closed")
+        if r & 1 and time.monotonic() - t0 < 0.0005:
+            with self._lock:
+                freed = self._reap()
+            if not freed:
+                time.sleep(min(0.0005, step))
+
+    def wait_drained(self, timeout: float | None = None) -> bool:
+        """Flush, then wait until every queued frame is sent (or rejected).
+
+        True when the ring is empty, False on timeout.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._drain(deadline, wake=True)
+
+    def _drain(self, deadline: float | None, wake: bool) -> bool:
+        while True:
+            with self._lock:
+                if wake:
+                    self._check_open()
+                if self._head > self._kpos:
+                    self._flush_locked()
+                self._reap()
+                if self._inuse == 0:
+                    return True
+            try:
+                self._wait_progress(deadline, wake=wake)
+            except RingFullError:
+                return False
+
+    # -- statistics and closing ----------------------------------------------
+
+    def stats(self) -> InjectorStats:
+        """Counters since the injector opened (see ``InjectorStats``)."""
+        with self._lock:
+            if not self._closed:
+                self._reap()
+            q, s, r, f = self._counts
+            return InjectorStats(queued=q, sent=s, rejected=r, ring_full=f)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Send what is queued (waiting at most ``timeout``, default the
+        config's ``drain_timeout``), then release the ring. Idempotent.
+
+        A thread blocked in ``send``/``allocate`` wakes with ``ClosedError``;
+        a slot still open is discarded. Frames still queued after the
+        timeout are not sent (``stats().pending`` tells how many).
+        """
+        if self._closed or self._closing:
+            return
+        self._closing = True
+        if self._wake >= 0:
+            eventfd_signal(self._wake)  # wakes threads waiting for a slot: they raise ClosedError
+        wait = self.config.drain_timeout if timeout is None else timeout
+        with self._lock:
+            if self._closed:
+                return
+            if self._open is not None:
+                self._release_slot(self._open)
+            try:
+                self._drain(time.monotonic() + wait, wake=False)
+            except OSError:
+                pass
+            self._reap()
+            self._closed = True
+            self._cond.notify_all()
+            close_fd(self._wake)
+            self._wake = -1
+            mapping, self._mapping = self._mapping, None
+            self._frames = []
+        if mapping is not None:
+            mapping.close()  # unmaps (then closes the fd) once no slot view is alive
+
+    def __enter__(self) -> Injector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
+            self.close(timeout=0)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"fd={self._fd} slots={self.frame_count}x{self.frame_size}"
+        return f"<Injector {getattr(self, 'interface', '?')!r} {state}>"
+
+
+def _noop() -> None:
+    pass
