@@ -178,7 +178,8 @@ class CaptureConfig:
         total = bs * self.block_count
         avail = _mem_available()
         need(avail is None or total <= avail,
-             f"ring of {self.block_count} x {bs} bytes = {total} does not fit in available memory ({avail})")
+             f"ring too large: block_count x block_size = {self.block_count} x {bs} = {total} bytes "
+             f"does not fit in available memory ({avail} bytes)")
         if self.filter is not None:
             object.__setattr__(self, "filter", as_program(self.filter))
 
