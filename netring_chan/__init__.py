@@ -22,6 +22,7 @@ from .rings.afpacket import (
     Capture, CaptureConfig, CaptureStats, Fanout, FanoutFlag, FanoutMode, RingShrunkWarning,
     TimestampSource,
 )
+from .aio_inject import AsyncInjector
 from .rings.inject import Injector, InjectorConfig, InjectorStats, RingFullError, TxSlot
 from .threads import (
     AsyncioReceiver, CaptureService, CaptureSource, Overflow, ServiceError, ServiceStats, SourceStats,
@@ -39,6 +40,7 @@ __all__ = [
     "Capture", "CaptureConfig", "CaptureStats", "Fanout", "FanoutFlag", "FanoutMode",
     "RingShrunkWarning", "TimestampSource",
     "Injector", "InjectorConfig", "InjectorStats", "RingFullError", "TxSlot",
+    "AsyncInjector",
     "AsyncioReceiver", "CaptureService", "CaptureSource", "Overflow", "ServiceError", "ServiceStats",
     "SourceStats", "TrioReceiveChannel",
 ]

@@ -361,6 +361,11 @@ class Injector:
     def _inuse(self) -> int:
         return self._head - self._tail
 
+    def _poll_progress(self) -> int:
+        """Slots the kernel finished since last looked at (for async waits)."""
+        with self._lock:
+            return 0 if self._closed else self._reap()
+
     def _reap(self) -> int:
         """Count the slots the kernel is done with, oldest first."""
         taken = self._kpos - self._tail
