@@ -298,3 +298,23 @@ def test_unclosed_injector_warns(lab):
     with pytest.warns(ResourceWarning):
         del inj
         gc.collect()
+
+
+@pytest.mark.parametrize("face", ["sync", "asyncio", "trio"])
+def test_example_script_sends_what_it_says(lab, face):
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).resolve().parent.parent / "examples" / "inject.py"
+    with Receiver(lab.b) as rx:
+        proc = subprocess.run(
+            ["ip", "netns", "exec", lab.ns, sys.executable, str(script), lab.a,
+             "--count", "300", "--size", "100", "--face", face],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONWARNINGS": "error"})
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        got = rx.wait_for(300)
+    assert proc.stdout.strip() == "queued 300, sent 300, rejected 0, ring full 0"
+    assert [int.from_bytes(f[14:18], "big") for f in got] == list(range(300))
+    assert all(len(f) == 100 and f[:6] == b"\xff" * 6 for f in got)
