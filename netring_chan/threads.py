@@ -285,7 +285,9 @@ def _source_loop(core: BatchQueue[OwnedBatch], src: Any, index: int, name: str,
             if b is not None:
                 _put(core, b, index)
     except BaseException as e:  # noqa: BLE001 - handed to the consumers
-        core.fail(name, e)
+        # A source closed by stop() from outside (see _end_stop) is no failure.
+        if not (isinstance(e, ClosedError) and core.closing):
+            core.fail(name, e)
     try:
         _sweep(core, src, index)
     except BaseException:  # noqa: BLE001 - a failed source: nothing more to save

@@ -556,3 +556,43 @@ def test_os_thread_name(lab: Lab) -> None:
 
         wait_for(lambda: comm() != "python3", 1.0)  # the thread names itself first thing
         assert comm() == f"nc-osname-{lab.a}"[:15]
+
+
+# -- interpreter exit ------------------------------------------------------------------------------
+
+_EXIT_SCRIPT = """
+import sys, time
+import netring_chan as nc
+cap = nc.Capture(sys.argv[1], block_size=4096, block_count=2, block_timeout_ms=10, protocol=0x88B5)
+svc = nc.CaptureService(cap, capacity=5, overflow="block")
+svc.start()
+print("up", flush=True)
+sys.stdin.readline()
+time.sleep(0.3)  # the thread now waits for room (frames sent) or sits in poll
+print(svc.stats().kernel_packets, flush=True)
+"""
+
+
+@pytest.mark.parametrize("traffic", [0, 300])
+def test_interpreter_exit_with_running_service(lab: Lab, traffic: int) -> None:
+    """Nothing hangs at exit: neither a thread in poll nor one blocked on a full queue."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(["ip", "netns", "exec", lab.ns, sys.executable, "-c", _EXIT_SCRIPT, lab.a],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "error"})
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline() == "up\n"
+        lab.send(frames(traffic, size=300))
+        t0 = time.monotonic()
+        out, err = proc.communicate("\n", timeout=10)
+        dt = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0 and err == "", err
+    assert int(out) == traffic
+    assert dt < 0.3 + 1.5
