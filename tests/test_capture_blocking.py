@@ -154,3 +154,26 @@ def test_blocking_timeout_and_nonblocking_empty(lab: Lab) -> None:
         dst, src = hwaddr(lab.a), hwaddr(lab.b)
         lab.send([tagged(dst, src, 5, 64)])
         assert [seq_of(p.data) for p in collect(cap, 1)] == [5]
+
+
+def test_waiting_while_holding_a_batch_blocks_instead_of_spinning(lab: Lab) -> None:
+    """The socket stays readable while we hold the block before the kernel's
+    current one; a wait must still sleep, and still see the next block."""
+    dst, src = hwaddr(lab.a), hwaddr(lab.b)
+    with nc.Capture(lab.a, block_size=4096, block_count=4, block_timeout_ms=5,
+                    filter=f"ether proto {ETH_P_LAB:#x}") as cap:
+        lab.send([tagged(dst, src, 0, 64)])
+        held = cap.next_batch_blocking(2.0)
+        assert held is not None
+        cpu0, t0 = time.thread_time(), time.monotonic()
+        assert cap.next_batch_blocking(0.5) is None
+        cpu, wall = time.thread_time() - cpu0, time.monotonic() - t0
+        # A busy loop burns most of the wait (~0.4 s measured); sleeping, a few ms.
+        assert 0.49 <= wall < 1.0 and cpu < 0.1, (wall, cpu)
+        threading.Timer(0.1, lab.send, ([tagged(dst, src, 1, 64)],)).start()
+        t0 = time.monotonic()
+        nxt = cap.next_batch_blocking(2.0)
+        assert nxt is not None and time.monotonic() - t0 < 1.0
+        with nxt:
+            assert [seq_of(p.data) for p in nxt] == [1]
+        held.release()

@@ -52,6 +52,9 @@ __all__ = [
 ]
 
 PAGE_SIZE = _mmap.PAGESIZE
+# Re-check period while poll() stays readable because of a block we hold.
+_STALE_BACKOFF_MIN = 0.0005
+_STALE_BACKOFF_MAX = 0.01
 _ETH_P_ALL_BE = ((lib.ETH_P_ALL & 0xFF) << 8) | (lib.ETH_P_ALL >> 8)
 
 
@@ -431,6 +434,8 @@ class Capture:
         interface that goes down or disappears raises ``RingError``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        stale = False
+        backoff = _STALE_BACKOFF_MIN
         with self._use():
             while True:
                 b = self._next()
@@ -439,9 +444,24 @@ class Capture:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return None
+                if stale:
+                    # packet_poll reports POLLIN while the block before the
+                    # kernel's current one is not back in its hands. When
+                    # that block is one we still hold (a batch, or a view
+                    # kept alive), poll() returns at once forever and the
+                    # next block's arrival raises no new event: re-check on
+                    # a short, growing timer instead of spinning, still
+                    # waking at once on close().
+                    poll_wait(-1, 0, self._wake, backoff if left is None else min(backoff, left))
+                    backoff = min(2 * backoff, _STALE_BACKOFF_MAX)
+                    stale = False
+                    if self._closed:
+                        return None
+                    continue
                 r = poll_wait(self._fd, lib.POLLIN, self._wake, left)
                 if self._closed:
                     return None
+                stale = bool(r & 1)
                 if r & 4:
                     b = self._next()
                     if b is not None:
