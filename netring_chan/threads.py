@@ -522,6 +522,16 @@ class CaptureService:
 
     def get(self, timeout: float | None = None) -> OwnedPacket:
         """The next packet; waits up to ``timeout`` s (``queue.Empty`` on timeout)."""
+        lock = self._cursor_lock
+        if lock.acquire(False):  # fast path: the next packet of the current batch
+            it = self._cursor.it
+            p = next(it, None) if it is not None else None
+            lock.release()
+            if p is not None:
+                return p
+        return self._get_slow(timeout)
+
+    def _get_slow(self, timeout: float | None) -> OwnedPacket:
         self._check_started()
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._cursor_lock.acquire(timeout=-1 if timeout is None else timeout):
@@ -705,6 +715,7 @@ class TrioReceiveChannel:
         import trio  # type: ignore[import-untyped]  # lazy: importing netring_chan does not import trio
 
         self._trio: Any = trio
+        self._checkpoint_if_cancelled: Callable[[], Any] = trio.lowlevel.checkpoint_if_cancelled
 
     async def receive_batch(self) -> OwnedBatch:
         """The next owned batch (``EndOfChannel`` at the end).
@@ -754,7 +765,7 @@ class TrioReceiveChannel:
         """The next packet (``EndOfChannel`` at the end)."""
         it = self._cur.it
         if it is not None:
-            await self._trio.lowlevel.checkpoint_if_cancelled()
+            await self._checkpoint_if_cancelled()
             p = next(it, None)
             if p is not None:
                 return p
@@ -779,6 +790,13 @@ class TrioReceiveChannel:
         return self
 
     async def __anext__(self) -> OwnedPacket:
+        it = self._cur.it
+        if it is not None:
+            await self._checkpoint_if_cancelled()
+            p = next(it, None)
+            if p is not None:
+                return p
+            self._cur.it = None
         try:
             return await self.receive()
         except self._trio.EndOfChannel:
