@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 import threading
 import time
@@ -177,3 +178,20 @@ def test_waiting_while_holding_a_batch_blocks_instead_of_spinning(lab: Lab) -> N
         with nxt:
             assert [seq_of(p.data) for p in nxt] == [1]
         held.release()
+
+
+def test_interface_removed_while_blocked_raises_ring_error(lab: Lab) -> None:
+    base = fd_count(), ring_mappings()
+    cap = nc.Capture(lab.a, **RING)
+    remover = threading.Timer(0.1, lab.ip, ("link", "del", lab.a))
+    try:
+        remover.start()
+        t0 = time.monotonic()
+        with pytest.raises(nc.RingError, match="went down or was removed") as ei:
+            cap.next_batch_blocking(5.0)
+        assert ei.value.errno == errno.ENETDOWN
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        cap.close()
+        remover.join()  # its subprocess pipes are fds too
+    assert (fd_count(), ring_mappings()) == base
