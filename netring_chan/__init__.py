@@ -23,6 +23,7 @@ from .rings.afpacket import (
     TimestampSource,
 )
 from .aio_inject import AsyncInjector
+from .bridge import Bridge, BridgeDirection, BridgeStats, DirectionStats, Verdict
 from .rings.inject import Injector, InjectorConfig, InjectorStats, RingFullError, TxSlot
 from .threads import (
     AsyncioReceiver, CaptureService, CaptureSource, Overflow, ServiceError, ServiceStats, SourceStats,
@@ -40,7 +41,7 @@ __all__ = [
     "Capture", "CaptureConfig", "CaptureStats", "Fanout", "FanoutFlag", "FanoutMode",
     "RingShrunkWarning", "TimestampSource",
     "Injector", "InjectorConfig", "InjectorStats", "RingFullError", "TxSlot",
-    "AsyncInjector",
+    "AsyncInjector", "Bridge", "BridgeDirection", "BridgeStats", "DirectionStats", "Verdict",
     "AsyncioReceiver", "CaptureService", "CaptureSource", "Overflow", "ServiceError", "ServiceStats",
     "SourceStats", "TrioReceiveChannel",
 ]

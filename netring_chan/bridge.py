@@ -1,0 +1,303 @@
+"""``Bridge``: forward frames between two interfaces through user code.
+
+An RX ring (``Capture``) and a TX ring (``Injector``) on each interface; each
+received frame is shown to a callback that forwards it, drops it, or returns
+new bytes to forward instead.
+
+Kernel facts this depends on:
+
+* A frame the bridge sends out of B would be handed straight back to the
+  capture on B (every AF_PACKET socket bound with ETH_P_ALL sees outgoing
+  frames as PACKET_OUTGOING) and forwarded back to A: a loop. Two kernel
+  switches stop it before any copy is made: PACKET_IGNORE_OUTGOING on the
+  captures, and PACKET_QDISC_BYPASS on the injectors (the direct-xmit path
+  does not run the taps at all). Both are on by default; the loop also skips
+  any PACKET_OUTGOING frame that still arrives, and counts it
+  (``own_frames``), so with both switches off it is visible but harmless.
+* The kernel strips an 802.1Q tag on receive into the packet's metadata
+  (``vlan_tci``/``vlan_tpid``); it is put back into the frame before
+  forwarding, or the VLAN would be lost crossing the bridge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import select
+import struct
+import threading
+import time
+from typing import Any, Callable, Union
+
+from ._sys import close_fd, eventfd, eventfd_signal
+from .errors import ClosedError, ConfigError
+from .packet import Direction, Packet
+from .rings.afpacket import Capture
+from .rings.inject import Injector
+
+__all__ = ["Bridge", "BridgeDirection", "BridgeStats", "DirectionStats", "Verdict"]
+
+
+class BridgeDirection(enum.Enum):
+    """Which way a frame crosses the bridge."""
+
+    A_TO_B = "a->b"
+    B_TO_A = "b->a"
+
+
+class Verdict(enum.Enum):
+    """What the callback decides for a frame (or return bytes to forward instead)."""
+
+    FORWARD = "forward"
+    DROP = "drop"
+
+
+VerdictLike = Union[Verdict, bool, None, bytes, bytearray, memoryview]
+Callback = Callable[[Packet, BridgeDirection], VerdictLike]
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectionStats:
+    """Counters of one direction.
+
+    ``received``: frames captured on the ingress side (not counting the
+    bridge's own, ``own_frames``). ``forwarded``: queued on the egress TX
+    ring. ``dropped``: dropped by the callback. ``too_large``: did not fit the
+    egress interface (MTU) or a TX slot. ``ring_full``: the egress TX ring had
+    no free slot even after a flush (dropped). ``kernel_drops``: frames the
+    ingress RX ring had no room for. ``sent``: frames the egress ring has
+    finished sending (shared by nothing else: one injector per direction).
+    """
+
+    received: int = 0
+    forwarded: int = 0
+    dropped: int = 0
+    too_large: int = 0
+    ring_full: int = 0
+    own_frames: int = 0
+    kernel_drops: int = 0
+    sent: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class BridgeStats:
+    a_to_b: DirectionStats
+    b_to_a: DirectionStats
+
+
+class _Leg:
+    """One direction: capture on the ingress, injector on the egress."""
+
+    def __init__(self, direction: BridgeDirection, rx: Capture, tx: Injector) -> None:
+        self.direction = direction
+        self.rx = rx
+        self.tx = tx
+        self.c = {f.name: 0 for f in dataclasses.fields(DirectionStats)}
+
+    def stats(self) -> DirectionStats:
+        c = dict(self.c)
+        if not self.rx.closed:
+            c["kernel_drops"] = self.rx.stats().drops
+        else:
+            c["kernel_drops"] = self.c["kernel_drops"]
+        c["sent"] = self.tx.stats().sent
+        return DirectionStats(**c)
+
+
+def _with_tag(data: memoryview, tci: int, tpid: int | None) -> bytes:
+    return bytes(data[:12]) + struct.pack("!HH", tpid or 0x8100, tci) + bytes(data[12:])
+
+
+class Bridge:
+    """Forward frames between interfaces ``a`` and ``b`` through ``callback``.
+
+    ``callback(packet, direction)`` returns ``Verdict.FORWARD`` (or ``None``
+    / ``True``) to forward the frame as is, ``Verdict.DROP`` (or ``False``)
+    to drop it, or bytes to forward in its place. ``packet`` is a zero-copy
+    view valid only during the call. With no callback every frame is
+    forwarded.
+
+    ``run()`` forwards until ``stop()`` (from another thread or a signal
+    handler); ``run_for(seconds)``. An exception raised by the callback stops
+    the bridge and is re-raised by ``run``; the frame it was called for is
+    not forwarded. ``close()`` releases the rings (idempotent).
+    ``capture_options`` / ``injector_options`` go to each ``Capture`` /
+    ``Injector``.
+    """
+
+    def __init__(self, a: str, b: str, callback: Callback | None = None, *,
+                 promiscuous: bool = True, ignore_outgoing: bool = True, qdisc_bypass: bool = True,
+                 capture_options: dict[str, Any] | None = None,
+                 injector_options: dict[str, Any] | None = None) -> None:
+        self._closed = True
+        self._legs: list[_Leg] = []
+        self._wake = -1
+        if not isinstance(a, str) or not isinstance(b, str):
+            raise ConfigError(f"interfaces must be names, got {a!r} and {b!r}")
+        if a == b:
+            raise ConfigError(f"a bridge needs two different interfaces, got {a!r} twice")
+        if callback is not None and not callable(callback):
+            raise ConfigError(f"callback must be callable, got {callback!r}")
+        self.a, self.b = a, b
+        self.callback = callback
+        copts = {"block_size": 1 << 18, "block_count": 16, "block_timeout_ms": 1,
+                 "promiscuous": promiscuous, "ignore_outgoing": ignore_outgoing, **(capture_options or {})}
+        iopts = {"frame_count": 512, "qdisc_bypass": qdisc_bypass, **(injector_options or {})}
+        opened: list[Capture | Injector] = []
+        try:
+            rx_a = Capture(a, **copts)
+            opened.append(rx_a)
+            rx_b = Capture(b, **copts)
+            opened.append(rx_b)
+            tx_a = Injector(a, **iopts)
+            opened.append(tx_a)
+            tx_b = Injector(b, **iopts)
+            opened.append(tx_b)
+            self._wake = eventfd()
+        except BaseException:
+            for r in opened:
+                r.close()
+            raise
+        self._legs = [_Leg(BridgeDirection.A_TO_B, rx_a, tx_b), _Leg(BridgeDirection.B_TO_A, rx_b, tx_a)]
+        self._stop = False
+        self._running = threading.Lock()
+        self._closed = False
+
+    # -- forwarding ----------------------------------------------------------
+
+    def _forward_batch(self, leg: _Leg) -> bool:
+        batch = leg.rx.next_batch()
+        if batch is None:
+            return False
+        c = leg.c
+        cb = self.callback
+        tx = leg.tx
+        with batch:
+            for pkt in batch:
+                if pkt.direction == Direction.OUTGOING:
+                    c["own_frames"] += 1
+                    continue
+                c["received"] += 1
+                verdict: VerdictLike = Verdict.FORWARD if cb is None else cb(pkt, leg.direction)
+                if verdict is None or verdict is True or verdict is Verdict.FORWARD:
+                    data: Any = pkt.data
+                    tci = pkt.vlan_tci
+                    if tci is not None:
+                        data = _with_tag(data, tci, pkt.vlan_tpid)
+                elif verdict is False or verdict is Verdict.DROP:
+                    c["dropped"] += 1
+                    continue
+                elif isinstance(verdict, (bytes, bytearray, memoryview)):
+                    data = verdict
+                else:
+                    raise TypeError(f"bridge callback returned {verdict!r}; expected a Verdict, bool, None or bytes")
+                try:
+                    ok = tx.try_send(data)
+                except ValueError:
+                    c["too_large"] += 1
+                    continue
+                if ok:
+                    c["forwarded"] += 1
+                else:
+                    c["ring_full"] += 1
+        tx.flush()
+        return True
+
+    def run(self, timeout: float | None = None) -> None:
+        """Forward until ``stop()`` is called (or ``timeout`` seconds pass).
+
+        Re-raises an exception from the callback (the bridge is then stopped
+        but open). Only one ``run`` at a time.
+        """
+        if self._closed:
+            raise ClosedError("bridge is closed")
+        if not self._running.acquire(blocking=False):
+            raise RuntimeError("bridge is already running")
+        try:
+            self._stop = False
+            deadline = None if timeout is None else time.monotonic() + timeout
+            poller = select.poll()
+            for leg in self._legs:
+                poller.register(leg.rx.fileno(), select.POLLIN)
+            poller.register(self._wake, select.POLLIN)
+            while not self._stop:
+                busy = False
+                for leg in self._legs:
+                    busy |= self._forward_batch(leg)
+                if busy:
+                    continue
+                if deadline is None:
+                    ms = None
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    ms = max(1, int(left * 1000))
+                # select.poll retries EINTR itself (PEP 475) after running the
+                # signal handler, which may have called stop().
+                poller.poll(ms)
+        finally:
+            self._drain_wake()
+            self._running.release()
+
+    def run_for(self, seconds: float) -> None:
+        """``run()`` for ``seconds`` (or until ``stop()``)."""
+        self.run(timeout=seconds)
+
+    def stop(self) -> None:
+        """Make ``run()`` return promptly; safe from another thread or a signal handler."""
+        self._stop = True
+        if self._wake >= 0:
+            eventfd_signal(self._wake)
+
+    def _drain_wake(self) -> None:
+        import os
+
+        try:
+            os.read(self._wake, 8)
+        except OSError:
+            pass
+
+    # -- stats and closing ---------------------------------------------------
+
+    def stats(self) -> BridgeStats:
+        """Per-direction counters (see ``DirectionStats``); final ones after ``close()``."""
+        return BridgeStats(a_to_b=self._legs[0].stats(), b_to_a=self._legs[1].stats())
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop and release both interfaces' rings. Idempotent."""
+        if self._closed:
+            return
+        self.stop()
+        with self._running:  # wait for a run() in another thread to return
+            self._closed = True
+            for leg in self._legs:
+                try:
+                    leg.c["kernel_drops"] = leg.rx.stats().drops
+                except (OSError, ValueError):
+                    pass
+            for leg in self._legs:
+                leg.rx.close()
+                leg.tx.close()
+            close_fd(self._wake)
+            self._wake = -1
+
+    def __enter__(self) -> Bridge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            import warnings
+
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"<Bridge {getattr(self, 'a', '?')!r} <-> {getattr(self, 'b', '?')!r}{' closed' if self._closed else ''}>"
