@@ -147,3 +147,24 @@ def test_frame_larger_than_block_is_truncated_by_kernel(lab_factory: type[Lab]) 
     assert p.wire_len == 9014
     assert 0 < len(p.data) < 4096 and p.data == big[:len(p.data)]
     assert p.truncated
+
+
+def test_packets_iterator_limits_lose_nothing(lab: Lab) -> None:
+    """count= stops mid-block; the rest of that block comes with the next call."""
+    src, dst = hwaddr(lab.b), hwaddr(lab.a)
+    frames = [tagged(dst, src, i, 64) for i in range(10)]
+    with nc.Capture(lab.a, block_size=1 << 16, block_count=4, block_timeout_ms=20,
+                    filter=f"ether proto {ETH_P_LAB:#x}") as cap:
+        send_in_order(lab, frames)  # all ten land in one block
+        first = list(cap.packets(count=3, duration=5))
+        second = list(cap.packets(count=4, duration=5))
+        rest = list(cap.packets(idle_timeout=0.2))
+        assert [p.data for p in first + second + rest] == frames
+        assert (len(first), len(second)) == (3, 4)
+        t0 = time.monotonic()
+        assert list(cap.packets(duration=0.2)) == []
+        assert 0.19 <= time.monotonic() - t0 < 1.0
+        send_in_order(lab, frames[:2])
+        it = iter(cap)  # endless: take two
+        assert [next(it).data, next(it).data] == frames[:2]
+    assert list(cap.packets()) == []  # closed: ends at once

@@ -20,6 +20,7 @@ and net/packet/af_packet.c):
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import errno
@@ -273,6 +274,7 @@ class Capture:
         self._active: dict[int, int] = {}
         self._torn_down = False
         self._teardown_lock = threading.Lock()
+        self._pending: collections.deque[OwnedPacket] = collections.deque()
         self._totals = [0, 0, 0]
         self._last = [0, 0, 0]
         self._stats_lock = threading.Lock()
@@ -481,6 +483,9 @@ class Capture:
         """
         end = None if duration is None else time.monotonic() + duration
         left = count
+        # A block holds many packets; those past ``count`` wait here for the
+        # next call instead of being thrown away with the block.
+        pending = self._pending
         while left is None or left > 0:
             wait = idle_timeout
             if end is not None:
@@ -488,21 +493,23 @@ class Capture:
                 if rem <= 0:
                     return
                 wait = rem if wait is None else min(wait, rem)
+            if pending:
+                yield pending.popleft()
+                if left is not None:
+                    left -= 1
+                continue
             if self._closed:
                 return
-            batch = self.next_batch_blocking(wait)
+            try:
+                batch = self.next_batch_blocking(wait)
+            except ClosedError:  # closed by another thread since the check
+                return
             if batch is None:
                 if self._closed or (idle_timeout is not None and (end is None or time.monotonic() < end)):
                     return
                 continue
             with batch:
-                owned = batch.to_owned()
-            for pkt in owned:
-                yield pkt
-                if left is not None:
-                    left -= 1
-                    if left == 0:
-                        return
+                pending.extend(batch.to_owned())
 
     def __iter__(self) -> Iterator[OwnedPacket]:
         return self.packets()
