@@ -104,6 +104,42 @@ class _Leg:
         return DirectionStats(**c)
 
 
+async def _wait_any_asyncio(fds: list[int], timeout: float | None) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    for fd in fds:
+        loop.add_reader(fd, wake)
+    handle = None if timeout is None else loop.call_later(timeout, wake)
+    try:
+        await fut
+    finally:
+        for fd in fds:
+            loop.remove_reader(fd)
+        if handle is not None:
+            handle.cancel()
+
+
+async def _wait_any_trio(fds: list[int], timeout: float | None) -> None:
+    import trio  # type: ignore[import-untyped]  # 0.22 ships no py.typed
+
+    async with trio.open_nursery() as nursery:
+        async def one(fd: int) -> None:
+            await trio.lowlevel.wait_readable(fd)
+            nursery.cancel_scope.cancel()
+
+        for fd in fds:
+            nursery.start_soon(one, fd)
+        if timeout is not None:
+            nursery.cancel_scope.deadline = trio.current_time() + timeout
+
+
 def _with_tag(data: memoryview, tci: int, tpid: int | None) -> bytes:
     return bytes(data[:12]) + struct.pack("!HH", tpid or 0x8100, tci) + bytes(data[12:])
 
@@ -235,7 +271,45 @@ class Bridge:
                     ms = max(1, int(left * 1000))
                 # select.poll retries EINTR itself (PEP 475) after running the
                 # signal handler, which may have called stop().
-                poller.poll(ms)
+                for fd, _ in poller.poll(ms):
+                    if fd == self._wake:
+                        self._drain_wake()
+        finally:
+            self._drain_wake()
+            self._running.release()
+
+    async def arun(self, timeout: float | None = None) -> None:
+        """``run()`` inside asyncio or trio, driven by readiness of both
+        capture fds (and the stop eventfd): no thread, no busy polling.
+
+        The callback runs in the event loop. ``stop()`` works from any task,
+        thread or signal handler.
+        """
+        import sniffio
+
+        flavour = sniffio.current_async_library()
+        if flavour not in ("asyncio", "trio"):
+            raise RuntimeError(f"Bridge.arun supports asyncio and trio, not {flavour!r}")
+        if self._closed:
+            raise ClosedError("bridge is closed")
+        if not self._running.acquire(blocking=False):
+            raise RuntimeError("bridge is already running")
+        try:
+            self._stop = False
+            deadline = None if timeout is None else time.monotonic() + timeout
+            fds = [leg.rx.fileno() for leg in self._legs] + [self._wake]
+            wait_any = _wait_any_asyncio if flavour == "asyncio" else _wait_any_trio
+            while not self._stop:
+                busy = False
+                for leg in self._legs:
+                    busy |= self._forward_batch(leg)
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                if busy:
+                    left = 0  # a checkpoint: let other tasks run between blocks
+                await wait_any(fds, left)
+                self._drain_wake()
         finally:
             self._drain_wake()
             self._running.release()

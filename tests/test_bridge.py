@@ -235,3 +235,56 @@ def test_bad_input(world):
     br.close()
     with pytest.raises(nc.ClosedError):
         br.run()
+
+
+def ping_args(world: World, count: int, wait: float) -> list[str]:
+    return ["ip", "netns", "exec", world.A, "ping", "-n", "-q", "-c", str(count), "-i", "0.2",
+            "-W", str(wait), IP_B]
+
+
+def drop_icmp(pkt: nc.Packet, d: BridgeDirection) -> Verdict:
+    return Verdict.DROP if is_icmp(pkt.data) else Verdict.FORWARD
+
+
+def test_asyncio_run_forwards_ping_and_drops_by_callback(world):
+    import asyncio
+
+    async def main(br: Bridge) -> tuple[int, int, float]:
+        task = asyncio.create_task(br.arun())
+        ok = await (await asyncio.create_subprocess_exec(*ping_args(world, 3, 1.0))).wait()
+        br.callback = drop_icmp
+        dropped = await (await asyncio.create_subprocess_exec(*ping_args(world, 2, 0.5))).wait()
+        await asyncio.sleep(0.1)
+        t0 = time.monotonic()
+        br.stop()
+        await asyncio.wait_for(task, 2)
+        return ok, dropped, time.monotonic() - t0
+
+    with Bridge(world.a1, world.b1) as br:
+        ok, dropped, took = asyncio.run(main(br))
+        st = br.stats()
+    assert ok == 0 and dropped != 0
+    assert took < 1.0
+    assert st.a_to_b.dropped >= 2 and st.a_to_b.forwarded >= 4 and st.b_to_a.forwarded >= 4, st
+
+
+def test_trio_run_forwards_ping_and_drops_by_callback(world):
+    import trio
+
+    async def main(br: Bridge) -> tuple[int, int, float]:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(br.arun)
+            ok = (await trio.run_process(ping_args(world, 3, 1.0), check=False)).returncode
+            br.callback = drop_icmp
+            dropped = (await trio.run_process(ping_args(world, 2, 0.5), check=False)).returncode
+            await trio.sleep(0.1)
+            t0 = time.monotonic()
+            br.stop()
+        return ok, dropped, time.monotonic() - t0
+
+    with Bridge(world.a1, world.b1) as br:
+        ok, dropped, took = trio.run(main, br)
+        st = br.stats()
+    assert ok == 0 and dropped != 0
+    assert took < 1.0
+    assert st.a_to_b.dropped >= 2 and st.a_to_b.forwarded >= 4 and st.b_to_a.forwarded >= 4, st
