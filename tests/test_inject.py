@@ -318,3 +318,43 @@ def test_example_script_sends_what_it_says(lab, face):
     assert proc.stdout.strip() == "queued 300, sent 300, rejected 0, ring full 0"
     assert [int.from_bytes(f[14:18], "big") for f in got] == list(range(300))
     assert all(len(f) == 100 and f[:6] == b"\xff" * 6 for f in got)
+
+
+def test_concurrent_senders_lose_nothing(lab):
+    per, threads = 150, 4
+    with Receiver(lab.b) as rx, Injector(lab.a, frame_count=16) as inj:
+        def producer(k: int) -> None:
+            for i in range(per):
+                if i % 3 == 0:
+                    with inj.allocate(100) as slot:  # other producers wait for the open slot
+                        slot.data[:] = seq_frame(k * 1000 + i, 100)
+                        slot.send()
+                else:
+                    inj.send(seq_frame(k * 1000 + i, 100 + k))
+        ts = [threading.Thread(target=producer, args=(k,)) for k in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(20)
+        assert inj.wait_drained(5.0)
+        got = rx.wait_for(per * threads)
+        st = inj.stats()
+    assert len(got) == per * threads and st.sent == st.queued == per * threads
+    seqs = [int.from_bytes(f[14:18], "big") for f in got]
+    for k in range(threads):  # each producer's frames arrive in its order
+        assert [s for s in seqs if s // 1000 == k] == [k * 1000 + i for i in range(per)]
+
+
+def test_interface_down_raises_ring_error_and_close_still_works(lab):
+    with Injector(lab.a) as inj:
+        inj.send(seq_frame(1, 60))
+        lab.ip("link", "set", lab.a, "down")
+        with pytest.raises(nc.RingError) as ei:
+            inj.flush()
+        assert ei.value.errno == 100  # ENETDOWN
+        assert inj.stats().pending == 1  # still queued, not half-sent
+        lab.ip("link", "set", lab.a, "up")
+        with Receiver(lab.b) as rx:
+            inj.flush()
+            assert inj.wait_drained(2.0)
+            assert rx.wait_for(1) == [seq_frame(1, 60)]
