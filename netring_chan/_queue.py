@@ -31,17 +31,18 @@ with no lock held.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import queue
 import threading
 from collections import deque
-from typing import Callable, Generic, Sized, TypeVar
+from typing import Any, Callable, Generic, Sized, TypeVar
 
 import janus
 
 from .errors import ClosedError, ConfigError, NetringError
 
-__all__ = ["Overflow", "ServiceError", "BatchQueue", "QueueCounters"]
+__all__ = ["Overflow", "ServiceError", "BatchQueue", "QueueCounters", "wait_asyncio", "wait_trio"]
 
 
 class Overflow(str, enum.Enum):
@@ -63,6 +64,7 @@ class ServiceError(NetringError, RuntimeError):
 
 
 T = TypeVar("T", bound=Sized)
+R = TypeVar("R")
 
 
 class QueueCounters:
@@ -145,11 +147,13 @@ class BatchQueue(Generic[T]):
             return False
         return None
 
-    def put_nowait(self, item: T) -> bool | None:
-        """Admit ``item`` (True), drop it by policy (False) or None if it must wait."""
+    def put_nowait(self, item: T) -> bool:
+        """Admit ``item`` (True) or drop it by policy (False); ``queue.Full`` if it must wait."""
         n = len(item)
         with self._lock:
             r = self._try_put(item, n)
+        if r is None:
+            raise queue.Full
         if r:
             self._notify()
         return r
@@ -307,3 +311,66 @@ class BatchQueue(Generic[T]):
     def counters(self) -> QueueCounters:
         with self._lock:
             return QueueCounters(self.capacity, self._queued, self._peak, self._delivered, self._dropped)
+
+
+# -- waiting from an event loop, for either direction ---------------------------------
+#
+# ``attempt`` is a ``*_nowait`` call of the queue (``get_nowait``, or
+# ``put_nowait`` bound to an item); it raises ``queue.Empty``/``queue.Full``
+# when it must wait. We listen before attempting, so a change between the
+# attempt and the wait still wakes us (no lost wake-up); an attempt either
+# happens whole or not at all, so cancelling a wait loses nothing.
+
+
+async def wait_asyncio(q: BatchQueue[Any], attempt: Callable[[], R]) -> R:
+    """Retry ``attempt`` until it stops raising Empty/Full, waking on queue changes."""
+    loop = asyncio.get_running_loop()
+    while True:
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def done(fut: asyncio.Future[None] = fut) -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        def wake() -> None:
+            try:
+                loop.call_soon_threadsafe(done)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+        q.add_listener(wake)
+        try:
+            try:
+                return attempt()
+            except (queue.Empty, queue.Full):
+                await fut
+        finally:
+            q.remove_listener(wake)
+
+
+async def wait_trio(q: BatchQueue[Any], attempt: Callable[[], R]) -> R:
+    """The same for trio: a checkpoint, woken from other threads through the trio token."""
+    import trio  # type: ignore[import-untyped]  # lazy: importing netring_chan does not import trio
+
+    token = trio.lowlevel.current_trio_token()
+    while True:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        event = trio.Event()
+
+        def wake(event: Any = event) -> None:
+            try:
+                token.run_sync_soon(event.set)
+            except trio.RunFinishedError:
+                pass
+
+        q.add_listener(wake)
+        try:
+            try:
+                r = attempt()
+            except (queue.Empty, queue.Full):
+                await event.wait()
+                continue
+        finally:
+            q.remove_listener(wake)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return r

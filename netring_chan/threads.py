@@ -60,7 +60,7 @@ from typing import (
     Any, AsyncIterator, Callable, Iterator, Protocol, Sequence, runtime_checkable,
 )
 
-from ._queue import BatchQueue, Overflow, ServiceError
+from ._queue import BatchQueue, Overflow, ServiceError, wait_trio
 from .errors import ClosedError, ConfigError
 from .packet import OwnedBatch, OwnedPacket, PacketBatch
 
@@ -732,34 +732,10 @@ class TrioReceiveChannel:
         return await self._next_batch()
 
     async def _next_batch(self) -> OwnedBatch:
-        trio = self._trio
-        core = self._core
-        token = trio.lowlevel.current_trio_token()
-        while True:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            event = trio.Event()
-
-            def wake(event: Any = event) -> None:
-                try:
-                    token.run_sync_soon(event.set)
-                except trio.RunFinishedError:
-                    pass
-
-            # Listen before looking, so a put between the look and the wait
-            # still wakes us.
-            core.add_listener(wake)
-            try:
-                try:
-                    b = core.get_nowait()
-                except queue.Empty:
-                    await event.wait()
-                    continue
-                except ClosedError:
-                    raise trio.EndOfChannel from None
-            finally:
-                core.remove_listener(wake)
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return b
+        try:
+            return await wait_trio(self._core, self._core.get_nowait)
+        except ClosedError:
+            raise self._trio.EndOfChannel from None
 
     async def receive(self) -> OwnedPacket:
         """The next packet (``EndOfChannel`` at the end)."""
