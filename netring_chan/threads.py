@@ -39,7 +39,7 @@ which reads the final kernel counters. So for a finished run::
 
     kernel packets == delivered + kernel drops + queue drops + still queued
 
-exactly. (With ``block_timeout_ms`` above 240 ms the wait is capped and
+exactly. (With ``block_timeout_ms`` above 190 ms the wait is capped and
 frames in a partly filled block at stop may be lost to the count.)
 """
 
@@ -79,9 +79,9 @@ __all__ = [
 POLL_INTERVAL = 0.1
 # stop() waits this long for the threads before it closes their sources
 # from outside (which wakes any poll at once).
-_JOIN_BUDGET = 0.75
+_JOIN_BUDGET = 0.8
 # Cap on the wait for the kernel to retire a partly filled block at stop.
-_SETTLE_CAP = 0.5
+_SETTLE_CAP = 0.4
 # Classic BPF "ret #0": accept nothing. Attached at stop so the kernel stops
 # accepting (and counting) frames while the ring is swept.
 _REJECT_ALL = [(0x06, 0, 0, 0)]
@@ -90,6 +90,8 @@ _REJECT_ALL = [(0x06, 0, 0, 0)]
 @runtime_checkable
 class CaptureSource(Protocol):
     """The source protocol (see DESIGN.md) as the service uses it."""
+
+    def next_batch(self) -> PacketBatch | None: ...
 
     def next_batch_blocking(self, timeout: float | None = None) -> PacketBatch | None: ...
 
@@ -354,7 +356,9 @@ class CaptureService:
             raise ConfigError("CaptureService needs at least one source")
         for s in srcs:
             if not isinstance(s, CaptureSource):
-                raise ConfigError(f"not a capture source (needs next_batch_blocking, close, stats): {s!r}")
+                raise ConfigError(f"not a capture source (needs next_batch, next_batch_blocking, close, stats): {s!r}")
+        if len({id(s) for s in srcs}) != len(srcs):
+            raise ConfigError("the same source was passed twice; one thread reads each source")
         if not isinstance(poll_interval, (int, float)) or not 0 < poll_interval <= 0.5:
             raise ConfigError(f"poll_interval must be in (0, 0.5] seconds, got {poll_interval!r}")
         self._core: BatchQueue[OwnedBatch] = BatchQueue(capacity, overflow)
@@ -430,7 +434,7 @@ class CaptureService:
                     pass
             for t in self._threads:
                 if t is not threading.current_thread():
-                    t.join(0.2)
+                    t.join(0.15)
         if not self._started:
             for s in self.sources:
                 s.close()
@@ -681,6 +685,12 @@ class AsyncioReceiver:
             except ClosedError:
                 return
 
+    def __del__(self) -> None:
+        # Abandoned mid-batch (``break`` without ``aclose``): keep the count exact.
+        cur = getattr(self, "_cur", None)
+        if cur is not None:
+            cur.give_back(self._core)
+
     async def aclose(self) -> None:
         """Hand back the rest of the current batch and stop the service."""
         await self._svc._stop_async(asyncio.sleep)
@@ -783,6 +793,11 @@ class TrioReceiveChannel:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    def __del__(self) -> None:
+        cur = getattr(self, "_cur", None)
+        if cur is not None:
+            cur.give_back(self._core)
 
     async def aclose(self) -> None:
         """Close this channel and stop the service (the loop is not blocked)."""

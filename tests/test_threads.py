@@ -523,6 +523,8 @@ def test_bad_arguments(lab: Lab) -> None:
             nc.CaptureService([cap, "eth0"])  # type: ignore[list-item]
         with pytest.raises(nc.ConfigError, match="at least one"):
             nc.CaptureService([])
+        with pytest.raises(nc.ConfigError, match="twice"):
+            nc.CaptureService([cap, cap])
         svc = nc.CaptureService(cap)
         with pytest.raises(nc.ClosedError, match="not started"):
             svc.get(0)
@@ -631,3 +633,35 @@ def test_exact_accounting_when_stopped_under_live_traffic(lab: Lab, overflow: st
     assert 0 < st.kernel_packets <= sent[0]
     assert st.kernel_drops + st.queue_drops > 0
     assert st.delivered == got
+
+
+def test_delivered_counts_only_what_was_handed_out(lab: Lab) -> None:
+    """A face left mid-batch puts the rest back: delivered counts packets handed out."""
+    sent = frames(50, size=100)
+    svc = service(lab, capacity=1000)
+    svc.start()
+    lab.send(sent)
+    wait_for(lambda: svc.stats().queued == 50)
+
+    async def aio() -> list[bytes]:
+        got = []
+        async for p in svc.asyncio():  # never closed: abandoned after the break
+            got.append(bytes(p.data))
+            if len(got) == 10:
+                break
+        return got
+
+    got = asyncio.run(aio())
+    assert svc.stats().delivered == 10 and svc.stats().queued == 40
+
+    async def tr() -> list[bytes]:
+        rx = nc.TrioReceiveChannel(svc)
+        return [bytes((await rx.receive()).data) for _ in range(5)]
+
+    got += trio.run(tr)
+    got += [bytes(svc.get(1.0).data) for _ in range(5)]
+    svc.stop()
+    st = assert_balanced(svc, 50)
+    assert (st.delivered, st.queued) == (20, 30)
+    got += [d for b in svc.drain() for d in b.datas()]
+    assert got == sent
