@@ -1,0 +1,193 @@
+"""The benchmark's private network world: one netns, one veth pair, trafgen.
+
+Independent of the library (``ip`` and ``setns`` through ctypes, as
+tests/lab.py does). Traffic only ever flows between the two veth ends made
+here, inside a namespace made here; the namespace (and with it the veths) is
+deleted on every exit path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from typing import Iterator
+
+CLONE_NEWNET = 0x40000000
+ETH_P_BENCH = 0x88B5  # IEEE 802 local experimental EtherType 1
+FRAME_LEN = 64  # bytes handed to the NIC (no FCS): the classic minimum frame
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not measure what it set out to measure."""
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, check=check, capture_output=True, text=True)
+
+
+def privilege_problem() -> str | None:
+    """Why the lab cannot be built here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN for netns)"
+    if shutil.which("ip") is None:
+        return "needs iproute2's ip command (apt-get install -y iproute2)"
+    return None
+
+
+def trafgen_problem(install: bool) -> str | None:
+    """None when trafgen is usable (installing netsniff-ng if ``install``)."""
+    if shutil.which("trafgen"):
+        return None
+    if install and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "netsniff-ng"], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        if shutil.which("trafgen"):
+            return None
+    return ("trafgen not found: install Debian's netsniff-ng package "
+            "(apt-get install -y netsniff-ng) or rerun with --install")
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"setns: {os.strerror(e)}")
+
+
+def mac(b: int) -> bytes:
+    return bytes([0x02, 0x00, 0x00, 0x00, 0x00, b])
+
+
+class Generator:
+    """One trafgen process sending 64-byte frames out of ``ifname`` in ``ns``.
+
+    trafgen runs inside the namespace (``ip netns exec``), one fork per CPU
+    in ``cpus`` forks (trafgen pins fork *i* to CPU *i*). ``--no-sock-mem``
+    and ``--notouch-irq`` keep it from retuning host-wide sysctls and IRQ
+    affinities.
+    """
+
+    def __init__(self, ns: str, ifname: str, dst: bytes, src: bytes, *, cpus: int,
+                 count: int | None = None, seconds: float | None = None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="ncbench-")
+        cfg = os.path.join(self._dir.name, "frame.cfg")
+        payload = FRAME_LEN - 14
+        with open(cfg, "w") as f:
+            f.write("{ " + ", ".join(f"0x{b:02x}" for b in dst + src)
+                    + f", c16(0x{ETH_P_BENCH:04x}), fill(0xab, {payload}) }}\n")
+        cmd = ["ip", "netns", "exec", ns]
+        if seconds is not None:
+            cmd += ["timeout", "-s", "INT", f"{seconds:.3f}"]
+        cmd += ["trafgen", "-o", ifname, "-i", cfg, "-P", str(cpus), "--no-sock-mem", "--notouch-irq"]
+        if count is not None:
+            cmd += ["-n", str(count)]
+        self.started = time.monotonic()
+        self.ended: float | None = None
+        self.sent: int | None = None
+        self._p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def poll(self) -> bool:
+        """True once trafgen has exited (and its output was read)."""
+        if self.ended is not None:
+            return True
+        if self._p.poll() is None:
+            return False
+        self._finish()
+        return True
+
+    def wait(self, timeout: float) -> None:
+        try:
+            self._p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise BenchError(f"trafgen did not finish within {timeout:.0f} s") from None
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.ended is not None:
+            return
+        self.ended = time.monotonic()
+        out = self._p.stdout.read() if self._p.stdout else ""
+        m = re.search(r"(\d+) packets outgoing", out)
+        self.sent = int(m.group(1)) if m else None
+        # timeout(1) exits 124 after its SIGINT; trafgen itself exits 0.
+        if self._p.returncode not in (0, 124) or self.sent is None:
+            raise BenchError(f"trafgen failed (exit {self._p.returncode}): {out.strip()[-500:]}")
+        self._dir.cleanup()
+
+    @property
+    def seconds(self) -> float:
+        return (self.ended or time.monotonic()) - self.started
+
+    def kill(self) -> None:
+        if self._p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._p.send_signal(signal.SIGINT)
+            try:
+                self._p.wait(2)
+            except subprocess.TimeoutExpired:
+                self._p.kill()
+                self._p.wait()
+        if self._p.stdout:
+            self._p.stdout.close()
+        self._dir.cleanup()
+
+
+class BenchLab:
+    """Namespace ``ns`` with veth ``rx`` (captured) and ``tx`` (trafgen's end)."""
+
+    def __init__(self) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.ns = f"ncbench-{tag}"
+        self.rx, self.tx = f"ncb{tag}r", f"ncb{tag}t"
+        self.rx_mac, self.tx_mac = mac(1), mac(2)
+        sh("ip", "netns", "add", self.ns)
+        try:
+            # No IPv6: no router solicitations or MLD reports sneaking into
+            # the counts.
+            for k in ("all", "default"):
+                sh("ip", "netns", "exec", self.ns, "sysctl", "-qw", f"net.ipv6.conf.{k}.disable_ipv6=1")
+            sh("ip", "-n", self.ns, "link", "add", self.rx, "address", self.rx_mac.hex(":"),
+               "type", "veth", "peer", "name", self.tx, "address", self.tx_mac.hex(":"))
+            for ifc in (self.rx, self.tx):
+                sh("ip", "-n", self.ns, "link", "set", ifc, "up")
+        except BaseException:
+            self.close()
+            raise
+
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        """Run the calling thread (and threads it starts) inside the netns."""
+        with open("/proc/thread-self/ns/net") as orig, open(f"/run/netns/{self.ns}") as target:
+            _setns(target.fileno())
+            try:
+                yield
+            finally:
+                _setns(orig.fileno())
+
+    def rx_packets(self) -> int:
+        """``rx_packets`` of the captured veth end (its sysfs statistic)."""
+        out = sh("ip", "-n", self.ns, "-j", "-s", "link", "show", "dev", self.rx).stdout
+        return int(json.loads(out)[0]["stats64"]["rx"]["packets"])
+
+    def generator(self, *, cpus: int, count: int | None = None, seconds: float | None = None) -> Generator:
+        return Generator(self.ns, self.tx, self.rx_mac, self.tx_mac, cpus=cpus, count=count, seconds=seconds)
+
+    def close(self) -> None:
+        sh("ip", "netns", "del", self.ns, check=False)
+
+    def __enter__(self) -> BenchLab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

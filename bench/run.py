@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""netring_chan benchmark: each consumer side by side with libpcap (pypcap).
+
+    python3 bench/run.py [--mode live|drain|all] [--duration S] [--frames N]
+
+Builds its own veth pair in a private network namespace (deleted on exit),
+drives it with trafgen (64-byte frames) and prints, per mode, one table with
+every consumer and its ratio to pypcap measured in the same run. See
+bench/README.md for what each figure means. Needs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Iterator
+
+from _lab import FRAME_LEN, BenchError, BenchLab, Generator, privilege_problem, trafgen_problem
+from consumers import CONSUMERS, Consumer, Result
+
+# Keep glibc from serving each block's copy-out buffers with fresh mmap()ed
+# (page-faulting) memory and from trimming the heap after each free.
+GLIBC_TUNING = (("MALLOC_MMAP_THRESHOLD_", str(64 << 20)), ("MALLOC_TRIM_THRESHOLD_", str(256 << 20)))
+SETTLE_S = 0.3  # after the load stops: > the block retire timeout, so every frame is in a handed-over block
+
+
+# --- contexts handed to the consumers ------------------------------------------------
+
+
+class _Ctx:
+    def __init__(self, lab: BenchLab, ring_bytes: int, block_size: int, block_timeout_ms: int) -> None:
+        self.lab = lab
+        self.ifname = lab.rx
+        self.ring_bytes = ring_bytes
+        self.block_size = block_size
+        self.block_timeout_ms = block_timeout_ms
+
+
+class LiveRun(_Ctx):
+    """Starts trafgen for ``seconds`` when the consumer is ready."""
+
+    def __init__(self, lab: BenchLab, ring_bytes: int, block_size: int, block_timeout_ms: int,
+                 *, seconds: float, gen_cpus: int) -> None:
+        super().__init__(lab, ring_bytes, block_size, block_timeout_ms)
+        self.seconds = seconds
+        self.gen_cpus = gen_cpus
+        self.gen: Generator | None = None
+        self.rx0 = 0
+
+    def ready(self) -> None:
+        if self.gen is not None:
+            raise BenchError("ready() called twice")
+        self.rx0 = self.lab.rx_packets()
+        self.gen = self.lab.generator(cpus=self.gen_cpus, seconds=self.seconds)
+
+    def finished(self) -> bool:
+        if self.gen is None:
+            raise BenchError("consumer waited for the load before calling ready()")
+        if time.monotonic() - self.gen.started > self.seconds + 30:
+            raise BenchError("trafgen did not stop")
+        if not self.gen.poll() or self.gen.ended is None:
+            return False
+        return time.monotonic() - self.gen.ended >= SETTLE_S
+
+    def close(self) -> None:
+        if self.gen is not None:
+            self.gen.kill()
+
+
+class DrainRun(_Ctx):
+    """Fills the ring with ``frames`` frames while the consumer waits."""
+
+    def __init__(self, lab: BenchLab, ring_bytes: int, block_size: int, block_timeout_ms: int,
+                 *, frames: int, gen_cpus: int) -> None:
+        super().__init__(lab, ring_bytes, block_size, block_timeout_ms)
+        self.frames = frames
+        self.gen_cpus = gen_cpus
+        self.sent = 0
+        self.received = 0
+        self.fill_seconds = 0.0
+
+    def fill(self, stats: Callable[[], tuple[int, int]]) -> int:
+        rx0 = self.lab.rx_packets()
+        gen = self.lab.generator(cpus=self.gen_cpus, count=self.frames)
+        try:
+            gen.wait(timeout=60 + self.frames / 50_000)
+        finally:
+            gen.kill()
+        self.fill_seconds = gen.seconds
+        # Let the kernel retire the last, partly filled block on its timer.
+        time.sleep(max(SETTLE_S, 3 * self.block_timeout_ms / 1000))
+        self.sent = gen.sent or 0
+        self.received = self.lab.rx_packets() - rx0
+        packets, drops = stats()
+        if drops:
+            raise BenchError(f"the ring dropped {drops} of {packets} frames while filling: "
+                             f"give it more room (--drain-ring-mib)")
+        if packets != self.received:
+            raise BenchError(f"socket counted {packets} frames, interface received {self.received}")
+        if self.received < 0.9 * self.frames:
+            raise BenchError(f"only {self.received} of {self.frames} frames reached the interface")
+        return packets
+
+    def deadline(self) -> float:
+        return time.monotonic() + 60 + self.received / 20_000
+
+
+# --- measuring ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def pinned(cpus: set[int] | None) -> Iterator[None]:
+    """Keep the calling thread (and threads it starts) on ``cpus``."""
+    if not cpus:
+        yield
+        return
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, old)
+
+
+def _check(r: Result, expect_kernel: int | None) -> str:
+    """Accounting problems of one run, or ''."""
+    bad = []
+    if r.nbytes != FRAME_LEN * r.delivered:
+        bad.append(f"bytes {r.nbytes} != {FRAME_LEN} x {r.delivered}")
+    if r.delivered + r.kernel_drops + r.queue_drops != r.kernel_packets:
+        bad.append(f"delivered+drops {r.delivered + r.kernel_drops + r.queue_drops} != kernel {r.kernel_packets}")
+    if expect_kernel is not None and r.kernel_packets != expect_kernel:
+        bad.append(f"kernel {r.kernel_packets} != interface {expect_kernel}")
+    return "; ".join(bad)
+
+
+def run_live(lab: BenchLab, c: Consumer, a: argparse.Namespace, pin: set[int] | None) -> dict[str, Any]:
+    ctx = LiveRun(lab, a.ring_mib << 20, a.block_kib << 10, a.block_timeout_ms,
+                  seconds=a.duration, gen_cpus=a.gen_cpus)
+    try:
+        with pinned(pin):
+            r = c.live(ctx)
+    finally:
+        ctx.close()
+    if ctx.gen is None:
+        raise BenchError(f"{c.name} returned without calling ready()")
+    received = lab.rx_packets() - ctx.rx0
+    return dict(result=r, sent=ctx.gen.sent, received=received, seconds=ctx.gen.seconds,
+                problem=_check(r, received))
+
+
+def drain_ring(a: argparse.Namespace) -> int:
+    """Ring bytes for the drain mode: room for every frame, never a drop."""
+    block = a.drain_block_kib << 10
+    tov = a.drain_block_timeout_ms
+    if a.drain_ring_mib:
+        ring = a.drain_ring_mib << 20
+    else:
+        # A 64-byte frame takes 152 bytes of a V3 block (header, sockaddr_ll,
+        # alignment). On top of the full blocks, the kernel's retire timer
+        # hands over a partly filled block every ``tov`` ms even under load,
+        # each wasting the rest of its block: budget one per timer tick of a
+        # fill at a pessimistic 300 kframes/s.
+        ticks = -(-a.frames * 1000 // (300_000 * tov))
+        ring = (-(-a.frames * 160 // block) + ticks + 4) * block
+    return int(ring)
+
+
+def run_drain(lab: BenchLab, c: Consumer, a: argparse.Namespace) -> dict[str, Any]:
+    ring = drain_ring(a)
+    ctx = DrainRun(lab, ring, a.drain_block_kib << 10, a.drain_block_timeout_ms,
+                   frames=a.frames, gen_cpus=a.gen_cpus)
+    r = c.drain(ctx)
+    prob = _check(r, ctx.received)
+    if r.delivered != ctx.received:
+        prob = "; ".join(filter(None, [prob, f"delivered {r.delivered} of {ctx.received}"]))
+    return dict(result=r, sent=ctx.sent, received=ctx.received, seconds=r.seconds,
+                ring=ring, problem=prob)
+
+
+# --- output -------------------------------------------------------------------------
+
+
+def _fmt_int(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    w = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w[0]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(cells))
+
+    return "\n".join([line(header), line(["-" * x for x in w])] + [line(r) for r in rows])
+
+
+def _span(xs: list[float], fmt: Callable[[float], str]) -> str:
+    if not xs:
+        return "-"
+    if len(xs) == 1:
+        return fmt(xs[0])
+    return f"{fmt(statistics.median(xs))} [{fmt(min(xs))}..{fmt(max(xs))}]"
+
+
+def machine_info() -> str:
+    model = "?"
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith("model name"):
+                    model = ln.split(":", 1)[1].strip()
+                    break
+    pcapv = "?"
+    name = ctypes.util.find_library("pcap")
+    if name:
+        with contextlib.suppress(OSError, AttributeError):
+            fn = ctypes.CDLL(name).pcap_lib_version
+            fn.restype = ctypes.c_char_p
+            pcapv = fn().decode()
+    tg = subprocess.run(["trafgen", "-v"], capture_output=True, text=True).stdout.split("\n")[0] or "?"
+    try:
+        import netring_chan as nc
+        ncv = nc.__version__
+    except ImportError as e:
+        ncv = f"not importable ({e})"
+    tuned = " ".join(f"{k}={os.environ[k]}" for k, _ in GLIBC_TUNING if k in os.environ)
+    rev = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True).stdout.strip() or "?"
+    return (f"machine: nproc={os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), {model}; "
+            f"kernel {platform.release()}; Python {platform.python_version()}\n"
+            f"netring_chan {ncv} (git {rev}); {pcapv}; {tg}\n"
+            f"glibc malloc: {tuned or 'defaults'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=["live", "drain", "all"], default="all")
+    p.add_argument("--duration", type=float, default=3.0, help="live: seconds of load per consumer (default 3)")
+    p.add_argument("--frames", type=int, default=1_000_000, help="drain: frames put in the ring (default 1M)")
+    p.add_argument("--repeat", type=int, default=1, help="rounds; the summary gives median [min..max]")
+    p.add_argument("--consumers", default="", help="comma-separated names (default: all available); see --list")
+    p.add_argument("--list", action="store_true", help="list the consumers and whether they can run")
+    p.add_argument("--gen-cpus", type=int, default=1, help="trafgen forks, pinned to CPUs 0..n-1 (default 1)")
+    p.add_argument("--no-pin", action="store_true", help="live: do not keep the consumer off trafgen's CPUs")
+    p.add_argument("--ring-mib", type=int, default=32, help="live: ring size for every consumer (default 32)")
+    p.add_argument("--block-kib", type=int, default=1024, help="live: netring_chan block size (default 1024)")
+    p.add_argument("--drain-ring-mib", type=int, default=0,
+                   help="drain: ring size (default: 256 bytes per frame, rounded up to blocks)")
+    p.add_argument("--drain-block-kib", type=int, default=1024, help="drain: netring_chan block size (default 1024)")
+    p.add_argument("--block-timeout-ms", type=int, default=50,
+                   help="live: block retire timeout, every consumer (default 50)")
+    p.add_argument("--drain-block-timeout-ms", type=int, default=200,
+                   help="drain: block retire timeout, every consumer (default 200)")
+    p.add_argument("--install", action="store_true", help="apt-get install netsniff-ng if trafgen is missing")
+    p.add_argument("--glibc-tuned", action="store_true",
+                   help="rerun under MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ set high (see README)")
+    a = p.parse_args(argv)
+    if a.glibc_tuned and GLIBC_TUNING[0][0] not in os.environ:
+        # glibc reads these once, at start-up: re-exec with them set.
+        env = dict(os.environ, **dict(GLIBC_TUNING))
+        args = [x for x in (sys.argv[1:] if argv is None else argv) if x != "--glibc-tuned"]
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *args], env)
+
+    wanted = [n for n in a.consumers.split(",") if n]
+    unknown = set(wanted) - {c.name for c in CONSUMERS}
+    if unknown:
+        p.error(f"unknown consumer(s) {sorted(unknown)}; known: {[c.name for c in CONSUMERS]}")
+    chosen: list[Consumer] = []
+    for c in CONSUMERS:
+        why = c.missing()
+        if a.list:
+            print(f"{c.name:17} {c.label:45} {'ok' if why is None else 'unavailable: ' + why}")
+            continue
+        if wanted and c.name not in wanted:
+            continue
+        if why is not None:
+            print(f"skipping {c.name}: {why}")
+            continue
+        chosen.append(c)
+    if a.list:
+        return 0
+    for why in (privilege_problem(), trafgen_problem(a.install)):
+        if why:
+            print(f"cannot run: {why}", file=sys.stderr)
+            return 2
+    peer = next((c for c in chosen if c.peer), None)
+    if peer is None:
+        print("note: no peer (pypcap) in this run, so no ratios")
+
+    print(machine_info())
+    n = os.cpu_count() or 1
+    pin = None if a.no_pin else (set(range(a.gen_cpus, n)) & os.sched_getaffinity(0)) or None
+    modes = ["live", "drain"] if a.mode == "all" else [a.mode]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the lab is deleted
+
+    failed = False
+    for mode in modes:
+        runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in chosen}
+        with BenchLab() as lab, lab.inside():
+            print()
+            if mode == "live":
+                print(f"== live: trafgen on {a.gen_cpus} CPU(s), {FRAME_LEN}-byte frames, {a.duration:g} s per "
+                      f"consumer; consumer on CPUs {sorted(pin) if pin else 'any'}; ring {a.ring_mib} MiB each")
+            else:
+                print(f"== drain: {a.frames:,} {FRAME_LEN}-byte frames queued in the ring while the consumer "
+                      f"waits, then timed until all are delivered (touching data + timestamp); "
+                      f"ring {drain_ring(a) >> 20} MiB each, netring_chan blocks {a.drain_block_kib} KiB")
+            for rnd in range(a.repeat):
+                for c in chosen:
+                    try:
+                        d = run_live(lab, c, a, pin) if mode == "live" else run_drain(lab, c, a)
+                    except BenchError as e:
+                        d = dict(error=str(e))
+                    runs[c.name].append(d)
+                _print_round(mode, chosen, runs, rnd, peer, a.repeat)
+            if a.repeat > 1:
+                _print_summary(mode, chosen, runs, peer)
+        failed |= any("error" in d or d.get("problem") for rs in runs.values() for d in rs)
+    return 1 if failed else 0
+
+
+def _ratio(mode: str, d: dict[str, Any], ref: dict[str, Any] | None) -> float | None:
+    if ref is None or "error" in d or "error" in ref:
+        return None
+    if mode == "live":
+        mine = d["result"].delivered / max(1, d["received"])
+        theirs = ref["result"].delivered / max(1, ref["received"])
+    else:
+        mine = d["result"].delivered / d["seconds"]
+        theirs = ref["result"].delivered / ref["seconds"]
+    return mine / theirs if theirs else None
+
+
+def _print_round(mode: str, chosen: list[Consumer], runs: dict[str, list[dict[str, Any]]], rnd: int,
+                 peer: Consumer | None, repeat: int) -> None:
+    ref = runs[peer.name][rnd] if peer else None
+    rows = []
+    for c in chosen:
+        d = runs[c.name][rnd]
+        label = c.label + (" [no-op cb]" if c.peer and mode == "live" else "")
+        if "error" in d:
+            rows.append([label, f"ERROR: {d['error']}"] + [""] * (6 if mode == "live" else 4))
+            continue
+        r: Result = d["result"]
+        ratio = _ratio(mode, d, ref)
+        rs = "-" if ratio is None else f"{ratio:.2f}x"
+        if mode == "live":
+            rows.append([label, _fmt_int(d["received"] / d["seconds"]), _fmt_int(d["received"]),
+                         _fmt_int(r.delivered), f"{100 * r.delivered / max(1, d['received']):.1f}%",
+                         _fmt_int(r.kernel_drops + r.queue_drops), rs, d["problem"] or "ok"])
+        else:
+            rows.append([label, _fmt_int(r.delivered), f"{d['seconds']:.3f}",
+                         _fmt_int(r.delivered / d["seconds"]), rs, d["problem"] or "ok"])
+    if mode == "live":
+        hdr = ["consumer", "recv pps", "received", "captured", "capt/recv", "drops", "vs pypcap", "check"]
+    else:
+        hdr = ["consumer", "frames", "seconds", "packets/s", "vs pypcap", "check"]
+    print(f"-- round {rnd + 1}/{repeat}")
+    print(_table(hdr, rows), flush=True)
+
+
+def _print_summary(mode: str, chosen: list[Consumer], runs: dict[str, list[dict[str, Any]]],
+                   peer: Consumer | None) -> None:
+    rows = []
+    for c in chosen:
+        ok = [(i, d) for i, d in enumerate(runs[c.name]) if "error" not in d]
+        ratios = [x for i, d in ok if (x := _ratio(mode, d, runs[peer.name][i] if peer else None)) is not None]
+        errs = len(runs[c.name]) - len(ok)
+        if mode == "live":
+            frac = [100 * d["result"].delivered / max(1, d["received"]) for _, d in ok]
+            drops = [float(d["result"].kernel_drops + d["result"].queue_drops) for _, d in ok]
+            rows.append([c.label, _span(frac, lambda x: f"{x:.1f}%"), _span(drops, _fmt_int),
+                         _span(ratios, lambda x: f"{x:.2f}x"), str(errs)])
+        else:
+            pps = [d["result"].delivered / d["seconds"] for _, d in ok]
+            rows.append([c.label, _span(pps, _fmt_int), _span(ratios, lambda x: f"{x:.2f}x"), str(errs)])
+    hdr = (["consumer", "capt/recv", "drops", "vs pypcap", "errors"] if mode == "live"
+           else ["consumer", "packets/s", "vs pypcap", "errors"])
+    print(f"-- {mode} summary over {len(next(iter(runs.values()), []))} rounds: median [min..max]")
+    print(_table(hdr, rows), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
