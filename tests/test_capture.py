@@ -82,6 +82,7 @@ def test_frames_byte_exact_in_order_with_metadata(lab_factory: type[Lab]) -> Non
                      if p.protocol == ETH_P_LAB]
         assert [p.data for p in owned_lab] == frames
         assert [p.timestamp_ns for p in owned_lab] == stamps
+        assert [p.status for p in owned_lab] == [v[1].status for v in views]
         assert stats.drops == 0 and stats.packets >= len(frames)
 
 

@@ -133,7 +133,9 @@ static int nc_walk_block(const uint8_t *blk, uint64_t blk_size,
         p->data_off = (uint32_t)data_off;
         p->snaplen = h.tp_snaplen;
         p->wire_len = h.tp_len;
-        p->status = h.tp_status;
+        /* V3 keeps ownership in the block status; the per-packet USER bit
+         * means nothing, so no copy (view or owned) reports it. */
+        p->status = h.tp_status & ~(uint32_t)TP_STATUS_USER;
         p->rxhash = h.hv1.tp_rxhash;
         p->vlan_tci = (h.tp_status & TP_STATUS_VLAN_VALID) ? h.hv1.tp_vlan_tci : 0;
         p->vlan_tpid = (h.tp_status & TP_STATUS_VLAN_TPID_VALID) ? h.hv1.tp_vlan_tpid : 0;
