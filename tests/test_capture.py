@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import pickle
 import socket
+import struct
 import time
+from typing import Any
 
-import pytest
 
 import netring_chan as nc
-from capture_util import collect, hwaddr, send_in_order, seq_of, tagged
+from capture_util import collect, hwaddr, ipv4_frame, send_in_order, seq_of, tagged
 from lab import ETH_P_LAB, Lab, mac
 
 ARPHRD_ETHER = 1
@@ -169,3 +170,34 @@ def test_packets_iterator_limits_lose_nothing(lab: Lab) -> None:
         it = iter(cap)  # endless: take two
         assert [next(it).data, next(it).data] == frames[:2]
     assert list(cap.packets()) == []  # closed: ends at once
+
+
+def test_vlan_tag_rx_hash_and_promiscuous(lab: Lab) -> None:
+    """The kernel strips an 802.1Q tag into metadata; rx_hash fills a flow hash;
+    promiscuous mode is a membership that close() drops."""
+    src, dst = hwaddr(lab.b), hwaddr(lab.a)
+    inner = tagged(dst, src, 1, 80)
+    vlan = inner[:12] + struct.pack("!HH", 0x8100, (3 << 13) | 100) + inner[12:]
+    flow_a = [ipv4_frame(dst, src, "10.0.0.1", "10.0.0.2", 1000, 53, bytes([i])) for i in range(2)]
+    flow_b = ipv4_frame(dst, src, "10.0.0.1", "10.0.0.3", 1001, 53, b"b")
+    plain = [tagged(dst, src, 2, 64)]
+
+    def promiscuity() -> int:
+        out = lab.ip("-d", "link", "show", lab.a).stdout
+        return int(out.split("promiscuity ")[1].split()[0])
+
+    opts: dict[str, Any] = dict(block_size=1 << 16, block_count=4, block_timeout_ms=5)
+    with nc.Capture(lab.a, rx_hash=True, promiscuous=True, **opts) as cap, \
+            nc.Capture(lab.a, **opts) as nohash:
+        assert promiscuity() == 1
+        send_in_order(lab, [vlan, *flow_a, flow_b, *plain])
+        got = collect(cap, 5)
+        got_nohash = collect(nohash, 5)
+    assert promiscuity() == 0
+    v, a1, a2, b, pl = got
+    assert v.data == inner and v.wire_len == len(inner)  # tag moved out of the data
+    assert (v.vlan_tci, v.vlan_tpid, v.protocol) == ((3 << 13) | 100, 0x8100, ETH_P_LAB)
+    assert v.status & nc.Status.VLAN_VALID
+    assert pl.vlan_tci is None and pl.vlan_tpid is None
+    assert a1.rxhash == a2.rxhash != 0 and b.rxhash not in (0, a1.rxhash)
+    assert [p.rxhash for p in got_nohash] == [0] * 5

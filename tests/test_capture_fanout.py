@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 import netring_chan as nc
-from capture_util import collect, hwaddr, ipv4_frame, quiet, send_in_order
+from capture_util import hwaddr, ipv4_frame, quiet, send_in_order
 from lab import Lab
 
 RING = dict(block_size=1 << 16, block_count=8, block_timeout_ms=5, filter="udp")
