@@ -92,3 +92,22 @@ def seq_frame(seq: int, size: int, dst: bytes = mac(2), src: bytes = mac(1)) -> 
 
 
 SIZES = [60, 61, 64, 65, 100, 127, 128, 129, 255, 256, 500, 511, 512, 1000, 1023, 1024, 1500, 1513, 1514]
+
+
+def softnet_drops() -> int:
+    """Frames dropped by the per-CPU input backlogs, all namespaces (softnet_stat col 2)."""
+    with open("/proc/net/softnet_stat") as f:
+        return sum(int(line.split()[1], 16) for line in f)
+
+
+def loss_report(lab, got: list[bytes], want: list[bytes], since_softnet: int) -> str:
+    """Why frames may be missing: which ones, veth drop counters, backlog drops."""
+    import json
+
+    seq = lambda f: int.from_bytes(f[14:18], "big")  # noqa: E731
+    missing = sorted(set(map(seq, want)) - set(map(seq, got)))
+    links = json.loads(lab.ip("-s", "-j", "link", "show").stdout)
+    drops = {ln["ifname"]: (ln["stats64"]["rx"]["dropped"], ln["stats64"]["tx"]["dropped"])
+             for ln in links if ln["ifname"] in (lab.a, lab.b)}
+    return (f"{len(got)}/{len(want)} frames, missing seqs {missing[:20]}, veth (rx, tx) drops {drops}, "
+            f"softnet backlog drops during the test {softnet_drops() - since_softnet}")

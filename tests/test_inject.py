@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from inject_helpers import SIZES, Receiver, seq_frame
+from inject_helpers import SIZES, Receiver, loss_report, seq_frame, softnet_drops
 from lab import sh
 import netring_chan as nc
 from netring_chan.rings.inject import DATA_OFF, Injector, RingFullError
@@ -35,6 +35,7 @@ def tc_sent_packets(lab, kind: str, ident: str) -> int:
 
 def test_frames_of_many_sizes_arrive_byte_exact_and_in_order(lab):
     frames = [seq_frame(i, SIZES[i % len(SIZES)]) for i in range(3 * len(SIZES))]
+    sn = softnet_drops()
     with Receiver(lab.b) as rx, Injector(lab.a, frame_count=64) as inj:
         for f in frames[:20]:
             inj.send(f)
@@ -49,7 +50,7 @@ def test_frames_of_many_sizes_arrive_byte_exact_and_in_order(lab):
         assert inj.wait_drained(2.0)
         got = rx.wait_for(len(frames))
         st = inj.stats()
-    assert got == frames
+    assert got == frames, loss_report(lab, got, frames, sn)
     assert rx.settle(0.1) == frames  # nothing extra, nothing twice
     assert (st.queued, st.sent, st.rejected, st.pending) == (len(frames), len(frames), 0, 0)
 
@@ -71,12 +72,13 @@ def test_burst_larger_than_ring_completes_with_backpressure(lab):
     # so the 16-slot ring really fills and send() has to wait for the kernel.
     tc(lab, "qdisc", "add", "dev", lab.a, "root", "tbf", "rate", "20mbit", "burst", "5kb", "limit", "4mb")
     frames = [seq_frame(i, SIZES[i % len(SIZES)]) for i in range(400)]
+    sn = softnet_drops()
     with Receiver(lab.b) as rx, Injector(lab.a, frame_count=16) as inj:
         assert inj.send_many(frames) == 400
         assert inj.wait_drained(10.0)
         st = inj.stats()
         got = rx.wait_for(400)
-    assert got == frames
+    assert got == frames, loss_report(lab, got, frames, sn)
     assert st.ring_full > 0, st  # it did wait for slots
     assert (st.queued, st.sent, st.rejected) == (400, 400, 0)
 

@@ -13,7 +13,7 @@ import time
 import pytest
 import trio
 
-from inject_helpers import SIZES, Receiver, seq_frame
+from inject_helpers import SIZES, Receiver, loss_report, seq_frame, softnet_drops
 from lab import sh
 import netring_chan as nc
 from netring_chan.aio_inject import AsyncInjector
@@ -54,10 +54,11 @@ def test_asyncio_sends_n_frames_with_backpressure_without_blocking_the_loop(lab)
         await t
         return st, ticks
 
+    sn = softnet_drops()
     with Receiver(lab.b) as rx:
         st, ticks = asyncio.run(main())
         got = rx.wait_for(N)
-    assert got == want
+    assert got == want, loss_report(lab, got, want, sn)
     assert (st.queued, st.sent, st.rejected) == (N, N, 0)
     assert st.ring_full > 0  # it had to wait for slots...
     assert ticks > 0  # ...and the loop kept running meanwhile
@@ -76,10 +77,11 @@ def test_trio_sends_n_frames_with_backpressure(lab):
             assert await inj.wait_drained(10.0)
             return inj.stats()
 
+    sn = softnet_drops()
     with Receiver(lab.b) as rx:
         st = trio.run(main)
         got = rx.wait_for(N)
-    assert got == want
+    assert got == want, loss_report(lab, got, want, sn)
     assert (st.queued, st.sent, st.rejected, st.pending) == (N, N, 0, 0)
     assert st.ring_full > 0
 
