@@ -102,7 +102,10 @@ def block_bytes(pkts: list[Pkt], size: int, seq: int = 1, status: int = lib.TP_S
     bh.seq_num = seq
     bh.block_status = status
     if pkts:
-        bh.ts_first_pkt.ts_sec, bh.ts_first_pkt.ts_nsec = pkts[0].sec, pkts[0].nsec
+        # As prb_open_block does: ts_first_pkt is when the kernel *opened* the
+        # block (it may open it on the retire timer, long before a packet),
+        # not the first packet's time; ts_last_pkt is the last packet's.
+        bh.ts_first_pkt.ts_sec, bh.ts_first_pkt.ts_nsec = pkts[0].sec ^ 1, 123
         bh.ts_last_pkt.ts_sec, bh.ts_last_pkt.ts_nsec = pkts[-1].sec, pkts[-1].nsec
     del base, bd, bh
     return buf

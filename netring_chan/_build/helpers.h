@@ -155,6 +155,12 @@ static int nc_walk_block(const uint8_t *blk, uint64_t blk_size,
         }
     }
     info->bad_index = 0;
+    /* The block's ts_first_pkt is when the kernel opened it (prb_open_block
+     * stamps the clock, possibly on the retire timer well before any packet,
+     * or just after the first packet's skb was stamped); report the first
+     * packet's time instead, so that first <= last always holds. */
+    info->ts_first_ns = out[0].ts_ns;
+    info->ts_last_ns = out[n - 1].ts_ns;
     return (int)n;
 }
 
