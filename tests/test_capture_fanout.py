@@ -103,3 +103,28 @@ def test_fanout_config_is_validated() -> None:
         nc.Fanout(nc.FanoutMode.HASH, group_id=5, flags=nc.FanoutFlag.UNIQUEID)
     with pytest.raises(nc.ConfigError, match="flags"):
         nc.Fanout(nc.FanoutMode.HASH, group_id=5, flags=1 << 3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", list(nc.FanoutMode))
+def test_every_mode_delivers_each_frame_exactly_once(lab: Lab, mode: nc.FanoutMode) -> None:
+    frames, flow_of = _flows(lab, nflows=16, per_flow=4)
+    fo = nc.Fanout(mode, group_id=0x4E50 + int(mode))
+    with nc.Capture(lab.a, fanout=fo, **RING) as c1, nc.Capture(lab.a, fanout=fo, **RING) as c2:
+        send_in_order(lab, frames)  # from one CPU
+        s1, s2 = _both([c1, c2], len(frames))
+    assert Counter(s1 + s2) == Counter(frames)
+    if mode in (nc.FanoutMode.CPU, nc.FanoutMode.QM, nc.FanoutMode.ROLLOVER):
+        # One sending CPU, one veth RX queue, a ring with room: one member takes all.
+        assert not s1 or not s2, (mode, len(s1), len(s2))
+    elif mode is nc.FanoutMode.RANDOM:
+        assert s1 and s2
+
+
+def test_fanout_flag_ignore_outgoing(lab: Lab) -> None:
+    frames, _ = _flows(lab, nflows=2, per_flow=2)
+    quiet_fo = nc.Fanout(nc.FanoutMode.HASH, group_id=0x4E60, flags=nc.FanoutFlag.IGNORE_OUTGOING)
+    with nc.Capture(lab.b, fanout=quiet_fo, **RING) as ignoring, \
+            nc.Capture(lab.b, fanout=nc.Fanout(nc.FanoutMode.HASH, group_id=0x4E61), **RING) as seeing:
+        send_in_order(lab, frames)  # leaves through b
+        assert _both([seeing], len(frames))[0] == frames
+        assert quiet(ignoring, 0.1) == []
