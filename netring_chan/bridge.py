@@ -197,6 +197,8 @@ class Bridge:
         self._legs = [_Leg(BridgeDirection.A_TO_B, rx_a, tx_b), _Leg(BridgeDirection.B_TO_A, rx_b, tx_a)]
         self._stop = False
         self._running = threading.Lock()
+        self._runner = 0  # thread id of the run()/arun() in progress
+        self._close_after_run = False
         self._closed = False
 
     # -- forwarding ----------------------------------------------------------
@@ -249,6 +251,7 @@ class Bridge:
             raise ClosedError("bridge is closed")
         if not self._running.acquire(blocking=False):
             raise RuntimeError("bridge is already running")
+        self._runner = threading.get_ident()
         try:
             self._stop = False
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -276,7 +279,10 @@ class Bridge:
                         self._drain_wake()
         finally:
             self._drain_wake()
+            self._runner = 0
             self._running.release()
+            if self._close_after_run:
+                self.close()
 
     async def arun(self, timeout: float | None = None) -> None:
         """``run()`` inside asyncio or trio, driven by readiness of both
@@ -294,6 +300,7 @@ class Bridge:
             raise ClosedError("bridge is closed")
         if not self._running.acquire(blocking=False):
             raise RuntimeError("bridge is already running")
+        self._runner = threading.get_ident()
         try:
             self._stop = False
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -312,7 +319,10 @@ class Bridge:
                 self._drain_wake()
         finally:
             self._drain_wake()
+            self._runner = 0
             self._running.release()
+            if self._close_after_run:
+                self.close()
 
     def run_for(self, seconds: float) -> None:
         """``run()`` for ``seconds`` (or until ``stop()``)."""
@@ -343,10 +353,17 @@ class Bridge:
         return self._closed
 
     def close(self) -> None:
-        """Stop and release both interfaces' rings. Idempotent."""
+        """Stop and release both interfaces' rings. Idempotent.
+
+        Called from the callback, the bridge finishes the current block,
+        and ``run()`` closes it on its way out.
+        """
         if self._closed:
             return
         self.stop()
+        if self._runner == threading.get_ident():
+            self._close_after_run = True  # close() from the callback: run() closes on its way out
+            return
         with self._running:  # wait for a run() in another thread to return
             self._closed = True
             for leg in self._legs:

@@ -288,3 +288,17 @@ def test_trio_run_forwards_ping_and_drops_by_callback(world):
     assert ok == 0 and dropped != 0
     assert took < 1.0
     assert st.a_to_b.dropped >= 2 and st.a_to_b.forwarded >= 4 and st.b_to_a.forwarded >= 4, st
+
+
+def test_close_from_the_callback_stops_and_closes(world):
+    br: Bridge
+
+    def closer(pkt: nc.Packet, d: BridgeDirection) -> None:
+        br.close()
+
+    br = Bridge(world.a1, world.b1, closer)
+    with Running(br) as run:
+        world.ping(count=1, wait=0.3)
+        run.t.join(3)
+        assert not run.t.is_alive() and run.error is None
+    assert br.closed
