@@ -58,6 +58,9 @@ def retry_eintr(call: Callable[[], int], what: str) -> int:
             raise_errno(err, what)
 
 
+_POLL_MAX_S = 2_000_000.0
+
+
 def poll_wait(fd: int, events: int, wake_fd: int, timeout: float | None) -> int:
     """Wait until ``fd`` is ready for ``events`` or ``wake_fd`` is readable.
 
@@ -69,7 +72,10 @@ def poll_wait(fd: int, events: int, wake_fd: int, timeout: float | None) -> int:
         if deadline is None:
             ms = -1
         else:
-            left = deadline - time.monotonic()
+            # poll() takes an int of ms: wait at most ~23 days per call (the
+            # loop waits again for the rest), so a long or infinite timeout
+            # is not an OverflowError.
+            left = min(deadline - time.monotonic(), _POLL_MAX_S)
             ms = 0 if left <= 0 else max(1, int(left * 1000 + 0.999))
         r = lib.nc_poll2(fd, events, wake_fd, ms)
         if r >= 0:

@@ -195,3 +195,18 @@ def test_interface_removed_while_blocked_raises_ring_error(lab: Lab) -> None:
         cap.close()
         remover.join()  # its subprocess pipes are fds too
     assert (fd_count(), ring_mappings()) == base
+
+
+@pytest.mark.parametrize("timeout", [1e7, float("inf")])
+def test_huge_timeouts_wait_and_wake_on_close(lab: Lab, timeout: float) -> None:
+    """poll() takes a 32-bit ms count; longer waits must not overflow."""
+    cap = nc.Capture(lab.a, **RING)
+    closer = threading.Timer(0.1, cap.close)
+    closer.start()
+    t0 = time.monotonic()
+    try:
+        assert cap.next_batch_blocking(timeout) is None
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        closer.join()
+        cap.close()
