@@ -210,3 +210,32 @@ def test_huge_timeouts_wait_and_wake_on_close(lab: Lab, timeout: float) -> None:
     finally:
         closer.join()
         cap.close()
+
+
+def test_exception_from_signal_handler_propagates_and_capture_stays_usable(lab: Lab) -> None:
+    """Ctrl-C style: a handler that raises ends the wait with its exception."""
+    class Interrupt(Exception):
+        pass
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupt()
+
+    dst, src = hwaddr(lab.a), hwaddr(lab.b)
+    base = fd_count()
+    old = signal.signal(signal.SIGUSR1, handler)
+    timer = threading.Timer(0.1, signal.pthread_kill, (threading.get_ident(), signal.SIGUSR1))
+    try:
+        with nc.Capture(lab.a, **RING) as cap:
+            timer.start()
+            t0 = time.monotonic()
+            with pytest.raises(Interrupt):
+                cap.next_batch_blocking(None)
+            assert time.monotonic() - t0 < 1.0
+            timer.join()
+            lab.send([tagged(dst, src, 3, 64)])
+            assert [seq_of(p.data) for p in collect(cap, 1)] == [3]
+        # close() found no call still marked active, so it released everything.
+        assert cap.closed and fd_count() == base
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, old)
