@@ -31,6 +31,10 @@ class BenchError(RuntimeError):
     """The benchmark could not measure what it set out to measure."""
 
 
+class FillError(BenchError):
+    """Drain mode: the ring did not end up holding every frame that arrived."""
+
+
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, check=check, capture_output=True, text=True)
 
@@ -146,11 +150,16 @@ class Generator:
 class BenchLab:
     """Namespace ``ns`` with veth ``rx`` (captured) and ``tx`` (trafgen's end)."""
 
-    def __init__(self) -> None:
+    def __init__(self, existing: str | None = None) -> None:
+        """Build a new lab, or (``existing``, from ``spec``) use one another process owns."""
+        self.rx_mac, self.tx_mac = mac(1), mac(2)
+        self._owner = existing is None
+        if existing is not None:
+            self.ns, self.rx, self.tx = existing.split(",")
+            return
         tag = uuid.uuid4().hex[:8]
         self.ns = f"ncbench-{tag}"
         self.rx, self.tx = f"ncb{tag}r", f"ncb{tag}t"
-        self.rx_mac, self.tx_mac = mac(1), mac(2)
         sh("ip", "netns", "add", self.ns)
         try:
             # No IPv6: no router solicitations or MLD reports sneaking into
@@ -183,8 +192,14 @@ class BenchLab:
     def generator(self, *, cpus: int, count: int | None = None, seconds: float | None = None) -> Generator:
         return Generator(self.ns, self.tx, self.rx_mac, self.tx_mac, cpus=cpus, count=count, seconds=seconds)
 
+    @property
+    def spec(self) -> str:
+        """What a worker process passes to ``BenchLab(existing=...)``."""
+        return f"{self.ns},{self.rx},{self.tx}"
+
     def close(self) -> None:
-        sh("ip", "netns", "del", self.ns, check=False)
+        if self._owner:
+            sh("ip", "netns", "del", self.ns, check=False)
 
     def __enter__(self) -> BenchLab:
         return self
