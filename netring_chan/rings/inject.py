@@ -52,7 +52,8 @@ from typing import Any, Iterable
 
 from .._lowlevel import ffi, lib
 from .._sys import (
-    check, close_fd, eventfd, eventfd_signal, ifindex, poll_wait, raise_errno, setsockopt_int,
+    check, close_fd, eventfd, eventfd_signal, ifindex, poll_wait, raise_errno, retry_eintr,
+    setsockopt_int,
 )
 from ..errors import ClosedError, ConfigError, NetringError, RingError
 from ._mapping import Mapping
@@ -534,18 +535,15 @@ class Injector:
     def _flush_locked(self) -> int:
         total = 0
         while self._head > self._kpos:
-            rc = lib.sendto(self._fd, ffi.NULL, 0, lib.MSG_DONTWAIT, ffi.NULL, 0)
-            err = ffi.errno if rc < 0 else 0
+            err = self._kick()
             queued = self._head - self._kpos
             taken = int(lib.nc_tx_taken(self._ring, self._kpos % self.frame_count, queued))
             self._kpos += taken
             total += taken
-            if rc >= 0:
+            if not err:
                 if taken == 0 or self._head == self._kpos:
                     break
                 continue  # the kernel stopped early (e.g. its send buffer); try once more
-            if err == errno.EINTR:
-                continue
             if err in _RETRY_LATER:
                 break
             if err in (errno.EMSGSIZE, errno.EINVAL) and self._head > self._kpos:
@@ -564,6 +562,23 @@ class Injector:
             raise_errno(err, f"sendto (TX ring kick) on {self.interface!r}")
         self._reap()
         return total
+
+    def _kick(self) -> int:
+        """``sendto(fd, NULL, 0, MSG_DONTWAIT)``: 0, or the errno it failed with.
+
+        EINTR is retried by the one retry helper; the errors the ring
+        handles (full send buffer, refused frame, interface down) come back
+        as numbers, anything else is raised.
+        """
+        fd = self._fd
+        try:
+            retry_eintr(lambda: int(lib.sendto(fd, ffi.NULL, 0, lib.MSG_DONTWAIT, ffi.NULL, 0)),
+                        f"sendto (TX ring kick) on {self.interface!r}")
+        except ConfigError:  # the one errno raise_errno turns into a ConfigError
+            return errno.EINVAL
+        except RingError as e:
+            return e.errno or errno.EIO
+        return 0
 
     def _wait_progress(self, deadline: float | None, *, wake: bool = True) -> None:
         """Wait a little for the kernel to free slots (lock not held).
