@@ -256,6 +256,31 @@ def test_no_lost_wakeups_with_bursts(lab: Any, kit: Any) -> None:
     assert st.waits >= 10, st
 
 
+def test_leaving_async_for_early_loses_nothing(lab: Any, kit: Any) -> None:
+    """Breaking out of ``async for`` mid-block and iterating again resumes in order."""
+    sent = lab_frames(500, 12)
+
+    async def main() -> list[bytes]:
+        got: list[bytes] = []
+        async with kit.Face(lab.a, **OPTS) as cap:
+            lab.send(sent)
+            for chunk in (3, 4, 5):  # all 12 frames normally share one block
+                async def take(k: int = chunk) -> None:
+                    n = 0
+                    async for pkt in cap:
+                        if pkt.protocol == ETH_P_LAB:
+                            got.append(pkt.data)
+                            n += 1
+                            if n == k:
+                                break
+                done, _ = await kit.within(3, take)
+                assert done, got
+            assert cap.packets() is cap.__aiter__()
+        return got
+
+    assert kit.run(main) == sent
+
+
 # -- cancellation and close -------------------------------------------------------
 
 

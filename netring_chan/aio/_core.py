@@ -116,6 +116,7 @@ class _FdReceiver:
         self._error: tuple[int, str] | None = None
         self._sockerr = True  # False once SO_ERROR proved the fd is not a socket
         self._batches = self._packets = self._waits = self._spurious = 0
+        self._stream: PacketStream | None = None
         if isinstance(source, str):
             if owns_source is False:
                 raise ConfigError("owns_source=False: a capture opened here by interface name is always owned")
@@ -250,11 +251,19 @@ class _FdReceiver:
             return b.to_owned()
 
     def packets(self) -> PacketStream:
-        """An async iterator of ``OwnedPacket``; ends when the face is closed."""
-        return PacketStream(self)
+        """The face's async iterator of ``OwnedPacket``; ends when the face is closed.
+
+        There is one stream per face, so leaving an ``async for`` early and
+        starting another resumes where the first stopped: the rest of a block
+        already taken is not lost. Do not mix it with ``recv()`` calls, which
+        would take the next block before the stream's current one is done.
+        """
+        if self._stream is None:
+            self._stream = PacketStream(self)
+        return self._stream
 
     def __aiter__(self) -> PacketStream:
-        return PacketStream(self)
+        return self.packets()
 
     # -- close ---------------------------------------------------------------
 
