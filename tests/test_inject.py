@@ -360,3 +360,24 @@ def test_interface_down_raises_ring_error_and_close_still_works(lab):
             inj.flush()
             assert inj.wait_drained(2.0)
             assert rx.wait_for(1) == [seq_frame(1, 60)]
+
+
+def test_signals_during_backpressure_waits_do_not_surface(lab):
+    import signal
+
+    tc(lab, "qdisc", "add", "dev", lab.a, "root", "tbf", "rate", "5mbit", "burst", "3kb", "limit", "1mb")
+    frames = [seq_frame(i, 1000) for i in range(100)]  # ~160 ms at 5 Mbit/s through a 4-slot ring
+    hits = []
+    old = signal.signal(signal.SIGALRM, lambda *a: hits.append(1))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
+        with Receiver(lab.b) as rx, Injector(lab.a, frame_count=4) as inj:
+            inj.send_many(frames)
+            assert inj.wait_drained(5.0)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            got = rx.wait_for(100)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert len(hits) > 10  # the waits really were interrupted, and resumed
+    assert got == frames
