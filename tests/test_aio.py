@@ -510,3 +510,21 @@ def test_faces_import_neither_trio_nor_asyncio() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["AsyncCapture", "TrioCapture"]
+
+
+def test_unclosed_face_warns_and_releases(lab: Any, kit: Any) -> None:
+    """A face dropped without close() warns (ResourceWarning) and closes its own capture;
+    close() also works outside a running loop."""
+    import gc
+
+    face = kit.Face(lab.a, **OPTS)
+    capture = face.source
+    with pytest.warns(ResourceWarning, match="unclosed"):
+        del face
+        gc.collect()
+    assert capture.closed
+
+    face = kit.Face(lab.a, **OPTS)
+    face.close()
+    face.close()
+    assert face.closed and face.source.closed
