@@ -195,7 +195,9 @@ class _FdReceiver:
         """The next ready block as a zero-copy ``PacketBatch``, or ``None``; never waits.
 
         Release the batch (``with batch:``) before waiting for the next one:
-        while it is held the socket looks readable to the event loop.
+        while it is held the socket looks readable to the event loop. When
+        nothing is ready it also reads the socket's pending error (one
+        ``getsockopt``), so a removed interface raises ``RingError`` here too.
         """
         b = self._take()
         if b is None:
