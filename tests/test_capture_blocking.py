@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import signal
+import sys
 import threading
 import time
 from types import FrameType
@@ -239,3 +240,75 @@ def test_exception_from_signal_handler_propagates_and_capture_stays_usable(lab: 
     finally:
         timer.cancel()
         signal.signal(signal.SIGUSR1, old)
+
+
+class _Hung(Exception):
+    pass
+
+
+def _holds(lock: Any) -> bool:
+    """Whether this (single) thread holds ``lock`` (a Lock or an RLock)."""
+    return bool(lock._is_owned()) if hasattr(lock, "_is_owned") else bool(lock.locked())
+
+
+def test_close_from_signal_handler_while_inside_the_capture(lab: Lab) -> None:
+    """A signal handler runs between any two lines, also while this thread is
+    inside the capture's own bookkeeping (entering or leaving a call, with its
+    lock held). close() from there must neither deadlock on that lock nor tear
+    down under the call: the call ends (ClosedError or a normal return) and
+    everything is released.
+
+    Signals land there too rarely to test by sending them (a 1-in-hundreds
+    race, seen as a hang), so a trace function runs the handler's close() at
+    the ``at``-th line executed with the lock held, for every such line.
+    """
+    me = threading.get_ident()
+
+    def watchdog_fired(signum: int, frame: FrameType | None) -> None:
+        raise _Hung("close() from inside the capture hung")
+
+    base = fd_count()
+    old = signal.signal(signal.SIGUSR2, watchdog_fired)
+    try:
+        for at in range(1, 50):
+            cap = nc.Capture(lab.a, block_size=4096, block_count=2)
+            seen = 0
+            fired = False
+
+            def tracer(frame: FrameType, event: str, arg: Any, cap: nc.Capture = cap, at: int = at) -> Any:
+                if not frame.f_code.co_filename.endswith("afpacket.py"):
+                    return None
+
+                def local(frame: FrameType, event: str, arg: Any) -> Any:
+                    nonlocal seen, fired
+                    if event == "line" and not fired and _holds(cap._lock):
+                        seen += 1
+                        if seen == at:
+                            fired = True
+                            cap.close()  # what a handler calling close() does here
+                    return local
+                return local
+
+            dog = threading.Timer(3.0, signal.pthread_kill, (me, signal.SIGUSR2))
+            dog.start()
+            try:
+                sys.settrace(tracer)
+                try:
+                    cap.next_batch()
+                except nc.ClosedError:
+                    pass
+                finally:
+                    sys.settrace(None)
+            finally:
+                dog.cancel()
+            cap.close()
+            assert fd_count() == base, f"leak when closed at held line {at}"
+            if not fired:  # every line run under the lock has been tried
+                break
+        else:
+            pytest.fail("next_batch ran 50 lines under the capture lock?")
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+    assert at > 4, f"only {at - 1} lines ran with the lock held"
+
+

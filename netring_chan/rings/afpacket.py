@@ -269,7 +269,9 @@ class Capture:
         self.interface = interface
         self.ifindex = ifindex(interface)
         self._snaplen = config.snaplen or 0xFFFFFFFF
-        self._lock = threading.Lock()
+        # Re-entrant: close() may run in a signal handler while this thread
+        # is inside _Active's bookkeeping with the lock held.
+        self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._active: dict[int, int] = {}
         self._torn_down = False
@@ -607,11 +609,17 @@ class _Active:
 
     def __enter__(self) -> None:
         c = self.c
+        me = threading.get_ident()
+        # Register first, then look at _closed: a close() that runs in
+        # between (a signal handler in this very thread, the lock being
+        # re-entrant) either tore down before we registered, and we see
+        # _closed, or saw us registered and left the teardown to __exit__.
         with c._lock:
-            if c._closed:
-                raise ClosedError(f"capture on {c.interface!r} is closed")
-            me = threading.get_ident()
             c._active[me] = c._active.get(me, 0) + 1
+            closed = c._closed
+        if closed:
+            self.__exit__()
+            raise ClosedError(f"capture on {c.interface!r} is closed")
 
     def __exit__(self, *exc: object) -> None:
         c = self.c
