@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import gc
 import mmap
+import subprocess
+import sys
+import textwrap
 from typing import Any
 
 import pytest
@@ -222,3 +225,25 @@ def test_no_fd_or_mapping_leak_over_200_cycles(lab: Lab) -> None:
     assert _cycle_counts() == base
     # Leaked rings would add 200 mappings; allow the allocator a few arenas.
     assert map_count() <= base_maps + 8
+
+
+def test_missing_cap_net_raw_is_a_permission_error_naming_it(lab: Lab) -> None:
+    """Without privileges (uid nobody: no capabilities) opening fails with a
+    CapabilityError, a PermissionError whose message names CAP_NET_RAW."""
+    code = textwrap.dedent("""
+        import os, sys
+        import netring_chan as nc          # import while still allowed to read it
+        os.setgroups([]); os.setgid(65534); os.setuid(65534)
+        try:
+            nc.Capture(sys.argv[1], block_size=4096, block_count=2)
+        except nc.CapabilityError as e:
+            print(isinstance(e, PermissionError), e.capability, e.errno, "|", e)
+        else:
+            print("opened without privileges")
+    """)
+    r = subprocess.run(["ip", "netns", "exec", lab.ns, sys.executable, "-c", code, lab.a],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    head, msg = r.stdout.strip().split(" | ", 1)
+    assert head == f"True CAP_NET_RAW {errno.EPERM}"
+    assert "CAP_NET_RAW" in msg and "socket" in msg

@@ -164,3 +164,19 @@ def test_protocol_option_binds_to_one_ethertype(lab: Lab) -> None:
         send_in_order(lab, frames)
         got = collect(cap, 3, keep=lambda p: True) + quiet(cap, 0.1)
     assert [p.data for p in got] == frames[0::2]
+
+
+def test_missing_libpcap_names_the_package_and_raw_programs_still_work(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from netring_chan import bpf
+    monkeypatch.setattr(bpf, "_pcap", None)
+    monkeypatch.setattr(bpf, "_PCAP_NAMES", ("libnetring-no-such-pcap.so.0",))
+    monkeypatch.setattr(bpf.ctypes.util, "find_library", lambda name: None)
+    with pytest.raises(nc.LibpcapMissingError, match="libpcap0.8") as ei:
+        nc.compile_filter("udp")
+    assert isinstance(ei.value, ImportError) and isinstance(ei.value, nc.FilterError)
+    with pytest.raises(nc.LibpcapMissingError):
+        nc.CaptureConfig(filter="udp")
+    assert nc.CaptureConfig(filter=RAW_LAB_ONLY).filter == nc.BpfProgram(RAW_LAB_ONLY)
+    with pytest.raises(nc.FilterError, match="str"):
+        nc.compile_filter(42)  # type: ignore[arg-type]
