@@ -312,3 +312,51 @@ def test_close_from_signal_handler_while_inside_the_capture(lab: Lab) -> None:
     assert at > 4, f"only {at - 1} lines ran with the lock held"
 
 
+
+
+def test_close_from_another_thread_at_every_line_of_stats(lab: Lab) -> None:
+    """stats() racing close(): whichever line stats() is at when another
+    thread closes, both return and the capture is released (no lock-order
+    deadlock between the counters and the teardown)."""
+    base = fd_count()
+    for at in range(1, 60):
+        cap = nc.Capture(lab.a, block_size=4096, block_count=2)
+        seen = 0
+        fired = False
+        result: list[Any] = []
+
+        def tracer(frame: FrameType, event: str, arg: Any, cap: nc.Capture = cap, at: int = at) -> Any:
+            if not frame.f_code.co_filename.endswith("afpacket.py"):
+                return None
+
+            def local(frame: FrameType, event: str, arg: Any) -> Any:
+                nonlocal seen, fired
+                if event == "line" and not fired:
+                    seen += 1
+                    if seen == at:
+                        fired = True
+                        closer = threading.Thread(target=cap.close, daemon=True)
+                        closer.start()
+                        closer.join(0.05)  # let it finish, or block on what we hold
+                return local
+            return local
+
+        def reader(cap: nc.Capture = cap, result: list[Any] = result) -> None:
+            sys.settrace(tracer)
+            try:
+                result.append(cap.stats())
+            except BaseException as e:  # reported by the assertion below
+                result.append(e)
+            finally:
+                sys.settrace(None)
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        t.join(3.0)
+        assert not t.is_alive(), f"stats() deadlocked with close() at line {at}"
+        assert len(result) == 1 and isinstance(result[0], nc.CaptureStats), result
+        cap.close()
+        assert cap.closed and fd_count() == base, f"line {at}"
+        if not fired:
+            break
+    assert at > 3

@@ -279,7 +279,7 @@ class Capture:
         self._pending: collections.deque[OwnedPacket] = collections.deque()
         self._totals = [0, 0, 0]
         self._last = [0, 0, 0]
-        self._stats_lock = threading.Lock()
+        self._stats_lock = threading.RLock()
         self._filter_keep: Any = None
         self.malformed_blocks = 0
         self.fanout_group_id: int | None = None
@@ -518,10 +518,15 @@ class Capture:
 
     def stats(self) -> CaptureStats:
         """Cumulative kernel counters (see ``CaptureStats``) and the delta since the last call."""
-        with self._stats_lock:
-            if not self._closed:
-                with self._use():
+        # Never hold _stats_lock while entering or leaving a call: leaving
+        # may run the teardown, which takes _teardown_lock then _stats_lock.
+        try:
+            with self._use():
+                with self._stats_lock:
                     self._read_kernel_stats()
+        except ClosedError:
+            pass  # the teardown read the counters one last time
+        with self._stats_lock:
             (p, dr, fr), (lp, ldr, lfr) = self._totals, self._last
             self._last = list(self._totals)
             return CaptureStats(p, dr, fr, delta=CaptureStats(p - lp, dr - ldr, fr - lfr))
@@ -542,11 +547,12 @@ class Capture:
         are released; the socket stops receiving at once.
         """
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._wake >= 0:
-                eventfd_signal(self._wake)
+            if not self._closed:
+                self._closed = True
+                if self._wake >= 0:
+                    eventfd_signal(self._wake)
+            # A second close() (another thread's is in progress) waits like
+            # the first, so that every close() returns with the ring released.
             me = threading.get_ident()
             # Wait for calls in other threads; they wake at once through the
             # eventfd. A call further up this thread's stack (close() from a
@@ -554,7 +560,7 @@ class Capture:
             self._idle.wait_for(lambda: not (set(self._active) - {me}), timeout=5.0)
             if self._active:
                 return
-        self._teardown()
+        self._teardown()  # idempotent; waits for one running in another thread
 
     def _teardown(self) -> None:
         # close() and the last call to leave (a wait in another thread that
