@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import gc
 import mmap
+import os
+import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -162,11 +165,39 @@ def test_batch_held_across_close_stays_readable(lab: Lab) -> None:
     batch = cap.next_batch_blocking(2.0)
     assert batch is not None
     view = batch[0].data
-    cap.close()
-    assert bytes(view) == f and bytes(batch[0].data) == f  # still mapped, still ours
-    assert ring_mappings() == base[1] + 1
+    inode = os.fstat(cap.fileno()).st_ino
+    ifx = socket.if_nametoindex(lab.a)
+    assert _packet_socket(inode) == (ifx,)
+    spy = socket.socket(fileno=os.dup(cap.fileno()))  # to read its counters after close
+    try:
+        cap.close()
+        assert bytes(view) == f and bytes(batch[0].data) == f  # still mapped, still ours
+        assert ring_mappings() == base[1] + 1
+        # The socket lives on for the mapping, still bound to this interface
+        # only, and accepts nothing more.
+        assert _packet_socket(inode) == (ifx,)
+        lab.send([tagged(dst, src, 10 + i, 300) for i in range(5)])
+        packets, drops, _ = struct.unpack("III", spy.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12))
+        assert (packets, drops) == (0, 0)
+    finally:
+        spy.close()
     batch.release()
     assert (fd_count(), ring_mappings()) == base
+    assert _packet_socket(inode) is None
+
+
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+
+
+def _packet_socket(inode: int) -> tuple[int] | None:
+    """(ifindex,) our packet socket is bound to, from /proc/net/packet; None if gone."""
+    with open("/proc/thread-self/net/packet") as f:
+        for line in f.readlines()[1:]:
+            sk, refcnt, typ, proto, iface, running, rmem, user, ino = line.split()
+            if int(ino) == inode:
+                return (int(iface),)
+    return None
 
 
 def test_resource_warning_when_collected_open(lab: Lab) -> None:

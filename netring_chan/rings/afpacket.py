@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 PAGE_SIZE = _mmap.PAGESIZE
+# ret #0: a classic BPF program that accepts no packet.
+_DROP_ALL = BpfProgram([(0x06, 0, 0, 0)])
 # Re-check period while poll() stays readable because of a block we hold.
 _STALE_BACKOFF_MIN = 0.0005
 _STALE_BACKOFF_MAX = 0.01
@@ -577,10 +579,14 @@ class Capture:
                 with self._stats_lock:
                     self._read_kernel_stats()
                 if mapping is not None and any(self._ring.leased):
-                    # Views are still alive: stop the socket receiving now
-                    # (binding to protocol 0 unhooks it), keep the memory
-                    # until they are gone.
-                    self._bind(self._fd, 0)
+                    # Views are still alive, so the socket lives on with the
+                    # mapping until they are gone; from now on it accepts
+                    # nothing. (Not by binding to protocol 0: packet_bind
+                    # reads protocol 0 as "keep the current one" and ifindex
+                    # 0 as "every interface", so that would widen it.)
+                    fprog, _keep = _DROP_ALL._fprog()
+                    setsockopt_struct(self._fd, lib.SOL_SOCKET, lib.SO_ATTACH_FILTER, fprog,
+                                      "attach drop-all filter on close")
             except RingError:
                 pass
             finally:
