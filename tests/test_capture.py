@@ -70,6 +70,8 @@ def test_frames_byte_exact_in_order_with_metadata(lab_factory: type[Lab]) -> Non
             assert ifindex == ifx
             assert hatype == ARPHRD_ETHER
             assert owned.data == f and owned.timestamp_ns == ts and not owned.truncated
+            again = pickle.loads(pickle.dumps(owned))
+            assert (again.data, again.timestamp_ns, again.wire_len, again.source_address) == (f, ts, wire, src)
             assert owned.protocol == ETH_P_LAB and owned.source_address == src
         stamps = [v[2] for v in views]
         assert stamps == sorted(stamps)  # monotonic in arrival order
