@@ -35,6 +35,7 @@ import asyncio
 import enum
 import queue
 import threading
+import time
 from collections import deque
 from typing import Any, Callable, Generic, Sized, TypeVar
 
@@ -138,7 +139,7 @@ class BatchQueue(Generic[T]):
     def _try_put(self, item: T, n: int) -> bool | None:
         """Admit, drop or (None) say the caller must wait. ``_lock`` held."""
         if self._closed:
-            raise ClosedError("the service is stopped")
+            raise self._end()  # ServiceError (with its cause) if a thread failed
         if self._closing or self._queued == 0 or self._queued + n <= self.capacity:
             self._admit(item, n)
             return True
@@ -158,19 +159,27 @@ class BatchQueue(Generic[T]):
             self._notify()
         return r
 
-    def put(self, item: T) -> bool:
+    def put(self, item: T, timeout: float | None = None) -> bool:
         """Admit ``item`` (True) or drop it (False), waiting for room under ``block``.
 
         Returns at once when closing begins (the item is then admitted beyond
-        the bound, to be drained).
+        the bound, to be drained). ``queue.Full`` if no room came within
+        ``timeout`` seconds (``None``: wait as long as it takes).
         """
         n = len(item)
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while True:
                 r = self._try_put(item, n)
                 if r is not None:
                     break
-                self._room.wait()
+                if deadline is None:
+                    self._room.wait()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise queue.Full
+                    self._room.wait(left)
         if r:
             self._notify()
         return r
@@ -289,13 +298,21 @@ class BatchQueue(Generic[T]):
             self._room.notify_all()
         self._notify()
 
-    def fail(self, thread: str, exc: BaseException) -> None:
-        """Record the first failure (raised to consumers at the end) and close."""
+    def fail(self, thread: str, exc: BaseException, *, finish: bool = False) -> None:
+        """Record the first failure (raised to consumers at the end) and close.
+
+        ``finish=True`` also ends admission at once (``finish_close``), so
+        producers get the error instead of being admitted: for a queue whose
+        consumer is the failed thread (the injection direction).
+        """
         with self._lock:
             if self._error is None:
                 self._error = exc
                 self._error_thread = thread
-        self.begin_close()
+        if finish:
+            self.finish_close()
+        else:
+            self.begin_close()
 
     def finish_close(self) -> None:
         """No more items: consumers get what is queued, then the end (or the error)."""
