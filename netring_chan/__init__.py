@@ -25,6 +25,7 @@ from .rings.afpacket import (
 from .aio_inject import AsyncInjector
 from .bridge import Bridge, BridgeDirection, BridgeStats, DirectionStats, Verdict
 from .rings.inject import Injector, InjectorConfig, InjectorStats, RingFullError, TxSlot
+from .inject_service import AsyncioSender, InjectService, InjectServiceStats, TrioSendChannel
 from .threads import (
     AsyncioReceiver, CaptureService, CaptureSource, Overflow, ServiceError, ServiceStats, SourceStats,
     TrioReceiveChannel,
@@ -41,6 +42,7 @@ __all__ = [
     "Capture", "CaptureConfig", "CaptureStats", "Fanout", "FanoutFlag", "FanoutMode",
     "RingShrunkWarning", "TimestampSource",
     "Injector", "InjectorConfig", "InjectorStats", "RingFullError", "TxSlot",
+    "AsyncioSender", "InjectService", "InjectServiceStats", "TrioSendChannel",
     "AsyncInjector", "Bridge", "BridgeDirection", "BridgeStats", "DirectionStats", "Verdict",
     "AsyncioReceiver", "CaptureService", "CaptureSource", "Overflow", "ServiceError", "ServiceStats",
     "SourceStats", "TrioReceiveChannel",
