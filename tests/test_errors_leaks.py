@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import netring_chan as nc
+from netring_chan._lowlevel import ffi, lib
 from capture_util import collect, fd_count, hwaddr, map_count, ring_mappings, seq_of, tagged
 from lab import ETH_P_LAB, Lab
 
@@ -278,3 +279,46 @@ def test_missing_cap_net_raw_is_a_permission_error_naming_it(lab: Lab) -> None:
     head, msg = r.stdout.strip().split(" | ", 1)
     assert head == f"True CAP_NET_RAW {errno.EPERM}"
     assert "CAP_NET_RAW" in msg and "socket" in msg
+
+
+class _RingRefuser:
+    """``lib`` as afpacket sees it, except that PACKET_RX_RING fails with
+    ENOMEM above ``limit`` blocks (the kernel does so only when memory is
+    really short, which a test cannot arrange)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.asked: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(lib, name)
+
+    def setsockopt(self, fd: int, level: int, opt: int, val: Any, ln: int) -> int:
+        if level == lib.SOL_PACKET and opt == lib.PACKET_RX_RING:
+            n = int(ffi.cast("struct tpacket_req3 *", val).tp_block_nr)
+            self.asked.append(n)
+            if n > self.limit:
+                ffi.errno = errno.ENOMEM
+                return -1
+        return int(lib.setsockopt(fd, level, opt, val, ln))
+
+
+def test_ring_shrinks_on_enomem_and_says_so(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    from netring_chan.rings import afpacket
+    refuser = _RingRefuser(limit=4)
+    monkeypatch.setattr(afpacket, "lib", refuser)
+    dst, src = hwaddr(lab.a), hwaddr(lab.b)
+    with pytest.warns(nc.RingShrunkWarning, match="could not allocate 1?[68] blocks") as rec:
+        cap = nc.Capture(lab.a, block_size=4096, block_count=16, block_timeout_ms=2, filter=LAB_ONLY)
+    with cap:
+        assert refuser.asked == [16, 8, 4] and cap.block_count == 4
+        assert [str(w.message).rsplit(" ", 1)[1] for w in rec] == ["8", "4"]  # "retrying with N"
+        assert ring_mappings() >= 1
+        lab.send([tagged(dst, src, 1, 64)])
+        assert [seq_of(p.data) for p in collect(cap, 1)] == [1]
+    # Down to one block and still refused: a RingError carrying ENOMEM, nothing leaked.
+    refuser.limit = 0
+    before = fd_count()
+    with pytest.warns(nc.RingShrunkWarning), pytest.raises(nc.RingError) as ei:
+        nc.Capture(lab.a, block_size=4096, block_count=2)
+    assert ei.value.errno == errno.ENOMEM and fd_count() == before
