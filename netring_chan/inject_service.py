@@ -456,7 +456,7 @@ class InjectService:
                 raise TypeError(f"{what} must be a bytes-like object, got {type(frame).__name__}") from None
         for inj in self.injectors:
             try:
-                inj._check_len(len(b), b[:14])
+                inj._check_len(len(b), b)  # reads the 802.1Q TPID at [12:14] if needed
             except ValueError as e:
                 raise ValueError(f"{what}: {e}") from None
         return b
@@ -567,7 +567,10 @@ class AsyncioSender:
     async def send(self, frame: Frame) -> bool:
         """Queue one frame (True), or False if dropped; see ``InjectService.send``."""
         item = [self._svc._check(frame)]
-        return await wait_asyncio(self._core, lambda: self._svc._admit_nowait(item))
+        try:  # fast path: room now (no listener, no future)
+            return self._svc._admit_nowait(item)
+        except queue.Full:
+            return await wait_asyncio(self._core, lambda: self._svc._admit_nowait(item))
 
     async def send_many(self, frames: Iterable[Frame]) -> int:
         """Queue every frame in order; how many were queued. All are checked first.
@@ -622,7 +625,14 @@ class TrioSendChannel:
         """Queue one frame (True), or False if dropped (``overflow="drop"``)."""
         self._check_open()
         item = [self._svc._check(frame)]
-        return await wait_trio(self._core, lambda: self._svc._admit_nowait(item))
+        lowlevel = self._trio.lowlevel
+        await lowlevel.checkpoint_if_cancelled()
+        try:  # fast path: room now; still a full checkpoint, as trio requires
+            r = self._svc._admit_nowait(item)
+        except queue.Full:
+            return await wait_trio(self._core, lambda: self._svc._admit_nowait(item))
+        await lowlevel.cancel_shielded_checkpoint()
+        return r
 
     async def send_many(self, frames: Iterable[Frame]) -> int:
         """Queue every frame in order; how many were queued. All are checked first."""
