@@ -252,10 +252,12 @@ class PacketBatch:
         info = ffi.new("struct nc_block_info *")
         n = lib.nc_walk_block(lease.owner, lease.size, meta, cap, info)
         if n < 0:
-            raise MalformedBlockError(
-                f"ring block seq {int(info.seq_num)}: {_MALFORMED.get(n, n)} "
-                f"(packet {int(info.bad_index)} of {int(info.num_pkts)}); block skipped"
-            )
+            msg = (f"ring block seq {int(info.seq_num)}: {_MALFORMED.get(n, n)} "
+                   f"(packet {int(info.bad_index)} of {int(info.num_pkts)}); block skipped")
+            # The traceback keeps this frame alive: drop the lease first so
+            # that the block goes back to the kernel now, not with the error.
+            del lease
+            raise MalformedBlockError(msg)
         return cls(lease, meta, n, info, snaplen)
 
     # -- views ---------------------------------------------------------------

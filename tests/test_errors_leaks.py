@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 from typing import Any
 
 import pytest
@@ -322,3 +323,25 @@ def test_ring_shrinks_on_enomem_and_says_so(lab: Lab, monkeypatch: pytest.Monkey
     with pytest.warns(nc.RingShrunkWarning), pytest.raises(nc.RingError) as ei:
         nc.Capture(lab.a, block_size=4096, block_count=2)
     assert ei.value.errno == errno.ENOMEM and fd_count() == before
+
+
+def test_malformed_ring_block_is_reported_skipped_and_handed_back(lab: Lab) -> None:
+    """A block that fails the bounds checks (here: corrupted in place after
+    the kernel handed it over) raises MalformedBlockError, is given back to
+    the kernel at once, and the capture goes on with the next block."""
+    dst, src = hwaddr(lab.a), hwaddr(lab.b)
+    with nc.Capture(lab.a, block_size=4096, block_count=4, block_timeout_ms=2, filter=LAB_ONLY) as cap:
+        lab.send([tagged(dst, src, 1, 64)])
+        blk = cap._mapping.addr  # block 0: the first the kernel fills
+        deadline = time.monotonic() + 2
+        while not lib.nc_block_status(blk) & lib.TP_STATUS_USER and time.monotonic() < deadline:
+            time.sleep(0.005)
+        bd = ffi.cast("struct tpacket_block_desc *", blk)
+        bd.hdr.bh1.num_pkts = 10**6
+        with pytest.raises(nc.MalformedBlockError, match="num_pkts") as ei:
+            cap.next_batch()
+        # Handed back already, although the exception (and its traceback) lives.
+        assert lib.nc_block_status(blk) == lib.TP_STATUS_KERNEL
+        assert cap.malformed_blocks == 1 and ei.value is not None
+        lab.send([tagged(dst, src, 2, 64)])
+        assert [seq_of(p.data) for p in collect(cap, 1)] == [2]

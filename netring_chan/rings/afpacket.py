@@ -430,6 +430,7 @@ class Capture:
             return PacketBatch._walk(lease, self._snaplen)
         except MalformedBlockError:
             self.malformed_blocks += 1
+            del lease  # skipped: back to the kernel now (see PacketBatch._walk)
             raise
 
     def next_batch_blocking(self, timeout: float | None = None) -> PacketBatch | None:
