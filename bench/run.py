@@ -186,12 +186,13 @@ def run_drain(lab: BenchLab, c: Consumer, a: argparse.Namespace) -> dict[str, An
             r = c.drain(ctx)
             break
         except FillError as e:
-            # Rare (a frame or two in a million on this kernel, with free
-            # blocks left): the measurement needs a complete ring, so refill
-            # with a fresh socket and say so.
+            # Seen here (kernel 6.18) as exactly one frame in a million,
+            # with free blocks left and no freeze, mostly while the machine
+            # is busy: the measurement needs a complete ring, so refill with
+            # a fresh socket and say so.
             fills.append(str(e))
-            if len(fills) == 3:
-                raise BenchError(f"3 fills failed: {'; '.join(fills)} (more room: --drain-ring-mib)") from None
+            if len(fills) == 5:
+                raise BenchError(f"5 fills failed: {'; '.join(fills)}") from None
     prob = _check(r, ctx.received)
     if r.delivered != ctx.received:
         prob = "; ".join(filter(None, [prob, f"delivered {r.delivered} of {ctx.received}"]))
