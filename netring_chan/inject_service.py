@@ -15,7 +15,7 @@ here with producers in user code and the consumer in the thread. The faces
 are thin:
 
 * sync, on the service itself: ``send(frame, timeout)``, ``send_nowait``,
-  ``send_many``, from any thread;
+  ``send_many``, ``wait_drained(timeout)``, from any thread;
 * asyncio: ``async with svc.asyncio() as tx: await tx.send(frame)`` (waits
   for room without blocking the loop);
 * trio: ``async with svc.trio() as tx: await tx.send(frame)``, a
@@ -77,6 +77,8 @@ POLL_INTERVAL = 0.1
 _BATCH = 64
 # stop() without drain: how long it waits for the threads.
 _JOIN_BUDGET = 0.8
+# wait_drained polls the counters (the kernel signals no completion we could wait on).
+_SETTLE_POLL = 0.002
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,8 +251,8 @@ class InjectService:
 
     Start with ``start()`` or ``with`` (leaving the block normally drains,
     leaving it on an exception discards). The sync face is this object:
-    ``send``, ``send_nowait``, ``send_many``; ``asyncio()`` and ``trio()``
-    give the others.
+    ``send``, ``send_nowait``, ``send_many``, ``wait_drained``; ``asyncio()``
+    and ``trio()`` give the others.
     """
 
     def __init__(self, injectors: Injector | Sequence[Injector], *, capacity: int = 4096,
@@ -441,6 +443,49 @@ class InjectService:
             sent=sent, rejected=rejected + refused, discarded=discarded + left_in_ring,
             ring_full=ring_full, peak_queued=c.peak, capacity=c.capacity)
 
+    # -- waiting until what was submitted has gone ------------------------------------------
+
+    def _settled(self, target: int) -> bool:
+        """Whether ``target`` submissions are settled; raises if they never will be."""
+        if self._core.error is not None:
+            raise self._core._end()
+        st = self.stats()
+        # The queue is FIFO and the counters only grow: once they cover the
+        # first ``target`` submissions, those are done with (with several
+        # injectors, frames taken later may finish first: then it is the count).
+        if st.sent + st.rejected + st.queue_drops >= target:
+            return True
+        if self._stopped and self._threads_done():
+            raise ClosedError(f"the service stopped before every frame was sent ({st.discarded} discarded)")
+        return False
+
+    def wait_drained(self, timeout: float | None = None) -> bool:
+        """Wait until every frame submitted before this call was sent (or
+        rejected, or dropped at the queue). True then, False on timeout.
+
+        Does not stop the service. Raises ``ServiceError`` if a sender thread
+        failed, ``ClosedError`` if the service stopped with frames discarded.
+        """
+        self._check_started()
+        target = self.stats().submitted
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._settled(target):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(_SETTLE_POLL)
+        return True
+
+    async def _wait_drained_async(self, timeout: float | None, sleep: Callable[[float], Any]) -> bool:
+        self._check_started()
+        target = self.stats().submitted
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._settled(target):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await sleep(_SETTLE_POLL)
+        await sleep(0)
+        return True
+
     # -- submission (shared by every face) -------------------------------------------------
 
     def _check(self, frame: object, what: str = "frame") -> bytes:
@@ -587,6 +632,10 @@ class AsyncioSender:
         """Queue one frame if there is room now (else ``queue.Full``)."""
         return self._svc.send_nowait(frame)
 
+    async def wait_drained(self, timeout: float | None = None) -> bool:
+        """``InjectService.wait_drained`` without blocking the loop."""
+        return await self._svc._wait_drained_async(timeout, asyncio.sleep)
+
     async def aclose(self) -> None:
         """Stop the service, sending what is queued (bounded by ``drain_timeout``)."""
         await self._svc._stop_async(True, asyncio.sleep)
@@ -650,6 +699,10 @@ class TrioSendChannel:
             return self._svc.send_nowait(frame)
         except queue.Full:
             raise self._trio.WouldBlock from None
+
+    async def wait_drained(self, timeout: float | None = None) -> bool:
+        """``InjectService.wait_drained`` as a trio checkpoint (cancellable)."""
+        return await self._svc._wait_drained_async(timeout, self._trio.sleep)
 
     async def _close(self, drain: bool) -> None:
         trio = self._trio

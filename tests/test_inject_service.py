@@ -297,6 +297,52 @@ def test_drain_sends_what_was_queued_and_discard_does_not(lab: Lab) -> None:
     assert st.sent <= len(got) <= st.sent + 2  # at most the two ring slots were unconfirmed
 
 
+def test_wait_drained_without_stopping(lab: Lab) -> None:
+    frames = [seq_frame(i, 1000) for i in range(180)]
+    slow_ring(lab, "4mbit")  # ~500 frames/s: 60 frames take ~0.1 s
+    sn = softnet_drops()
+    with Receiver(lab.b) as rx:
+        svc = nc.InjectService(nc.Injector(lab.a, frame_count=2), capacity=100)
+        with svc:
+            assert svc.send_many(frames[:60]) == 60
+            assert svc.wait_drained(0.01) is False  # still going
+            assert svc.wait_drained(5.0) is True
+            assert svc.stats().sent == 60 and svc.running
+
+            async def aio() -> bool:
+                tx = svc.asyncio()  # not `async with`: that would stop the service
+                assert await tx.send_many(frames[60:120]) == 60
+                return await tx.wait_drained(5.0)
+
+            assert asyncio.run(aio())
+            assert svc.stats().sent == 120
+
+            async def tr() -> None:
+                async with svc.trio() as tx:
+                    assert await tx.send_many(frames[120:]) == 60
+                    assert await tx.wait_drained(5.0)
+                    assert svc.stats().sent == 180 and svc.running
+
+            trio.run(tr)
+        finished(svc, submitted=180, sent=180, discarded=0)
+        got = rx.wait_for(180)
+    assert got == frames, loss_report(lab, got, frames, sn)
+
+
+def test_wait_drained_ends_when_stopped(lab: Lab) -> None:
+    slow_ring(lab)
+    svc = nc.InjectService(nc.Injector(lab.a, frame_count=2), capacity=50)
+    with svc:
+        svc.send_many(seq_frame(i, 1000) for i in range(20))
+        assert svc.wait_drained(0.1) is False  # the ring is stalled
+        threading.Timer(0.2, svc.stop).start()
+        t0 = time.monotonic()
+        with pytest.raises(nc.ClosedError, match="discarded"):
+            svc.wait_drained()
+        assert time.monotonic() - t0 < 1.5
+    assert finished(svc, submitted=20).discarded > 0
+
+
 # -- errors reach the producer -------------------------------------------------------------
 
 
@@ -364,6 +410,8 @@ def test_error_raised_by_a_draining_stop(lab: Lab) -> None:
         assert svc.send_many(seq_frame(i, 1000) for i in range(30)) == 30
         lab.ip("link", "del", lab.a)
         wait_for(lambda: svc.error is not None, 2.0)
+        with pytest.raises(nc.ServiceError):
+            svc.wait_drained(1.0)
         with pytest.raises(nc.ServiceError) as ei:
             svc.stop(drain=True)
     _check_error(ei.value, svc, lab.a)
