@@ -128,3 +128,17 @@ def test_fanout_flag_ignore_outgoing(lab: Lab) -> None:
         send_in_order(lab, frames)  # leaves through b
         assert _both([seeing], len(frames))[0] == frames
         assert quiet(ignoring, 0.1) == []
+
+
+@pytest.mark.parametrize("flags", [nc.FanoutFlag.DEFRAG, nc.FanoutFlag.ROLLOVER,
+                                   nc.FanoutFlag.DEFRAG | nc.FanoutFlag.ROLLOVER])
+def test_fanout_flags_join_and_deliver(lab: Lab, flags: nc.FanoutFlag) -> None:
+    """Every flag can be passed (DEFRAG is bit 15 of the mode word: the
+    setsockopt int is negative), and the group still delivers each frame once."""
+    frames, _ = _flows(lab, nflows=8, per_flow=2)
+    fo = nc.Fanout(nc.FanoutMode.HASH, group_id=0x4E70, flags=flags)
+    with nc.Capture(lab.a, fanout=fo, **RING) as c1, nc.Capture(lab.a, fanout=fo, **RING) as c2:
+        assert c1.fanout_group_id == c2.fanout_group_id == 0x4E70
+        send_in_order(lab, frames)
+        s1, s2 = _both([c1, c2], len(frames))
+    assert Counter(s1 + s2) == Counter(frames)

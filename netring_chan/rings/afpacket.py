@@ -333,6 +333,8 @@ class Capture:
         if cfg.fanout is not None:
             fo = cfg.fanout
             arg = (fo.group_id or 0) | ((int(fo.mode) | int(fo.flags)) << 16)
+            if arg >= 1 << 31:  # DEFRAG is the top bit: pass the same 32 bits as a C int
+                arg -= 1 << 32
             setsockopt_int(fd, lib.SOL_PACKET, lib.PACKET_FANOUT, arg, f"join fanout group {fo}")
             self.fanout_group_id = fo.group_id
             if fo.group_id is None:
