@@ -51,7 +51,9 @@ def test_unknown_interface(lab: Lab) -> None:
     (dict(block_size=1 << 30, block_count=1 << 20), "block_count x block_size"),  # 1 PiB
     (dict(block_timeout_ms=-1), "block_timeout_ms"),
     (dict(snaplen=0), "snaplen"),
+    (dict(snaplen=2**32), "snaplen"),  # the kernel's lengths are 32-bit
     (dict(busy_poll_us=-1), "busy_poll_us"),
+    (dict(busy_poll_us=2**31), "busy_poll_us"),  # a C int
     (dict(protocol=0x10000), "protocol"),
     (dict(fanout=3), "fanout"),
     (dict(timestamp_source="gps"), "timestamp_source"),

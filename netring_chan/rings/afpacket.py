@@ -171,10 +171,11 @@ class CaptureConfig:
         need(fs >= lib.NC_MIN_RECORD, f"frame_size must be at least {lib.NC_MIN_RECORD} (TPACKET3_HDRLEN), got {fs}")
         need(fs <= bs, f"frame_size ({fs}) must not exceed block_size ({bs})")
         need(0 <= self.block_timeout_ms <= 0xFFFFFFFF, f"block_timeout_ms out of range: {self.block_timeout_ms}")
-        need(self.busy_poll_us >= 0, f"busy_poll_us must be >= 0, got {self.busy_poll_us}")
+        need(0 <= self.busy_poll_us <= 0x7FFFFFFF, f"busy_poll_us must be in 0..2147483647, got {self.busy_poll_us}")
         need(0 <= self.protocol <= 0xFFFF, f"protocol must be an EtherType 0..0xffff, got {self.protocol}")
         if self.snaplen is not None:
-            need(isinstance(self.snaplen, int) and self.snaplen > 0, f"snaplen must be a positive int, got {self.snaplen!r}")
+            need(isinstance(self.snaplen, int) and 0 < self.snaplen <= 0xFFFFFFFF,
+                 f"snaplen must be an int in 1..4294967295, got {self.snaplen!r}")
         if self.fanout is not None:
             need(isinstance(self.fanout, Fanout), f"fanout must be a Fanout, got {self.fanout!r}")
         try:
