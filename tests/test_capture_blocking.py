@@ -32,7 +32,8 @@ def test_signal_storm_during_blocking_receive(lab: Lab, how: str) -> None:
         hits += 1
 
     main = threading.get_ident()
-    stop = threading.Event()
+    stop = threading.Event()  # the sender's
+    calm = threading.Event()  # the storm's
     sent: list[int] = []
 
     def sender() -> None:
@@ -45,20 +46,25 @@ def test_signal_storm_during_blocking_receive(lab: Lab, how: str) -> None:
                 s.send(tagged(dst, src, i, 64))
                 sent.append(i)
                 i += 1
-                for _ in range(10):
-                    if how == "pthread_kill":
-                        signal.pthread_kill(main, signal.SIGUSR1)
-                    time.sleep(0.001)
+                time.sleep(0.01)
+
+    def storm() -> None:
+        while not calm.is_set():
+            signal.pthread_kill(main, signal.SIGUSR1)
+            time.sleep(0.001)
 
     got: list[int] = []
     idle_waits: list[float] = []
     old_handler = signal.signal(sig, handler)
     old_timer = signal.getitimer(signal.ITIMER_REAL)  # pytest-timeout may have one armed
     t = threading.Thread(target=sender, name="storm-sender")
+    k = threading.Thread(target=storm, name="storm")
     try:
         with nc.Capture(lab.a, **RING) as cap:
             if how == "itimer":
                 signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+            else:
+                k.start()
             t.start()
             end = time.monotonic() + 1.0
             while time.monotonic() < end:
@@ -81,8 +87,10 @@ def test_signal_storm_during_blocking_receive(lab: Lab, how: str) -> None:
         if how == "itimer":
             signal.setitimer(signal.ITIMER_REAL, 0, 0)
         stop.set()
-        if t.is_alive():
-            t.join()
+        calm.set()
+        for th in (t, k):
+            if th.is_alive():
+                th.join()
         signal.signal(sig, old_handler)
         if old_timer[0] > 0:
             signal.setitimer(signal.ITIMER_REAL, *old_timer)
