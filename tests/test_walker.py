@@ -11,6 +11,7 @@ pass.
 from __future__ import annotations
 
 import ctypes
+import datetime
 import mmap
 import socket
 import warnings
@@ -43,6 +44,7 @@ MACOFF = ((lib.NC_MIN_RECORD + 16 + 15) & ~15) - 14
 ERRORS = {lib.NC_E_SHORT_BLOCK, lib.NC_E_BLOCK_LEN, lib.NC_E_TOO_MANY, lib.NC_E_HDR_BOUNDS,
           lib.NC_E_DATA_BOUNDS, lib.NC_E_NEXT_OFFSET, lib.NC_E_MISALIGNED}
 PAGE = mmap.PAGESIZE
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 @dataclass
@@ -208,6 +210,8 @@ def test_well_formed_blocks_round_trip(pkts: list[Pkt], seq: int, snaplen: int) 
             assert p.wire_len == want.wire_len and p.caplen == len(want.data)
             assert p.truncated == (len(want.data) < want.wire_len)
             assert p.timestamp_ns == want.sec * 10**9 + want.nsec
+            assert p.datetime == EPOCH + datetime.timedelta(microseconds=p.timestamp_ns // 1000)
+            assert abs(p.timestamp - p.timestamp_ns / 1e9) < 1e-6
             assert p.protocol == want.protocol and p.ifindex == want.ifindex and p.hatype == want.hatype
             assert int(p.direction) == want.pkttype
             assert p.source_address == want.addr[:min(want.halen, 8)]
