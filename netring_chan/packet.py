@@ -53,7 +53,7 @@ class Status(enum.IntFlag):
     """Per-packet status bits (``tp_status``) as the kernel reports them."""
 
     COPY = lib.TP_STATUS_COPY  # the kernel truncated the frame to its slot
-    LOSING = lib.TP_STATUS_LOSING  # drops happened since the last stats read
+    LOSING = lib.TP_STATUS_LOSING  # never set per packet by V3: see PacketBatch.losing
     CSUM_NOT_READY = lib.TP_STATUS_CSUMNOTREADY  # outgoing, checksum offloaded
     VLAN_VALID = lib.TP_STATUS_VLAN_VALID
     BLK_TMO = lib.TP_STATUS_BLK_TMO
