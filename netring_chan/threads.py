@@ -56,6 +56,7 @@ import warnings
 import weakref
 from array import array
 from contextlib import asynccontextmanager
+from itertools import chain
 from typing import (
     Any, AsyncIterator, Callable, Iterator, Protocol, Sequence, runtime_checkable,
 )
@@ -175,7 +176,7 @@ class _RestBatch(OwnedBatch):
     __slots__ = ("_pkts",)
 
     def __init__(self, pkts: list[OwnedPacket], source: int) -> None:
-        super().__init__(b"", b"", 0, source=source)
+        super().__init__([], b"", 0, source=source)
         self._pkts = pkts
 
     def __len__(self) -> int:
@@ -566,6 +567,14 @@ class CaptureService:
 
     def _iterate(self, timeout: float | None, per_packet: bool) -> Iterator[Any]:
         self._check_started()
+        if per_packet:
+            # chain.from_iterable steps through each batch's packets in C; the
+            # generator below runs once per batch (not per packet) and its
+            # cursor still sees how far the consumer got.
+            return chain.from_iterable(self._each(timeout, per_packet))
+        return self._each(timeout, per_packet)
+
+    def _each(self, timeout: float | None, per_packet: bool) -> Iterator[Any]:
         core = self._core
         cur = _Cursor()
         try:
@@ -578,7 +587,7 @@ class CaptureService:
                     yield b
                     continue
                 cur.set(b)
-                yield from cur.it  # type: ignore[misc]
+                yield cur.it
                 cur.it = None
         except KeyboardInterrupt:
             # Ctrl-C while the consumer waited here: stop cleanly, then let it propagate.
@@ -778,9 +787,13 @@ class TrioReceiveChannel:
         return self
 
     async def __anext__(self) -> OwnedPacket:
+        # Iteration checkpoints once per batch (taking the next batch always
+        # does), not per packet: a per-packet checkpoint costs more than
+        # libpcap's whole per-packet work. A batch is one ring block, handed
+        # over within block_timeout_ms, so cancellation stays prompt; an
+        # explicit ``receive()`` still checkpoints on every call.
         it = self._cur.it
         if it is not None:
-            await self._checkpoint_if_cancelled()
             p = next(it, None)
             if p is not None:
                 return p

@@ -38,7 +38,7 @@ from .._sys import (
 )
 from ..bpf import BpfProgram, FilterSpec, as_program
 from ..errors import ClosedError, ConfigError, FilterError, MalformedBlockError, RingError
-from ..packet import OwnedPacket, PacketBatch, _Lease
+from ..packet import OwnedPacket, PacketBatch, _Lease, _Scratch
 from ._mapping import Mapping
 
 __all__ = [
@@ -227,6 +227,7 @@ class _RxRing:
         self.cur = 0
         self.leased = [False] * block_count
         self.lock = threading.Lock()
+        self.scratch = _Scratch()
 
     def take(self) -> _Lease | None:
         """Lease the next block if the kernel has handed it over."""
@@ -430,7 +431,7 @@ class Capture:
         if lease is None:
             return None
         try:
-            return PacketBatch._walk(lease, self._snaplen)
+            return PacketBatch._walk(lease, self._snaplen, self._ring.scratch)
         except MalformedBlockError:
             self.malformed_blocks += 1
             del lease  # skipped: back to the kernel now (see PacketBatch._walk)
