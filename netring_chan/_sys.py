@@ -22,7 +22,7 @@ T = TypeVar("T")
 # Which capability a refused operation needs, by what was being done.
 _CAPS = {
     "socket": "CAP_NET_RAW",
-    "promiscuous": "CAP_NET_ADMIN",
+    "promiscuous": "CAP_NET_RAW",  # PACKET_MR_PROMISC: no check beyond the socket's
     "busy_poll": "CAP_NET_ADMIN",
     "bpf": "CAP_BPF",
     "xdp": "CAP_NET_ADMIN",

@@ -1,11 +1,22 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Iterator
 
 import pytest
 
 from lab import REQUIRE_ENV, Lab, privilege_problem
+
+# On a failure, hypothesis' pytest plugin imports its patch writer, whose
+# import raises a DeprecationWarning; with filterwarnings=error that turns a
+# readable falsifying example into an INTERNALERROR. Import it once, quietly.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    try:
+        import hypothesis.extra._patching  # noqa: F401
+    except ImportError:
+        pass
 
 
 def need_privileges() -> None:

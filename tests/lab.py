@@ -85,11 +85,6 @@ class Lab:
             self.close()
             raise
 
-    def mac_of(self, ifname: str) -> bytes:
-        with self.inside():
-            with open(f"/sys/class/net/{ifname}/address") as f:
-                return bytes.fromhex(f.read().strip().replace(":", ""))
-
     def inside(self) -> contextlib.AbstractContextManager[None]:
         return inside(self.ns)
 

@@ -25,16 +25,6 @@ from hypothesis import strategies as st
 import netring_chan as nc
 from netring_chan._lowlevel import ffi, lib
 
-# On a failure, hypothesis' pytest plugin imports its patch writer (libcst),
-# whose import raises a DeprecationWarning; with filterwarnings=error that
-# turns a readable falsifying example into an INTERNALERROR. Import it once
-# here, quietly, so the report stays readable.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    try:
-        import hypothesis.extra._patching  # noqa: F401
-    except ImportError:
-        pass
 from netring_chan.packet import PacketBatch, _Lease
 
 BLK_HDR = ffi.sizeof("struct tpacket_block_desc")  # 48: BLK_HDR_LEN, already 8-aligned

@@ -254,8 +254,8 @@ class Capture:
 
     ``Capture("eth0", filter="udp port 53", snaplen=96)``; options are the
     fields of ``CaptureConfig`` (or pass ``config=``). A context manager;
-    ``close()`` is idempotent. Needs CAP_NET_RAW (CAP_NET_ADMIN for
-    ``promiscuous`` and raising ``busy_poll_us``).
+    ``close()`` is idempotent. Needs CAP_NET_RAW (and CAP_NET_ADMIN to raise
+    ``busy_poll_us`` above the ``net.core.busy_poll`` sysctl).
     """
 
     def __init__(self, interface: str, *, config: CaptureConfig | None = None, **options: Any) -> None:
