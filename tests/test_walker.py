@@ -14,7 +14,6 @@ import ctypes
 import datetime
 import mmap
 import socket
-import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator
 
