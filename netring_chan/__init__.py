@@ -1,14 +1,17 @@
 """netring_chan: Linux packet capture and injection for Python.
 
-Layering (arrows point down only):
+Layering (arrows point down only; this module only re-exports):
 
-* ``threads``: services that run one OS thread per source and feed bounded
-  queues, with sync, asyncio (janus) and trio faces;
-* ``rings``: the kernel rings (``Capture`` for AF_PACKET TPACKET_V3);
+* services, one OS thread per source or injector over one bounded-queue
+  policy (``_queue``), with sync, asyncio (janus) and trio faces:
+  ``threads`` (``CaptureService``) and ``inject_service`` (``InjectService``);
+* fd-driven async faces without threads: ``aio`` (``AsyncCapture``,
+  ``TrioCapture``), ``aio_inject`` (``AsyncInjector``); ``bridge``;
+* ``rings``: the kernel rings, ``Capture`` (TPACKET_V3 RX) and ``Injector``
+  (TPACKET_V2 TX), and the lease-tracked mapping they share;
 * ``packet``: zero-copy ``Packet``/``PacketBatch`` and owned copies;
-* ``_lowlevel``: the cffi extension, built from the kernel headers.
-
-This module only re-exports the public names.
+* ``_sys`` (errno to exceptions, EINTR-safe waits) and ``_lowlevel``, the
+  cffi extension built from the kernel headers (``_build``).
 """
 
 from .aio import AsyncCapture, AsyncCaptureStatistics, PacketStream, TrioCapture
