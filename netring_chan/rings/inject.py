@@ -37,12 +37,25 @@ and ``tpacket_snd`` in net/packet/af_packet.c):
 * The socket is created and bound with protocol 0: a TX-only socket bound
   with ETH_P_ALL would also be handed a copy of every frame on the interface
   (into a receive queue nobody reads).
+* Views that outlive their slot (``TxSlot``): ``slot.data`` is built on a
+  lease of the mapping, so the lease lives as long as anything that can
+  address the slot (the view, a slice or cast of it, an exporter such as a
+  numpy array). A slot whose lease is alive is *pinned*: it is not handed to
+  a new ``allocate()`` and no ``send`` copies a frame into it. It cannot be
+  skipped either: the kernel sends from its head in ring order and stops at
+  the first slot that is not SEND_REQUEST, so leaving the pinned slot
+  AVAILABLE would stall every frame queued after it, and filling it with a
+  dummy frame would put garbage on the wire. A pinned slot at the head
+  therefore applies back-pressure: producers wait for it (``RingFullError``
+  naming the slot on timeout) and the frames queued before it are flushed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
+import gc
 import mmap as _mmap
 import os
 import threading
@@ -151,9 +164,25 @@ class TxSlot:
 
     ``data`` is a writable memoryview straight into the ring (zero copy).
     Leaving the ``with`` block (or calling ``discard()``) without ``send()``
-    gives the slot back unsent; after either, ``data`` is released. Do not
-    keep slices of ``data`` past that point: the memory stays mapped (never a
-    segfault) but belongs to a later frame.
+    gives the slot back unsent; after either, ``data`` is released and
+    ``slot.data`` raises ``ClosedError``.
+
+    Slices of ``data`` (or anything else exporting it, e.g. a numpy array)
+    may outlive ``send()``/``discard()``: they keep the memory mapped (never
+    a segfault) and *pin* the slot. A pinned slot is never handed out again
+    nor overwritten by a later frame, so a kept slice keeps reading this
+    frame's bytes. Because the kernel sends slots strictly in ring order, a
+    pinned slot blocks the ring when its turn comes round again:
+    ``allocate``/``send`` wait for the slice to die and raise
+    ``RingFullError`` naming the slot on timeout (after ``discard()`` the
+    very next allocation is that slot). Drop such slices promptly.
+
+    Not preventable without a copy: writing through a kept slice *after*
+    ``send()`` changes the bytes the kernel may still be reading (the frame
+    goes out as it is when the kernel copies it). The one other exception:
+    a frame the kernel itself refuses (the MTU was lowered after the frame
+    was queued) is removed by moving the frames queued behind it one slot
+    down, so kept slices of those queued frames then address a neighbour.
     """
 
     __slots__ = ("_inj", "index", "_frame", "_view", "_owner", "length", "_done")
@@ -252,6 +281,12 @@ class Injector:
         self._tail = 0
         self._kpos = 0
         self._counts = [0, 0, 0, 0]  # queued, sent, rejected, ring_full
+        # _pinned[i] is 1 while the lease of slot i (its TxSlot.data and any
+        # slice of it) is alive. The lease destructor clears it without a
+        # lock: it may run from any thread, at any point, even while another
+        # thread holds _lock.
+        self._pinned = bytearray(self.frame_count)
+        self._gc_at = 0.0
 
         fd = check(lib.socket(lib.AF_PACKET, lib.SOCK_RAW | lib.SOCK_CLOEXEC, 0), "socket(AF_PACKET)")
         try:
@@ -393,7 +428,8 @@ class Injector:
         return True
 
     def _take_slot(self) -> int | None:
-        """Index of the free slot at the head, flushing once if the ring is full."""
+        """Index of the free slot at the head, flushing once if the ring is
+        full or the head slot is pinned by a view from an earlier frame."""
         if self._inuse >= self.frame_count:
             self._reap()
             if self._inuse >= self.frame_count:
@@ -401,7 +437,18 @@ class Injector:
                 self._reap()
                 if self._inuse >= self.frame_count:
                     return None
+        if self._pinned[self._head % self.frame_count]:
+            # We cannot go on past it (ring order), so at least let the
+            # frames queued before it go out while we wait.
+            if self._head > self._kpos:
+                self._flush_locked()
+            return None
         return self._head
+
+    def _head_pinned(self) -> int | None:
+        """Index of the head slot if a view retained from an earlier frame pins it."""
+        i = self._head % self.frame_count
+        return i if self._pinned[i] else None
 
     def try_send(self, data: bytes | bytearray | memoryview) -> bool:
         """Queue ``data`` if a slot is free now; False (and ``ring_full`` counted) if not."""
@@ -461,7 +508,9 @@ class Injector:
     def allocate(self, length: int, *, timeout: float | None = None) -> TxSlot:
         """Lend the next slot for a frame of ``length`` bytes (zero copy).
 
-        Waits up to ``timeout`` (None: forever) for a free slot. Use as a
+        Waits up to ``timeout`` (None: forever) for a free slot, including
+        for the next slot in ring order to be unpinned by the user (a slice
+        of an earlier ``TxSlot.data`` still alive; see ``TxSlot``). Use as a
         context manager: ``with inj.allocate(60) as s: s.data[:] = ...;
         s.send()``.
         """
@@ -481,7 +530,13 @@ class Injector:
                     idx = i % self.frame_count
                     frame = self._frames[idx]
                     assert self._mapping is not None
-                    owner = self._mapping.lease(self._offsets[idx] + DATA_OFF, _noop)
+                    self._pinned[idx] = 1
+                    try:
+                        owner = self._mapping.lease(self._offsets[idx] + DATA_OFF,
+                                                    functools.partial(self._pinned.__setitem__, idx, 0))
+                    except BaseException:
+                        self._pinned[idx] = 0
+                        raise
                     slot = TxSlot(self, idx, frame, owner, length)
                     self._open = slot
                     self._open_thread = threading.get_ident()
@@ -580,16 +635,36 @@ class Injector:
             return e.errno or errno.EIO
         return 0
 
-    def _wait_progress(self, deadline: float | None, *, wake: bool = True) -> None:
+    def _wait_progress(self, deadline: float | None, *, wake: bool = True, slot: bool = True) -> None:
         """Wait a little for the kernel to free slots (lock not held).
 
         POLLOUT is only a hint (see the module notes), so a short poll is
         followed by a short backed-off sleep when it came back at once.
+        ``slot``: the caller waits for the head slot, so a pin on it (which
+        only the user can lift) is waited for instead of the kernel.
         """
+        pinned = self._head_pinned() if slot else None
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
+            if pinned is not None:
+                raise RingFullError(errno.EAGAIN, f"no free TX slot on {self.interface!r} in time: a view "
+                                    f"retained from an earlier frame (a slice of TxSlot.data) pins slot "
+                                    f"{pinned}, the next one in ring order; drop it to let the ring go on")
             raise RingFullError(errno.EAGAIN, f"no free TX slot on {self.interface!r} in time")
         step = 0.005 if left is None else min(0.005, left)
+        if pinned is not None:
+            now = time.monotonic()
+            if now - self._gc_at >= 1.0:
+                # The pinning view may only be waiting for the cycle collector.
+                self._gc_at = now
+                gc.collect()
+                if not self._pinned[pinned]:
+                    return
+            # Kernel progress cannot help: just sleep, waking at close().
+            poll_wait(-1, 0, self._wake if wake else -1, step)
+            if wake and (self._closing or self._closed):
+                raise ClosedError(f"injector on {self.interface!r} is closed")
+            return
         t0 = time.monotonic()
         r = poll_wait(self._fd, lib.POLLOUT, self._wake if wake else -1, step)
         if wake and (self._closing or self._closed):
@@ -619,7 +694,7 @@ class Injector:
                 if self._inuse == 0:
                     return True
             try:
-                self._wait_progress(deadline, wake=wake)
+                self._wait_progress(deadline, wake=wake, slot=False)
             except RingFullError:
                 return False
 
@@ -680,7 +755,3 @@ class Injector:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._fd} slots={self.frame_count}x{self.frame_size}"
         return f"<Injector {getattr(self, 'interface', '?')!r} {state}>"
-
-
-def _noop() -> None:
-    pass
