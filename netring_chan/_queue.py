@@ -391,3 +391,20 @@ async def wait_trio(q: BatchQueue[Any], attempt: Callable[[], R]) -> R:
             q.remove_listener(wake)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return r
+
+
+class Countdown:
+    """Called by each worker thread of a service as it ends; the last one
+    closes the queue, so consumers see the end only after every thread."""
+
+    def __init__(self, n: int, core: BatchQueue[Any]) -> None:
+        self._n = n
+        self._core = core
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self._n -= 1
+            last = self._n == 0
+        if last:
+            self._core.finish_close()

@@ -62,7 +62,7 @@ import weakref
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
-from ._queue import BatchQueue, Overflow, ServiceError, wait_asyncio, wait_trio
+from ._queue import BatchQueue, Countdown, Overflow, ServiceError, wait_asyncio, wait_trio
 from .errors import ClosedError, ConfigError
 from .rings.inject import Injector
 from .threads import _set_os_thread_name
@@ -208,22 +208,6 @@ def _sender_loop(core: BatchQueue[list[bytes]], inj: Injector, name: str, me: _S
         done()
 
 
-class _Countdown:
-    """Called by each sender thread as it ends; the last one closes the queue."""
-
-    def __init__(self, n: int, core: BatchQueue[list[bytes]]) -> None:
-        self._n = n
-        self._core = core
-        self._lock = threading.Lock()
-
-    def __call__(self) -> None:
-        with self._lock:
-            self._n -= 1
-            last = self._n == 0
-        if last:
-            self._core.finish_close()
-
-
 _live: weakref.WeakSet[InjectService] = weakref.WeakSet()
 
 
@@ -315,7 +299,7 @@ class InjectService:
         if self._started:
             return self
         self._started = True
-        done = _Countdown(len(self.injectors), self._core)
+        done = Countdown(len(self.injectors), self._core)
         for i, inj in enumerate(self.injectors):
             name = self._thread_name(i)
             self._threads.append(threading.Thread(

@@ -61,7 +61,7 @@ from typing import (
     Any, AsyncIterator, Callable, Iterator, Protocol, Sequence, runtime_checkable,
 )
 
-from ._queue import BatchQueue, Overflow, ServiceError, wait_trio
+from ._queue import BatchQueue, Countdown, Overflow, ServiceError, wait_trio
 from .errors import ClosedError, ConfigError
 from .packet import OwnedBatch, OwnedPacket, PacketBatch
 
@@ -303,22 +303,6 @@ def _source_loop(core: BatchQueue[OwnedBatch], src: Any, index: int, name: str,
         done()
 
 
-class _Countdown:
-    """Called by each source thread as it ends; the last one closes the queue."""
-
-    def __init__(self, n: int, core: BatchQueue[OwnedBatch]) -> None:
-        self._n = n
-        self._core = core
-        self._lock = threading.Lock()
-
-    def __call__(self) -> None:
-        with self._lock:
-            self._n -= 1
-            last = self._n == 0
-        if last:
-            self._core.finish_close()
-
-
 # -- the service ----------------------------------------------------------------------------
 
 _live: weakref.WeakSet[CaptureService] = weakref.WeakSet()
@@ -402,7 +386,7 @@ class CaptureService:
         if self._started:
             return self
         self._started = True
-        done = _Countdown(len(self.sources), self._core)
+        done = Countdown(len(self.sources), self._core)
         for i, src in enumerate(self.sources):
             name = self._source_name(i)
             t = threading.Thread(target=_source_loop, name=name, daemon=True,

@@ -37,6 +37,7 @@ from .._sys import (
     setsockopt_int, setsockopt_struct, socket_error,
 )
 from ..bpf import BpfProgram, FilterSpec, as_program
+from .._config import resolve
 from ..errors import ClosedError, ConfigError, FilterError, MalformedBlockError, RingError
 from ..packet import OwnedPacket, PacketBatch, _Lease, _Scratch
 from ._mapping import Mapping
@@ -262,14 +263,7 @@ class Capture:
         self._fd = -1
         self._wake = -1
         self._closed = True
-        if config is None:
-            try:
-                config = CaptureConfig(**options)
-            except TypeError as e:
-                raise ConfigError(f"Capture: {e}") from None
-        elif options:
-            raise ConfigError(f"pass either config= or options, not both: {sorted(options)}")
-        self.config = config
+        self.config = config = resolve(CaptureConfig, config, options, "Capture")
         self.interface = interface
         self.ifindex = ifindex(interface)
         self._snaplen = config.snaplen or 0xFFFFFFFF

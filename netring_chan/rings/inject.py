@@ -68,6 +68,7 @@ from .._sys import (
     check, close_fd, eventfd, eventfd_signal, ifindex, poll_wait, raise_errno, retry_eintr,
     setsockopt_int,
 )
+from .._config import resolve
 from ..errors import ClosedError, ConfigError, NetringError, RingError
 from ._mapping import Mapping
 
@@ -255,14 +256,7 @@ class Injector:
         self._closed = True
         self._closing = False
         self._mapping: Mapping | None = None
-        if config is None:
-            try:
-                config = InjectorConfig(**options)
-            except TypeError as e:
-                raise ConfigError(f"Injector: {e}") from None
-        elif options:
-            raise ConfigError(f"pass either config= or options, not both: {sorted(options)}")
-        self.config = config
+        self.config = config = resolve(InjectorConfig, config, options, "Injector")
         self.interface = interface
         self.ifindex = ifindex(interface)
         self.block_size = config.block_size
