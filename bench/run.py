@@ -19,15 +19,17 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from _lab import FRAME_LEN, BenchError, BenchLab, FillError, Generator, privilege_problem, trafgen_problem
+from _lab import FRAME_LEN, BenchError, BenchLab, FillError, Generator, pinned, privilege_problem, trafgen_problem
 from consumers import CONSUMERS, Consumer, Result
+import tx
 
 # Keep glibc from serving each block's copy-out buffers with fresh mmap()ed
 # (page-faulting) memory and from trimming the heap after each free.
@@ -116,20 +118,6 @@ class DrainRun(_Ctx):
 
 
 # --- measuring ----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def pinned(cpus: set[int] | None) -> Iterator[None]:
-    """Keep the calling thread (and threads it starts) on ``cpus``."""
-    if not cpus:
-        yield
-        return
-    old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, old)
 
 
 def _check(r: Result, expect_kernel: int | None) -> str:
@@ -293,6 +281,8 @@ def spawn(mode: str, c: Consumer, lab: BenchLab, a: argparse.Namespace, pin: set
 def worker(a: argparse.Namespace) -> int:
     """``--worker MODE:CONSUMER:LAB``: one measurement, printed as one JSON line."""
     mode, name, spec = a.worker.split(":", 2)
+    if mode in ("tx", "bridge"):
+        return tx.worker(mode, name, spec, a)
     c = next(c for c in CONSUMERS if c.name == name)
     lab = BenchLab(existing=spec)
     pin = {int(x) for x in a.pin.split(",") if x} or None
@@ -308,9 +298,12 @@ def worker(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=["live", "drain", "all"], default="all")
-    p.add_argument("--duration", type=float, default=3.0, help="live: seconds of load per consumer (default 3)")
-    p.add_argument("--frames", type=int, default=1_000_000, help="drain: frames put in the ring (default 1M)")
+    p.add_argument("--mode", choices=["live", "drain", "tx", "bridge", "all"], default="all",
+                   help="all: live, drain, tx and bridge in turn")
+    p.add_argument("--duration", type=float, default=3.0,
+                   help="live: seconds of load per consumer; bridge: seconds per search step (default 3)")
+    p.add_argument("--frames", type=int, default=1_000_000,
+                   help="drain: frames put in the ring; tx: frames per sender (default 1M)")
     p.add_argument("--repeat", type=int, default=1, help="rounds; the summary gives median [min..max]")
     p.add_argument("--consumers", default="", help="comma-separated names (default: all available); see --list")
     p.add_argument("--list", action="store_true", help="list the consumers and whether they can run")
@@ -325,6 +318,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="live: block retire timeout, every consumer (default 50)")
     p.add_argument("--drain-block-timeout-ms", type=int, default=200,
                    help="drain: block retire timeout, every consumer (default 200)")
+    p.add_argument("--senders", default="", help=f"tx: comma-separated (default all: "
+                   f"{','.join(s.name for s in tx.SENDERS)})")
+    p.add_argument("--bridges", default="pass,none", help="bridge: callbacks to search, pass and/or none "
+                   "(default both)")
+    p.add_argument("--bridge-start", type=int, default=50_000, help="bridge: first offered rate, pps (default 50k)")
+    p.add_argument("--bridge-max", type=int, default=1_600_000, help="bridge: highest rate tried, pps (default 1.6M)")
+    p.add_argument("--bridge-steps", type=int, default=5,
+                   help="bridge: bisection steps after the first loss (default 5)")
+    p.add_argument("--bridge-blocks", type=int, default=0,
+                   help="bridge: blocks in each capture ring (default 0: the Bridge's own, 16 x 256 KiB)")
+    p.add_argument("--bridge-block-timeout-ms", type=int, default=0,
+                   help="bridge: capture block retire timeout (default 0: the Bridge's own, 1 ms)")
+    p.add_argument("--bridge-overload", type=int, default=1, choices=[0, 1],
+                   help="bridge: after the search, one step at --bridge-max (default 1)")
     p.add_argument("--install", action="store_true", help="apt-get install netsniff-ng if trafgen is missing")
     p.add_argument("--glibc-tuned", action="store_true",
                    help="run the workers with MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ set high (see README)")
@@ -352,22 +359,32 @@ def main(argv: list[str] | None = None) -> int:
         chosen.append(c)
     if a.list:
         return 0
+    modes = ["live", "drain", "tx", "bridge"] if a.mode == "all" else [a.mode]
+    if "bridge" in modes and not shutil.which("tc"):
+        print("cannot run: the bridge mode needs tc (iproute2) to pace trafgen", file=sys.stderr)
+        return 2
     for why in (privilege_problem(), trafgen_problem(a.install)):
         if why:
             print(f"cannot run: {why}", file=sys.stderr)
             return 2
     peer = next((c for c in chosen if c.peer), None)
-    if peer is None:
+    if peer is None and {"live", "drain"} & set(modes):
         print("note: no peer (pypcap) in this run, so no ratios")
 
     print(machine_info(a.glibc_tuned))
     n = os.cpu_count() or 1
     pin = None if a.no_pin else (set(range(a.gen_cpus, n)) & os.sched_getaffinity(0)) or None
-    modes = ["live", "drain"] if a.mode == "all" else [a.mode]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the lab is deleted
 
     failed = False
     for mode in modes:
+        if mode in ("tx", "bridge"):
+            try:
+                failed |= not (tx.run_tx(a) if mode == "tx" else tx.run_bridge(a))
+            except BenchError as e:
+                print(f"{mode}: {e}", file=sys.stderr)
+                failed = True
+            continue
         runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in chosen}
         with BenchLab() as lab:
             print()
