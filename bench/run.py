@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""netring_chan benchmark: each consumer side by side with libpcap (pypcap).
+"""netring_chan benchmark: capture faces vs libpcap (pypcap), senders vs trafgen, Bridge.
 
-    python3 bench/run.py [--mode live|drain|all] [--duration S] [--frames N]
+    python3 bench/run.py [--mode live|drain|tx|bridge|all] [--duration S] [--frames N]
 
-Builds its own veth pair in a private network namespace (deleted on exit),
-drives it with trafgen (64-byte frames) and prints, per mode, one table with
-every consumer and its ratio to pypcap measured in the same run. See
-bench/README.md for what each figure means. Needs root.
+Builds its own veth pair in a private network namespace (three namespaces for
+the bridge mode; deleted on exit), drives it with trafgen (64-byte frames) and
+prints, per mode, one table with every consumer or sender and its ratio to
+the peer (pypcap, trafgen) measured in the same run; the bridge mode searches
+for the highest rate a Bridge forwards without loss. See bench/README.md for
+what each figure means. Needs root.
 """
 
 from __future__ import annotations
