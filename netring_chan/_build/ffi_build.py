@@ -268,6 +268,8 @@ uint32_t nc_block_status(const void *blk);
 void nc_block_release(void *blk);
 int nc_walk_block(const uint8_t *blk, uint64_t blk_size, struct nc_pkt *out,
                   uint32_t cap, struct nc_block_info *info);
+void nc_data_bounds(const struct nc_pkt *pk, uint32_t n, uint32_t snap_limit,
+                    uint32_t *starts, uint32_t *ends);
 void nc_cols_layout(uint32_t n, uint64_t *offs);
 int64_t nc_copy_out(const uint8_t *blk, const struct nc_pkt *pk, uint32_t n,
                     uint32_t snap_limit, uint8_t *out, uint64_t out_cap,
