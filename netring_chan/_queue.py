@@ -408,3 +408,29 @@ class Countdown:
             last = self._n == 0
         if last:
             self._core.finish_close()
+
+
+class ServiceBase:
+    """What every service exposes about its queue and life cycle."""
+
+    _core: BatchQueue[Any]
+    _started: bool
+    _stopped: bool
+
+    @property
+    def capacity(self) -> int:
+        return self._core.capacity
+
+    @property
+    def overflow(self) -> Overflow:
+        return self._core.overflow
+
+    @property
+    def running(self) -> bool:
+        """Started and not yet stopped (threads may have ended on an error)."""
+        return self._started and not self._stopped
+
+    @property
+    def error(self) -> BaseException | None:
+        """The first exception one of the service's threads raised, if any."""
+        return self._core.error

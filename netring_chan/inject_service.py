@@ -62,7 +62,7 @@ import weakref
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
-from ._queue import BatchQueue, Countdown, Overflow, ServiceError, wait_asyncio, wait_trio
+from ._queue import BatchQueue, Countdown, Overflow, ServiceBase, ServiceError, wait_asyncio, wait_trio
 from .errors import ClosedError, ConfigError
 from .rings.inject import Injector
 from .threads import _set_os_thread_name
@@ -222,7 +222,7 @@ def _stop_all() -> None:
             pass
 
 
-class InjectService:
+class InjectService(ServiceBase):
     """OS threads sending frames from one bounded queue through TX rings.
 
     ``injectors``: one ``Injector`` or a sequence of them; the service owns
@@ -270,24 +270,6 @@ class InjectService:
         self._submitted = 0
 
     # -- life cycle --------------------------------------------------------------------
-
-    @property
-    def capacity(self) -> int:
-        return self._core.capacity
-
-    @property
-    def overflow(self) -> Overflow:
-        return self._core.overflow
-
-    @property
-    def running(self) -> bool:
-        """Started and not yet stopped (threads may have ended on an error)."""
-        return self._started and not self._stopped
-
-    @property
-    def error(self) -> BaseException | None:
-        """The first exception a sender thread raised, if any."""
-        return self._core.error
 
     def _thread_name(self, i: int) -> str:
         return f"{self.name}-{self.injectors[i].interface}"

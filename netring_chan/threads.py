@@ -61,7 +61,7 @@ from typing import (
     Any, AsyncIterator, Callable, Iterator, Protocol, Sequence, runtime_checkable,
 )
 
-from ._queue import BatchQueue, Countdown, Overflow, ServiceError, wait_trio
+from ._queue import BatchQueue, Countdown, Overflow, ServiceBase, ServiceError, wait_trio
 from .errors import ClosedError, ConfigError
 from .packet import OwnedBatch, OwnedPacket, PacketBatch
 
@@ -314,7 +314,7 @@ def _stop_all() -> None:
         svc.stop()
 
 
-class CaptureService:
+class CaptureService(ServiceBase):
     """OS threads reading sources into one bounded queue; sync, asyncio and trio faces.
 
     ``sources``: one source or a sequence of them (``Capture`` objects, e.g.
@@ -355,24 +355,6 @@ class CaptureService:
         self._cursor_lock = threading.Lock()
 
     # -- life cycle --------------------------------------------------------------------
-
-    @property
-    def capacity(self) -> int:
-        return self._core.capacity
-
-    @property
-    def overflow(self) -> Overflow:
-        return self._core.overflow
-
-    @property
-    def running(self) -> bool:
-        """Started and not yet stopped (threads may have ended on an error)."""
-        return self._started and not self._stopped
-
-    @property
-    def error(self) -> BaseException | None:
-        """The first exception a source thread raised, if any."""
-        return self._core.error
 
     def _source_name(self, i: int) -> str:
         s = self.sources[i]
