@@ -297,6 +297,8 @@ uint8_t *nc_tx_frame(const struct nc_txring *r, uint32_t i);
 uint32_t nc_tx_status(const void *frame);
 void nc_tx_set(void *frame, uint32_t status);
 void nc_tx_publish(void *frame, const uint8_t *src, uint32_t len);
+void nc_tx_publish_many(const struct nc_txring *r, uint32_t from, const uint8_t *src,
+                        const uint32_t *lens, uint32_t k);
 uint32_t nc_tx_taken(const struct nc_txring *r, uint32_t from, uint32_t n);
 uint32_t nc_tx_reap(const struct nc_txring *r, uint32_t from, uint32_t n);
 void nc_tx_remove(const struct nc_txring *r, uint32_t w, uint32_t n);

@@ -334,6 +334,19 @@ static void nc_tx_publish(void *frame, const uint8_t *src, uint32_t len)
     __atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
 }
 
+/* Publish k frames packed back to back in src (lengths in lens) into the
+ * slots from `from` on: one call, GIL released, for a whole run of free
+ * slots the caller has reserved. */
+static void nc_tx_publish_many(const struct nc_txring *r, uint32_t from, const uint8_t *src,
+                               const uint32_t *lens, uint32_t k)
+{
+    uint32_t j;
+    for (j = 0; j < k; j++) {
+        nc_tx_publish(nc_tx_frame(r, from + j), src, lens[j]);
+        src += lens[j];
+    }
+}
+
 /* How many of the n queued slots from `from` the kernel has taken off the
  * ring (now SENDING or already AVAILABLE). It takes them in ring order and
  * stops at the first it cannot send, so this is a prefix. */
