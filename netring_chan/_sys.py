@@ -92,6 +92,17 @@ def socket_error(fd: int) -> int:
     return int(val[0])
 
 
+def pending_error(fd: int, who: str) -> RingError | None:
+    """The socket's pending error (SO_ERROR, read and cleared) as a ``RingError``
+    naming ``who``, or None. ENETDOWN is what a packet socket gets when its
+    interface goes down or is unregistered."""
+    err = socket_error(fd)
+    if not err:
+        return None
+    what = "interface went down or was removed" if err == errno.ENETDOWN else os.strerror(err)
+    return RingError(err, f"{who}: {what}")
+
+
 def setsockopt_int(fd: int, level: int, opt: int, value: int, what: str, cap: str | None = None) -> None:
     v = ffi.new("int *", value)
     if lib.setsockopt(fd, level, opt, v, ffi.sizeof("int")) < 0:

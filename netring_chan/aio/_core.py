@@ -35,11 +35,10 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import os
 import warnings
 from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
-from .._sys import socket_error
+from .._sys import pending_error
 from ..errors import ClosedError, ConfigError, RingError
 
 if TYPE_CHECKING:
@@ -175,20 +174,19 @@ class _FdReceiver:
             self._packets += len(b)
         return b
 
-    def _check_socket_error(self) -> None:
+    def _check_pending_error(self) -> None:
         """Raise ``RingError`` if the socket reports an error (reads SO_ERROR)."""
         if not self._sockerr or self._closed:
             return
         try:
-            err = socket_error(self._fd)
-        except RingError as e:
-            if e.errno != errno.ENOTSOCK:
+            e = pending_error(self._fd, self._name())
+        except RingError as e2:
+            if e2.errno != errno.ENOTSOCK:
                 raise
             self._sockerr = False  # a non-socket source (e.g. a file): nothing to read
             return
-        if err:
-            what = "interface went down or was removed" if err == errno.ENETDOWN else os.strerror(err)
-            self._error = (err, f"{self._name()}: {what}")
+        if e is not None:
+            self._error = (e.errno or 0, e.strerror or str(e))
             self._raise_if_failed()
 
     def try_recv_batch(self) -> PacketBatch | None:
@@ -201,7 +199,7 @@ class _FdReceiver:
         """
         b = self._take()
         if b is None:
-            self._check_socket_error()
+            self._check_pending_error()
         return b
 
     # -- waiting -------------------------------------------------------------
@@ -236,7 +234,7 @@ class _FdReceiver:
                 b = self._take()
                 if b is not None:
                     return b
-                self._check_socket_error()
+                self._check_pending_error()
                 self._spurious += 1
                 spurious += 1
         finally:

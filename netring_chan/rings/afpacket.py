@@ -25,7 +25,6 @@ import dataclasses
 import enum
 import errno
 import mmap as _mmap
-import os
 import threading
 import time
 import warnings
@@ -34,7 +33,7 @@ from typing import Any, Iterator
 from .._lowlevel import ffi, lib
 from .._sys import (
     check, close_fd, eventfd, eventfd_signal, ifindex, poll_wait, raise_errno,
-    setsockopt_int, setsockopt_struct, socket_error,
+    pending_error, setsockopt_int, setsockopt_struct,
 )
 from ..bpf import BpfProgram, FilterSpec, as_program
 from .._config import resolve
@@ -471,11 +470,9 @@ class Capture:
                     b = self._next()
                     if b is not None:
                         return b
-                    err = socket_error(self._fd)
-                    if err:
-                        what = ("interface went down or was removed" if err == errno.ENETDOWN
-                                else os.strerror(err))
-                        raise RingError(err, f"capture on {self.interface!r}: {what}")
+                    e = pending_error(self._fd, f"capture on {self.interface!r}")
+                    if e is not None:
+                        raise e
 
     def packets(self, count: int | None = None, duration: float | None = None,
                 idle_timeout: float | None = None) -> Iterator[OwnedPacket]:
