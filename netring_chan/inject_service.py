@@ -152,19 +152,28 @@ def _take(core: BatchQueue[list[bytes]], first: list[bytes]) -> list[bytes]:
 
 
 def _push(inj: Injector, frames: list[bytes], me: _Sender, ctl: _Control) -> None:
-    """Put ``frames`` in the ring in order (waiting for slots), then kick the kernel."""
-    for f in frames:
+    """Put ``frames`` in the ring in order (waiting for slots), then kick the kernel.
+
+    Runs of free slots are filled by one C call (``try_send_many``); a frame
+    that waits for room, or needs the full checks, goes through ``send``.
+    """
+    i, n = 0, len(frames)
+    while i < n:
         if ctl.discard:
             break  # what is left in hand is counted as discarded by the caller
-        try:
-            inj.send(f)
-        except ClosedError:  # a ValueError too: closed by stop() to wake us
-            raise
-        except ValueError:
-            # Fitted when submitted; the interface's MTU shrank since.
-            with ctl.lock:
-                ctl.refused += 1
-        me.in_hand -= 1
+        k = inj.try_send_many(frames[i:] if i else frames)
+        if not k:
+            try:
+                inj.send(frames[i])
+            except ClosedError:  # a ValueError too: closed by stop() to wake us
+                raise
+            except ValueError:
+                # Fitted when submitted; the interface's MTU shrank since.
+                with ctl.lock:
+                    ctl.refused += 1
+            k = 1
+        me.in_hand -= k
+        i += k
     inj.flush()
 
 

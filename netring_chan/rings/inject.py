@@ -62,8 +62,8 @@ import threading
 import time
 import warnings
 from array import array
-from itertools import accumulate, islice
-from typing import Any, Iterable
+from itertools import islice
+from typing import Any, Iterable, Sequence
 
 from .._lowlevel import ffi, lib
 from .._sys import (
@@ -498,53 +498,64 @@ class Injector:
                 chunk = list(islice(it, self.frame_count))
                 if not chunk:
                     break
-                n += self._send_chunk(chunk, timeout)
+                i = 0
+                while i < len(chunk):
+                    k = self.try_send_many(chunk[i:] if i else chunk)
+                    if not k:  # full, pinned or a frame needing the full checks
+                        self.send(chunk[i], timeout=timeout)
+                        k = 1
+                    i += k
+                    n += k
         finally:
             if not self._closed:
                 self.flush()
         return n
 
-    def _send_chunk(self, chunk: list[Any], timeout: float | None) -> int:
-        """Queue ``chunk`` a run of free slots at a time, one C call per run.
+    def try_send_many(self, frames: Sequence[bytes | bytearray | memoryview]) -> int:
+        """Queue, without waiting, as many of the leading ``frames`` as there
+        are free slots now, with one C call; return how many (not flushed).
 
-        Only for frames that plainly fit (bytes-like, ETH_HLEN..MTU + 14);
-        anything else goes frame by frame through ``send`` and its checks.
+        Only frames that plainly fit (bytes-like, 14 to MTU + 14 bytes) go this
+        way; it stops before the first other one, so 0 means: the ring is full
+        (or its head slot pinned), or ``frames[0]`` needs ``send``/``try_send``
+        and their full checks. Like ``try_send`` it kicks the kernel once when
+        the ring is full, to make room. Counts nothing as ``ring_full``.
         """
-        try:
-            blob = b"".join(chunk)
-        except TypeError:
-            blob = None
-        lens = array("I", map(len, chunk)) if blob is not None else None
         limit = min(self.mtu + ETH_HLEN, self.frame_size - DATA_OFF)
-        if blob is None or lens is None or sum(lens) != len(blob) \
-                or min(lens) < ETH_HLEN or max(lens) > limit:
-            for f in chunk:
-                self.send(f, timeout=timeout)
-            return len(chunk)
-        src = ffi.from_buffer("uint8_t[]", blob)
-        lp = ffi.from_buffer("uint32_t[]", lens)
-        offs = [0, *accumulate(lens)]
-        total, done, waited = len(chunk), 0, False
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while done < total:
-            with self._lock:
-                self._check_open()
-                k = self._free_run(total - done) if self._wait_slot_free(deadline) else 0
-                if k:
-                    lib.nc_tx_publish_many(self._ring, self._head % self.frame_count,
-                                           src + offs[done], lp + done, k)
-                    self._head += k
-                    self._counts[0] += k
-                    done += k
-                elif not waited:
-                    self._counts[3] += 1
-            if k:
-                waited = False
-                deadline = None if timeout is None else time.monotonic() + timeout
-            else:
-                waited = True
-                self._wait_progress(deadline)
-        return total
+        with self._lock:
+            self._check_open()
+            if not frames or not self._wait_slot_free(time.monotonic()):
+                return 0
+            m = self._free_run(len(frames))  # room first: nothing is joined when full
+            if not m:
+                return 0
+            run = frames[:m]
+            try:
+                blob = b"".join(run)
+                lens = array("I", map(len, run))
+                plain = sum(lens) == len(blob) and min(lens) >= ETH_HLEN and max(lens) <= limit
+            except (TypeError, ValueError, OverflowError):
+                plain = False
+            if not plain:
+                j = 0
+                for f in run:
+                    if not (isinstance(f, (bytes, bytearray))
+                            or (isinstance(f, memoryview) and f.itemsize == 1 and f.c_contiguous)) \
+                            or not ETH_HLEN <= len(f) <= limit:
+                        break
+                    j += 1
+                if j == 0:
+                    return 0
+                run = run[:j]
+                blob = b"".join(run)
+                lens = array("I", map(len, run))
+            k = len(run)
+            lib.nc_tx_publish_many(self._ring, self._head % self.frame_count,
+                                   ffi.from_buffer("uint8_t[]", blob),
+                                   ffi.from_buffer("uint32_t[]", lens), k)
+            self._head += k
+            self._counts[0] += k
+        return k
 
     def _free_run(self, want: int) -> int:
         """How many slots from the head can take frames now (lock held):
