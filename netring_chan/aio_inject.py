@@ -223,11 +223,26 @@ class AsyncInjector:
 
     async def send_many(self, frames: Iterable[bytes | bytearray | memoryview], *,
                         timeout: float | None = None) -> int:
-        """``send`` each frame, then ``flush``; returns how many were queued."""
+        """Queue every frame, then ``flush``; returns how many were queued.
+
+        Runs of free slots are filled by one C call each
+        (``Injector.try_send_many``); a frame that must wait for room, or needs
+        the full checks, goes through ``send``.
+        """
+        be = self._backend()
         n = 0
+        seq = list(frames)
+        cap = self._inj.frame_count
         try:
-            for f in frames:
-                await self.send(f, timeout=timeout)
+            while n < len(seq):
+                self._check()
+                async with self._lock:
+                    k = self._inj.try_send_many(seq[n:n + cap])
+                if k:
+                    n += k
+                    await be.checkpoint()
+                    continue
+                await self.send(seq[n], timeout=timeout)
                 n += 1
         finally:
             if not self.closed:
