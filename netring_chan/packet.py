@@ -23,7 +23,7 @@ import pickle
 from array import array
 from collections import deque
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ._lowlevel import ffi, lib
 from .errors import MalformedBlockError, ReleasedError

@@ -57,7 +57,6 @@ import errno
 import functools
 import gc
 import mmap as _mmap
-import os
 import threading
 import time
 import warnings
