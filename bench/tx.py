@@ -74,7 +74,7 @@ def _wait_settled(lab: BenchLab, timeout: float = 5.0) -> int:
 
 
 def _send_injector(lab: BenchLab, frames: int, bypass: bool) -> tuple[float, dict[str, int]]:
-    from netring_chan.rings.inject import Injector
+    from netring_chan import Injector
 
     frame = lab.frame()
     with Injector(lab.tx, qdisc_bypass=bypass) as inj:
@@ -88,8 +88,8 @@ def _send_injector(lab: BenchLab, frames: int, bypass: bool) -> tuple[float, dic
 
 
 def _send_service(lab: BenchLab, frames: int) -> tuple[float, dict[str, int]]:
-    from netring_chan.inject_service import InjectService
-    from netring_chan.rings.inject import Injector
+    from netring_chan import InjectService
+    from netring_chan import Injector
 
     frame = lab.frame()
     chunk = [frame] * SERVICE_CHUNK

@@ -2,51 +2,73 @@
 
 Layering (arrows point down only; this module only re-exports):
 
-* services, one OS thread per source or injector over one bounded-queue
-  policy (``_queue``), with sync, asyncio (janus) and trio faces:
-  ``threads`` (``CaptureService``) and ``inject_service`` (``InjectService``);
+* the OS-thread services, ``threads`` (``CaptureService``,
+  ``InjectService``: one lifecycle, the source loop and the sender loop),
+  over one bounded-queue policy (``_queue``) whose asyncio and trio faces
+  are written once (``_faces``);
 * fd-driven async faces without threads: ``aio`` (``AsyncCapture``,
-  ``TrioCapture``), ``aio_inject`` (``AsyncInjector``); ``bridge``;
-* ``rings``: the kernel rings, ``Capture`` (TPACKET_V3 RX) and ``Injector``
-  (TPACKET_V2 TX), and the lease-tracked mapping they share;
+  ``AsyncInjector``) and ``bridge`` (``Bridge.arun``); every async wait
+  goes through ``_loops``, where one rule (sniffio) picks the running loop;
+* ``contract``: the ``Source``, ``Sink`` and ``Batch`` protocols and the
+  stats records — all the layers above know of a backend;
+* ``rings``: the kernel backends, one package each (``rings.afpacket``:
+  ``Capture``, ``Injector``, classic BPF, fanout); ``testing``:
+  ``MemorySource``/``MemorySink`` for tests without root;
 * ``packet``: zero-copy ``Packet``/``PacketBatch`` and owned copies;
 * ``_sys`` (errno to exceptions, EINTR-safe waits) and ``_lowlevel``, the
   cffi extension built from the kernel headers (``_build``).
+
+The trio faces (``TrioReceiveChannel``, ``TrioSendChannel``) subclass
+``trio.abc`` classes, so they are made when first asked for: importing
+netring_chan does not import trio.
 """
 
-from .aio import AsyncCapture, AsyncCaptureStatistics, PacketStream, TrioCapture
-from .bpf import BpfProgram, compile_filter
+from typing import Any
+
+from ._faces import AsyncioReceiver, AsyncioSender, Receiver, Sender
+from ._queue import Overflow, ServiceError
+from .aio import AsyncCapture, AsyncCaptureStatistics, AsyncInjector, PacketStream, TrioCapture
+from .bridge import Bridge, BridgeDirection, BridgeStats, DirectionStats, Verdict
+from .contract import Batch, RxStats, Sink, Source, TxStats
 from .errors import (
     CapabilityError, ClosedError, ConfigError, FilterError, InterfaceNotFoundError,
-    LibpcapMissingError, MalformedBlockError, NetringError, ReleasedError, RingError,
+    LibpcapMissingError, MalformedBlockError, NetringError, ReleasedError, RingError, RingFullError,
 )
 from .packet import Direction, OwnedBatch, OwnedPacket, Packet, PacketBatch, Status
 from .rings.afpacket import (
-    Capture, CaptureConfig, CaptureStats, Fanout, FanoutFlag, FanoutMode, RingShrunkWarning,
-    TimestampSource,
+    BpfProgram, Capture, CaptureConfig, CaptureStats, Fanout, FanoutFlag, FanoutMode, Injector,
+    InjectorConfig, InjectorStats, RingShrunkWarning, TimestampSource, TxSlot, compile_filter,
 )
-from .aio_inject import AsyncInjector
-from .bridge import Bridge, BridgeDirection, BridgeStats, DirectionStats, Verdict
-from .rings.inject import Injector, InjectorConfig, InjectorStats, RingFullError, TxSlot
-from .inject_service import AsyncioSender, InjectService, InjectServiceStats, TrioSendChannel
-from .threads import (
-    AsyncioReceiver, CaptureService, CaptureSource, Overflow, ServiceError, ServiceStats, SourceStats,
-    TrioReceiveChannel,
-)
+from .threads import CaptureService, InjectService, InjectServiceStats, ServiceStats, SourceStats
 
 __version__ = "0.1.0"
 
+#: Older names, kept working.
+CaptureSource = Source
+
 __all__ = [
-    "AsyncCapture", "AsyncCaptureStatistics", "PacketStream", "TrioCapture",
+    "Batch", "Source", "Sink", "RxStats", "TxStats", "CaptureSource",
+    "AsyncCapture", "AsyncCaptureStatistics", "PacketStream", "TrioCapture", "AsyncInjector",
     "BpfProgram", "compile_filter",
     "CapabilityError", "ClosedError", "ConfigError", "FilterError", "InterfaceNotFoundError",
     "LibpcapMissingError", "MalformedBlockError", "NetringError", "ReleasedError", "RingError",
+    "RingFullError",
     "Direction", "OwnedBatch", "OwnedPacket", "Packet", "PacketBatch", "Status",
     "Capture", "CaptureConfig", "CaptureStats", "Fanout", "FanoutFlag", "FanoutMode",
     "RingShrunkWarning", "TimestampSource",
-    "Injector", "InjectorConfig", "InjectorStats", "RingFullError", "TxSlot",
-    "AsyncioSender", "InjectService", "InjectServiceStats", "TrioSendChannel",
-    "AsyncInjector", "Bridge", "BridgeDirection", "BridgeStats", "DirectionStats", "Verdict",
-    "AsyncioReceiver", "CaptureService", "CaptureSource", "Overflow", "ServiceError", "ServiceStats",
-    "SourceStats", "TrioReceiveChannel",
+    "Injector", "InjectorConfig", "InjectorStats", "TxSlot",
+    "Bridge", "BridgeDirection", "BridgeStats", "DirectionStats", "Verdict",
+    "CaptureService", "InjectService", "InjectServiceStats", "Overflow", "ServiceError",
+    "ServiceStats", "SourceStats",
+    "Receiver", "Sender", "AsyncioReceiver", "AsyncioSender", "TrioReceiveChannel", "TrioSendChannel",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The trio faces are made on first use (they subclass trio.abc classes).
+    if name in ("TrioReceiveChannel", "TrioSendChannel"):
+        from ._faces import _trio_classes
+
+        rx, tx = _trio_classes()
+        return rx if name == "TrioReceiveChannel" else tx
+    raise AttributeError(f"module 'netring_chan' has no attribute {name!r}")

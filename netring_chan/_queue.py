@@ -13,7 +13,8 @@ threads (``get(timeout)``), its async side serves asyncio (``await get()``).
 The bound is kept here, in packets — an item counts ``len(item)`` — because
 janus counts items. Trio and any other waiter use ``add_listener``: a
 callback run (from whichever thread changed the state, outside every lock)
-after each put, get and close, to be turned into a wake-up of its own loop.
+after each put, get and close, that ``_loops`` turns into a wake-up of its
+own loop.
 
 Admission: an item is admitted whole when it fits in the room left. An item
 larger than the whole capacity is admitted only into an empty queue (it
@@ -31,19 +32,18 @@ with no lock held.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import queue
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Generic, Sized, TypeVar
+from typing import Callable, Generic, Sized, TypeVar
 
 import janus
 
 from .errors import ClosedError, ConfigError, NetringError
 
-__all__ = ["Overflow", "ServiceError", "BatchQueue", "QueueCounters", "wait_asyncio", "wait_trio"]
+__all__ = ["Overflow", "ServiceError", "BatchQueue", "QueueCounters"]
 
 
 class Overflow(str, enum.Enum):
@@ -65,7 +65,6 @@ class ServiceError(NetringError, RuntimeError):
 
 
 T = TypeVar("T", bound=Sized)
-R = TypeVar("R")
 
 
 class QueueCounters:
@@ -268,7 +267,18 @@ class BatchQueue(Generic[T]):
             self._delivered -= n
         self._notify()
 
-    def drain(self) -> list[T]:
+    def wait_empty(self, timeout: float | None) -> bool:
+        """Wait until consumers took everything queued (True) or ``timeout`` s passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._queued:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._room.wait(left)
+        return True
+
+    def get_all(self) -> list[T]:
         """Take everything still queued, without waiting (counted as delivered)."""
         out: list[T] = []
         while True:
@@ -328,109 +338,3 @@ class BatchQueue(Generic[T]):
     def counters(self) -> QueueCounters:
         with self._lock:
             return QueueCounters(self.capacity, self._queued, self._peak, self._delivered, self._dropped)
-
-
-# -- waiting from an event loop, for either direction ---------------------------------
-#
-# ``attempt`` is a ``*_nowait`` call of the queue (``get_nowait``, or
-# ``put_nowait`` bound to an item); it raises ``queue.Empty``/``queue.Full``
-# when it must wait. We listen before attempting, so a change between the
-# attempt and the wait still wakes us (no lost wake-up); an attempt either
-# happens whole or not at all, so cancelling a wait loses nothing.
-
-
-async def wait_asyncio(q: BatchQueue[Any], attempt: Callable[[], R]) -> R:
-    """Retry ``attempt`` until it stops raising Empty/Full, waking on queue changes."""
-    loop = asyncio.get_running_loop()
-    while True:
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def done(fut: asyncio.Future[None] = fut) -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        def wake() -> None:
-            try:
-                loop.call_soon_threadsafe(done)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                pass
-
-        q.add_listener(wake)
-        try:
-            try:
-                return attempt()
-            except (queue.Empty, queue.Full):
-                await fut
-        finally:
-            q.remove_listener(wake)
-
-
-async def wait_trio(q: BatchQueue[Any], attempt: Callable[[], R]) -> R:
-    """The same for trio: a checkpoint, woken from other threads through the trio token."""
-    import trio  # type: ignore[import-untyped]  # lazy: importing netring_chan does not import trio
-
-    token = trio.lowlevel.current_trio_token()
-    while True:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        event = trio.Event()
-
-        def wake(event: Any = event) -> None:
-            try:
-                token.run_sync_soon(event.set)
-            except trio.RunFinishedError:
-                pass
-
-        q.add_listener(wake)
-        try:
-            try:
-                r = attempt()
-            except (queue.Empty, queue.Full):
-                await event.wait()
-                continue
-        finally:
-            q.remove_listener(wake)
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return r
-
-
-class Countdown:
-    """Called by each worker thread of a service as it ends; the last one
-    closes the queue, so consumers see the end only after every thread."""
-
-    def __init__(self, n: int, core: BatchQueue[Any]) -> None:
-        self._n = n
-        self._core = core
-        self._lock = threading.Lock()
-
-    def __call__(self) -> None:
-        with self._lock:
-            self._n -= 1
-            last = self._n == 0
-        if last:
-            self._core.finish_close()
-
-
-class ServiceBase:
-    """What every service exposes about its queue and life cycle."""
-
-    _core: BatchQueue[Any]
-    _started: bool
-    _stopped: bool
-
-    @property
-    def capacity(self) -> int:
-        return self._core.capacity
-
-    @property
-    def overflow(self) -> Overflow:
-        return self._core.overflow
-
-    @property
-    def running(self) -> bool:
-        """Started and not yet stopped (threads may have ended on an error)."""
-        return self._started and not self._stopped
-
-    @property
-    def error(self) -> BaseException | None:
-        """The first exception one of the service's threads raised, if any."""
-        return self._core.error

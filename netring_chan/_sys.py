@@ -8,6 +8,7 @@ the handler runs, the call resumes with the remaining time).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import socket
@@ -148,3 +149,16 @@ def close_fd(fd: int) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+_PR_SET_NAME = 15
+try:
+    _prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc
+    _prctl = None
+
+
+def set_thread_name(name: str) -> None:
+    """Name the calling OS thread for ps/top/gdb (the kernel keeps 15 bytes)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode("utf-8", "replace")[:15]), 0, 0, 0)

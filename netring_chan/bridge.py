@@ -29,11 +29,11 @@ import threading
 import time
 from typing import Any, Callable, Union
 
+from ._loops import loop_for
 from ._sys import close_fd, eventfd, eventfd_signal
 from .errors import ClosedError, ConfigError
 from .packet import Direction, Packet
-from .rings.afpacket import Capture
-from .rings.inject import Injector
+from .rings.afpacket import Capture, Injector
 
 __all__ = ["Bridge", "BridgeDirection", "BridgeStats", "DirectionStats", "Verdict"]
 
@@ -102,42 +102,6 @@ class _Leg:
             c["kernel_drops"] = self.c["kernel_drops"]
         c["sent"] = self.tx.stats().sent
         return DirectionStats(**c)
-
-
-async def _wait_any_asyncio(fds: list[int], timeout: float | None) -> None:
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    for fd in fds:
-        loop.add_reader(fd, wake)
-    handle = None if timeout is None else loop.call_later(timeout, wake)
-    try:
-        await fut
-    finally:
-        for fd in fds:
-            loop.remove_reader(fd)
-        if handle is not None:
-            handle.cancel()
-
-
-async def _wait_any_trio(fds: list[int], timeout: float | None) -> None:
-    import trio  # type: ignore[import-untyped]  # 0.22 ships no py.typed
-
-    async with trio.open_nursery() as nursery:
-        async def one(fd: int) -> None:
-            await trio.lowlevel.wait_readable(fd)
-            nursery.cancel_scope.cancel()
-
-        for fd in fds:
-            nursery.start_soon(one, fd)
-        if timeout is not None:
-            nursery.cancel_scope.deadline = trio.current_time() + timeout
 
 
 def _with_tag(data: memoryview, tci: int, tpid: int | None) -> bytes:
@@ -232,21 +196,23 @@ class Bridge:
                     raise TypeError(f"bridge callback returned {verdict!r}; expected a Verdict, bool, None or bytes")
                 out.append(data)
             # Views into the block stay valid until the batch is released:
-            # send them first, runs of free slots one C call each.
+            # send them first, runs of free slots one call each. A frame
+            # that finds the ring full (even after the kick publish makes)
+            # is dropped and counted; the next one tries again.
             i = 0
             while i < len(out):
-                k = tx.try_send_many(out[i:i + tx.frame_count])
+                try:
+                    k = tx.publish(out[i:])
+                except ValueError:
+                    c["too_large"] += 1
+                    i += 1
+                    continue
                 if k:
                     c["forwarded"] += k
                     i += k
-                    continue
-                try:
-                    ok = tx.try_send(out[i])
-                except ValueError:
-                    c["too_large"] += 1
                 else:
-                    c["forwarded" if ok else "ring_full"] += 1
-                i += 1
+                    c["ring_full"] += 1
+                    i += 1
         tx.flush()
         return True
 
@@ -300,11 +266,7 @@ class Bridge:
         The callback runs in the event loop. ``stop()`` works from any task,
         thread or signal handler.
         """
-        import sniffio
-
-        flavour = sniffio.current_async_library()
-        if flavour not in ("asyncio", "trio"):
-            raise RuntimeError(f"Bridge.arun supports asyncio and trio, not {flavour!r}")
+        loop = loop_for()
         if self._closed:
             raise ClosedError("bridge is closed")
         if not self._running.acquire(blocking=False):
@@ -314,7 +276,6 @@ class Bridge:
             self._stop = False
             deadline = None if timeout is None else time.monotonic() + timeout
             fds = [leg.rx.fileno() for leg in self._legs] + [self._wake]
-            wait_any = _wait_any_asyncio if flavour == "asyncio" else _wait_any_trio
             while not self._stop:
                 busy = False
                 for leg in self._legs:
@@ -324,7 +285,7 @@ class Bridge:
                     break
                 if busy:
                     left = 0  # a checkpoint: let other tasks run between blocks
-                await wait_any(fds, left)
+                await loop.wait_any_readable(fds, left)
                 self._drain_wake()
         finally:
             self._drain_wake()

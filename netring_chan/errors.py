@@ -20,6 +20,7 @@ __all__ = [
     "ClosedError",
     "FilterError",
     "LibpcapMissingError",
+    "RingFullError",
 ]
 
 
@@ -53,6 +54,10 @@ class CapabilityError(NetringError, PermissionError):
 
 class RingError(NetringError, OSError):
     """A system call on a ring failed; ``errno`` and the call are kept."""
+
+
+class RingFullError(NetringError, BlockingIOError):
+    """No TX slot became free before the timeout."""
 
 
 class MalformedBlockError(NetringError, ValueError):

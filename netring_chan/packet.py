@@ -23,7 +23,7 @@ import pickle
 from array import array
 from collections import deque
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
 from ._lowlevel import ffi, lib
 from .errors import MalformedBlockError, ReleasedError
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = [
+    "PacketCursor",
     "Direction",
     "Status",
     "Packet",
@@ -70,17 +71,6 @@ _DIRECTIONS = {int(d): d for d in Direction}
 
 def _direction(pkttype: int) -> Direction | int:
     return _DIRECTIONS.get(pkttype, pkttype)
-
-
-_MALFORMED = {
-    lib.NC_E_SHORT_BLOCK: "block shorter than its descriptor",
-    lib.NC_E_BLOCK_LEN: "blk_len outside the block",
-    lib.NC_E_TOO_MANY: "num_pkts larger than the block can hold",
-    lib.NC_E_HDR_BOUNDS: "packet header outside blk_len",
-    lib.NC_E_DATA_BOUNDS: "packet data outside blk_len",
-    lib.NC_E_NEXT_OFFSET: "tp_next_offset is zero before the last packet",
-    lib.NC_E_MISALIGNED: "packet header misaligned",
-}
 
 
 # Field positions in the walk's ``struct nc_pkt`` array, from the compiler's
@@ -268,49 +258,13 @@ class Packet(tuple):  # type: ignore[type-arg]
         return f"<Packet {self.caplen}/{self.wire_len} bytes ts={self.timestamp_ns}>"
 
 
-class _Lease:
-    """What a ring lends to a batch: its block's address and a release hook.
+class BlockPool(Protocol):
+    """Work memory a ring lends its batches and reuses from block to block
+    (implemented next to the ring: ``rings.afpacket.blocks.Scratch``)."""
 
-    ``owner`` is a cdata that calls ``on_free`` when the last object that can
-    address the block (the batch, a memoryview, a slice of one) is gone.
-    """
-
-    __slots__ = ("owner", "size")
-
-    def __init__(self, owner: Any, size: int) -> None:
-        self.owner = owner
-        self.size = size
-
-
-class _Scratch:
-    """Work memory one ring reuses from block to block.
-
-    The walk's metadata array and the copy-out buffer are about a block in
-    size; allocated afresh per block, glibc returns them to the kernel when
-    freed and every block then pays hundreds of page faults (measured: as
-    much as the whole per-packet cost of the bulk path). Reused, they stay
-    mapped. Lists are used as lock-free pools (append/pop are atomic).
-    """
-
-    __slots__ = ("metas", "outs")
-
-    def __init__(self) -> None:
-        self.metas: list[_MetaViews] = []
-        self.outs: list[bytearray] = []
-
-    def meta(self, cap: int) -> _MetaViews:
-        while self.metas:
-            m = self.metas.pop()
-            if len(m) >= cap:
-                return m
-        return _MetaViews(ffi.new("struct nc_pkt[]", cap))
-
-    def out(self, size: int) -> bytearray:
-        while self.outs:
-            b = self.outs.pop()
-            if len(b) >= size:
-                return b
-        return bytearray(size)
+    def put_meta(self, mv: _MetaViews) -> None: ...
+    def out(self, size: int) -> bytearray: ...
+    def put_out(self, buf: bytearray) -> None: ...
 
 
 class PacketBatch:
@@ -329,13 +283,13 @@ class PacketBatch:
     __slots__ = (
         "_owner", "_base", "_meta", "_n", "_snaplen", "seq_num",
         "timed_out", "first_timestamp_ns", "last_timestamp_ns", "_data_bytes",
-        "_data_end", "losing", "_scratch", "_mv", "_datas", "__weakref__",
+        "_data_end", "losing", "_pool", "_mv", "_datas", "__weakref__",
     )
 
-    def __init__(self, lease: _Lease, mv: _MetaViews, n: int, info: Any, snaplen: int,
-                 scratch: _Scratch | None = None) -> None:
-        self._scratch = scratch
-        self._owner = lease.owner
+    def __init__(self, owner: Any, mv: _MetaViews, n: int, info: Any, snaplen: int,
+                 pool: BlockPool | None = None) -> None:
+        self._pool = pool
+        self._owner = owner
         self._base: memoryview | None = None
         self._mv: _MetaViews | None = mv
         self._meta = mv.cdata
@@ -349,25 +303,6 @@ class PacketBatch:
         self.last_timestamp_ns: int = int(info.ts_last_ns)
         self._data_bytes = int(info.data_bytes)
         self._data_end = int(info.data_end)
-
-    @classmethod
-    def _walk(cls, lease: _Lease, snaplen: int, scratch: _Scratch | None = None) -> PacketBatch:
-        """Validate the block behind ``lease`` and build a batch over it."""
-        cap = lease.size // lib.NC_MIN_RECORD + 1
-        mv = scratch.meta(cap) if scratch is not None else _MetaViews(ffi.new("struct nc_pkt[]", cap))
-        meta = mv.cdata
-        info = ffi.new("struct nc_block_info *")
-        n = lib.nc_walk_block(lease.owner, lease.size, meta, cap, info)
-        if n < 0:
-            msg = (f"ring block seq {int(info.seq_num)}: {_MALFORMED.get(n, n)} "
-                   f"(packet {int(info.bad_index)} of {int(info.num_pkts)}); block skipped")
-            # The traceback keeps this frame alive: drop the lease first so
-            # that the block goes back to the kernel now, not with the error.
-            del lease
-            if scratch is not None:
-                scratch.metas.append(mv)
-            raise MalformedBlockError(msg)
-        return cls(lease, mv, n, info, snaplen, scratch)
 
     # -- views ---------------------------------------------------------------
 
@@ -441,8 +376,8 @@ class PacketBatch:
             return
         self._mv = None
         self._meta = None
-        if self._scratch is not None:
-            self._scratch.metas.append(mv)
+        if self._pool is not None:
+            self._pool.put_meta(mv)
         views, self._datas = self._datas, None
         if views:
             try:
@@ -670,16 +605,16 @@ class OwnedBatch(Sequence[OwnedPacket]):
         offs = ffi.new("uint64_t[]", lib.NC_NCOLS + 1)
         lib.nc_cols_layout(n, offs)
         size = lib.NC_STREAM_OVERHEAD(n) + batch._data_bytes
-        scratch = batch._scratch
-        out = scratch.out(size) if scratch is not None else bytearray(size)
+        pool = batch._pool
+        out = pool.out(size) if pool is not None else bytearray(size)
         cols = bytearray(int(offs[lib.NC_NCOLS]))
         used = lib.nc_copy_out(batch._owner, batch._meta, n, batch._snaplen,
                                ffi.from_buffer(out), len(out), ffi.from_buffer(cols))
         if used < 0:  # cannot happen: the walk summed the lengths
             raise MalformedBlockError("copy-out overflow")
         datas = _loads(out)  # stops at STOP; the rest of a reused buffer is ignored
-        if scratch is not None:
-            scratch.outs.append(out)
+        if pool is not None:
+            pool.put_out(out)
         return cls(datas, cols, n, batch.seq_num, batch.timed_out)
 
     def _columns(self) -> _Columns:
@@ -735,8 +670,101 @@ class OwnedBatch(Sequence[OwnedPacket]):
     def to_owned(self) -> OwnedBatch:
         return self
 
+    def release(self) -> None:
+        """Nothing to give back: an owned batch holds no ring memory (the ``Batch`` contract)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (OwnedBatch, (self._datas, bytes(self._cols), self._n, self.seq_num, self.timed_out, self.source))
 
     def __repr__(self) -> str:
         return f"<OwnedBatch seq={self.seq_num} {self._n} packets>"
+
+
+class _RestBatch(OwnedBatch):
+    """The packets a per-packet consumer had not handed out when it stopped,
+    as an ``OwnedBatch`` (so it can go back to the head of a queue)."""
+
+    __slots__ = ("_pkts",)
+
+    def __init__(self, pkts: list[OwnedPacket], source: int) -> None:
+        super().__init__([], b"", 0, source=source)
+        self._pkts = pkts
+
+    def __len__(self) -> int:
+        return len(self._pkts)
+
+    def __iter__(self) -> Iterator[OwnedPacket]:
+        return iter(self._pkts)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._pkts[i]
+
+    def datas(self) -> list[bytes]:
+        return [p.data for p in self._pkts]
+
+    @property
+    def timestamps_ns(self) -> memoryview:
+        return memoryview(array("Q", [p.timestamp_ns for p in self._pkts]))
+
+    @property
+    def wire_lens(self) -> memoryview:
+        return memoryview(array("I", [p.wire_len for p in self._pkts]))
+
+    @property
+    def caplens(self) -> memoryview:
+        return memoryview(array("I", [len(p.data) for p in self._pkts]))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(p.data) for p in self._pkts)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_RestBatch, (self._pkts, self.source))
+
+    def __repr__(self) -> str:
+        return f"<OwnedBatch (rest) {len(self._pkts)} packets>"
+
+
+class PacketCursor:
+    """A consumer's position inside its current owned batch.
+
+    The one place where packets are handed out one at a time: every
+    per-packet face (the services' faces, ``Capture.packets``, the fd-driven
+    streams) keeps one. ``it`` is the batch's C-driven packet iterator, read
+    directly by the hot paths; ``take_rest()`` gives what was not handed out
+    as a batch, so a consumer that stops mid-batch can put it back.
+    """
+
+    __slots__ = ("it", "source")
+
+    def __init__(self) -> None:
+        self.it: Iterator[OwnedPacket] | None = None
+        self.source = 0
+
+    def set(self, batch: OwnedBatch) -> Iterator[OwnedPacket]:
+        """Start handing out ``batch``; returns its packet iterator."""
+        it = self.it = iter(batch)
+        self.source = batch.source
+        return it
+
+    def next(self) -> OwnedPacket | None:
+        """The next packet of the current batch, or ``None`` when it is used up."""
+        it = self.it
+        if it is None:
+            return None
+        p = next(it, None)
+        if p is None:
+            self.it = None
+        return p
+
+    def take_rest(self) -> OwnedBatch | None:
+        """What is left of the current batch, as a batch (``None`` if nothing)."""
+        it, self.it = self.it, None
+        rest = list(it) if it is not None else None
+        return _RestBatch(rest, self.source) if rest else None

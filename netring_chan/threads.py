@@ -1,119 +1,337 @@
-"""The capture service: one OS thread per source feeding one bounded queue.
+"""The OS-thread side: the capture and injection services.
 
-``CaptureService(sources, capacity=..., overflow="block"|"drop")`` owns its
-sources (anything with the source protocol of DESIGN.md: ``Capture`` today)
-and runs one named daemon thread per source. Each thread loops::
+One lifecycle (``_ThreadService``) runs both services: named daemon threads
+(named at the OS level too), ``stop()`` within about a second whatever the
+threads are doing, join, an ``atexit`` hook, a ``ResourceWarning`` for a
+service dropped while running. Each service adds only its thread loop and
+the hooks of its direction; the bounded queue between threads and user code
+is ``_queue.BatchQueue`` and its asyncio and trio faces are ``_faces``.
 
-    batch = source.next_batch_blocking(short timeout)   # poll, GIL released
-    owned = batch.to_owned()                            # one C copy, GIL released
-    batch.release()                                     # block back to the kernel at once
-    queue.put(owned)                                    # policy: block or drop
+* ``CaptureService(sources)``: one thread per ``Source`` runs the source
+  loop::
 
-The queue and its policy (bound in packets, overflow, stop, drain, error
-hand-off, counters) live once in ``_queue.BatchQueue``; the three consumer
-faces are thin:
+      batch = source.next_batch_blocking(short timeout)   # poll, GIL released
+      owned = batch.to_owned()                            # one C copy, GIL released
+      batch.release()                                     # memory back to the kernel at once
+      queue.put(owned)                                    # policy: block or drop
 
-* sync, on the service itself: ``for pkt in svc``, ``get(timeout)``,
-  ``get_batch(timeout)``, ``get_nowait()``, from any thread;
-* asyncio: ``async with svc.asyncio() as rx: async for pkt in rx`` (janus'
-  async side; the loop never blocks on the service);
-* trio: ``async with svc.trio() as rx: async for pkt in rx``, a
-  ``trio.abc.ReceiveChannel`` woken from the source threads through the trio
-  token; ``EndOfChannel`` at stop.
+* ``InjectService(sinks)``: one thread per ``Sink`` runs the sender loop::
 
-Per-packet faces take a whole batch from the queue and hand out its packets
-(built by C-driven iteration), so there is no queue operation per packet.
+      frames = queue.get() + whatever else is queued (up to a ring's worth)
+      sink.publish(frames) ...      # runs of free slots in one call each, waiting for room
+      sink.flush()                  # one kick of the kernel per batch
 
-Accounting. For every source, the kernel's ``packets`` (which include its
-``drops``) either reached the ring or were dropped by the kernel; what
-reached the ring is copied into the queue or dropped there (``overflow=
-"drop"``); what is queued is either handed to a consumer (``delivered``) or
-still queued. A batch counts as delivered when a consumer takes it; a
-per-packet face that is closed in the middle of a batch puts the rest back at
-the head of the queue, un-delivered. At stop each thread first makes its
-source stop accepting frames (for a ``Capture``: a reject-all BPF filter, so
-the kernel neither counts nor queues anything more), waits for the kernel to
-hand over its partly filled block (two block timeouts) and moves whatever the
-ring still holds into the queue (beyond the bound), then closes the source,
-which reads the final kernel counters. So for a finished run::
+Draining means one thing in both directions: ``stop(drain=True)`` first stops
+admitting (capture: the sources are quiesced and what they hold is queued;
+injection: producers get ``ClosedError``), then waits, up to ``timeout``,
+until the queue's consumer has taken everything queued — your consumers for
+a capture service, the sender threads (and the rings) for an injection
+service — then stops. ``wait_drained(timeout)`` is the same wait without
+stopping. ``stop()`` without drain returns within a second: a capture
+service's consumers still get what is queued, then the end; an injection
+service's queued frames are discarded (counted), as there is nobody left to
+send them.
 
-    kernel packets == delivered + kernel drops + queue drops + still queued
+Capture accounting. For every source, the packets it accepted (which include
+its drops) either reached it or were dropped by it; what reached it is copied
+into the queue or dropped there (``overflow="drop"``); what is queued is
+either handed to a consumer (``delivered``) or still queued. A per-packet face
+closed mid-batch puts the rest back at the head of the queue, un-delivered.
+At stop each thread quiesces its source (``Source.quiesce``), waits as long
+as the source says for what is in flight, moves the rest into the queue
+(beyond the bound), then closes the source, which reads its final counters.
+So for a finished run::
 
-exactly. (With ``block_timeout_ms`` above 190 ms the wait is capped and
-frames in a partly filled block at stop may be lost to the count.)
+    packets == delivered + drops + queue drops + still queued
+
+exactly. Injection accounting: see ``InjectServiceStats``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import ctypes
 import dataclasses
 import queue
 import threading
 import time
 import warnings
 import weakref
-from array import array
-from contextlib import asynccontextmanager
 from itertools import chain
-from typing import (
-    Any, AsyncIterator, Callable, Iterator, Protocol, Sequence, runtime_checkable,
-)
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
-from ._queue import BatchQueue, Countdown, Overflow, ServiceBase, ServiceError, wait_trio
+from ._queue import BatchQueue, Overflow, ServiceError
+from ._sys import set_thread_name
+from .contract import Batch, Frame, Sink, Source
 from .errors import ClosedError, ConfigError
-from .packet import OwnedBatch, OwnedPacket, PacketBatch
+from .packet import OwnedBatch, OwnedPacket, PacketCursor
+
+if TYPE_CHECKING:
+    from ._faces import AsyncioReceiver, AsyncioSender, Receiver, Sender
 
 __all__ = [
     "CaptureService",
-    "CaptureSource",
+    "InjectService",
     "ServiceStats",
     "SourceStats",
+    "InjectServiceStats",
     "ServiceError",
     "Overflow",
-    "AsyncioReceiver",
-    "TrioReceiveChannel",
 ]
 
-# How long a source thread sleeps in poll before it looks at the stop flag.
+# How long an idle thread waits (in poll or on the queue) before it looks at the stop flags.
 POLL_INTERVAL = 0.1
-# stop() waits this long for the threads before it closes their sources
-# from outside (which wakes any poll at once).
+# stop() waits this long for the threads before it closes their sources or
+# sinks from outside (which wakes any wait at once).
 _JOIN_BUDGET = 0.8
-# Cap on the wait for the kernel to retire a partly filled block at stop.
-_SETTLE_CAP = 0.4
-# Classic BPF "ret #0": accept nothing. Attached at stop so the kernel stops
-# accepting (and counting) frames while the ring is swept.
-_REJECT_ALL = [(0x06, 0, 0, 0)]
+# Frames a sender thread takes from the queue before it flushes its sink.
+_BATCH = 64
+# Polling period of the waits that have nothing to wait on (counters).
+_SETTLE_POLL = 0.002
 
 
-@runtime_checkable
-class CaptureSource(Protocol):
-    """The source protocol (see DESIGN.md) as the service uses it."""
+def _check_timeout(timeout: float | None, what: str = "timeout") -> None:
+    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
+                                or timeout < 0):
+        raise ConfigError(f"{what} must be a number >= 0 (seconds) or None, got {timeout!r}")
 
-    def next_batch(self) -> PacketBatch | None: ...
 
-    def next_batch_blocking(self, timeout: float | None = None) -> PacketBatch | None: ...
+# -- the one lifecycle -------------------------------------------------------------
 
-    def close(self) -> None: ...
+_live: weakref.WeakSet[_ThreadService] = weakref.WeakSet()
 
-    def stats(self) -> Any: ...
+
+@atexit.register
+def _stop_all() -> None:
+    for svc in list(_live):
+        try:
+            svc._at_exit()
+        except Exception:  # noqa: BLE001 - never raise or hang at interpreter exit
+            pass
+
+
+class _Countdown:
+    """Called by each thread of a service as it ends; the last one closes the
+    queue, so consumers see the end only after every thread."""
+
+    def __init__(self, n: int, core: BatchQueue[Any]) -> None:
+        self._n = n
+        self._core = core
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self._n -= 1
+            last = self._n == 0
+        if last:
+            self._core.finish_close()
+
+
+class _ThreadService:
+    """Start, stop, join, atexit and leak warning, for both services.
+
+    A subclass provides its queue (``_core``), the resources its threads use
+    (``_members``: sources or sinks; the service owns and closes them), the
+    thread body (``_thread_main``) and the direction's stop hooks
+    (``_begin_stop``, ``_end_stop``, ``_drained_now``).
+    """
+
+    _core: BatchQueue[Any]
+    _members: tuple[Any, ...]
+    _kind = "service"
+
+    def __init__(self, name: str, poll_interval: float, drain_timeout: float) -> None:
+        self._started = False
+        self._stopped = False
+        self._drain_deadline = 0.0
+        self._threads: list[threading.Thread] = []
+        if not isinstance(poll_interval, (int, float)) or isinstance(poll_interval, bool) \
+                or not 0 < poll_interval <= 0.5:
+            raise ConfigError(f"poll_interval must be in (0, 0.5] seconds, got {poll_interval!r}")
+        _check_timeout(drain_timeout, "drain_timeout")
+        self.name = name
+        self._poll = float(poll_interval)
+        self.drain_timeout = float(drain_timeout)
+
+    @staticmethod
+    def _distinct(members: Sequence[Any], what: str) -> None:
+        if not members:
+            raise ConfigError(f"a service needs at least one {what}")
+        if len({id(m) for m in members}) != len(members):
+            raise ConfigError(f"the same {what} was passed twice; one thread serves each")
+
+    # -- what every service exposes ---------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        return self._core.capacity
+
+    @property
+    def overflow(self) -> Overflow:
+        return self._core.overflow
+
+    @property
+    def running(self) -> bool:
+        """Started and not yet stopped (threads may have ended on an error)."""
+        return self._started and not self._stopped
+
+    @property
+    def error(self) -> BaseException | None:
+        """The first exception one of the service's threads raised, if any."""
+        return self._core.error
+
+    def _check_started(self) -> None:
+        if not self._started:
+            raise ClosedError("the service is not started: use `with svc:` or svc.start()")
+
+    def _raise_if_failed(self) -> None:
+        if self._core.error is not None:
+            raise self._core._end()  # ServiceError from the thread's exception
+
+    def _thread_name(self, i: int) -> str:
+        return f"{self.name}-{self._members[i].label}"
+
+    # -- start -------------------------------------------------------------------
+
+    def _thread_main(self, i: int, name: str, done: Callable[[], None]) -> Callable[[], None]:
+        raise NotImplementedError
+
+    def start(self) -> Any:
+        """Start one thread per member. Idempotent; a stopped service cannot restart."""
+        if self._stopped:
+            raise ClosedError("the service was stopped; make a new one")
+        if self._started:
+            return self
+        self._started = True
+        done = _Countdown(len(self._members), self._core)
+        for i in range(len(self._members)):
+            name = self._thread_name(i)
+            # The body holds no reference to the service, so an abandoned
+            # service can be collected (and warn) while its threads run.
+            body = self._thread_main(i, name, done)
+            self._threads.append(threading.Thread(target=_named(body, name), name=name, daemon=True))
+        _live.add(self)
+        for t in self._threads:
+            t.start()
+        return self
+
+    # -- stop ---------------------------------------------------------------------
+
+    def _begin_stop(self, drain: bool, deadline: float) -> float:
+        """End admission and tell the threads; return when to stop joining them."""
+        raise NotImplementedError
+
+    def _wake_members(self) -> None:
+        # Closing a source or sink from outside wakes a thread blocked in it.
+        for m in self._members:
+            try:
+                m.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _end_stop(self, drain: bool) -> None:
+        """After the join: whatever the threads did not finish."""
+        if not self._threads_done():
+            self._wake_members()
+            for t in self._threads:
+                if t is not threading.current_thread():
+                    t.join(0.15)
+        if not self._started:
+            self._wake_members()
+
+    def _drained_now(self) -> bool:
+        """After the threads stopped: whether the queue's consumer took everything."""
+        return True
+
+    def _threads_done(self) -> bool:
+        return not any(t.is_alive() for t in self._threads)
+
+    def _stop_begin(self, drain: bool, timeout: float | None) -> float | None:
+        _check_timeout(timeout)
+        if self._stopped:
+            return None
+        self._stopped = True
+        _live.discard(self)
+        wait = self.drain_timeout if timeout is None else float(timeout)
+        self._drain_deadline = time.monotonic() + wait
+        return self._begin_stop(drain, self._drain_deadline)
+
+    def stop(self, drain: bool = False, timeout: float | None = None) -> None:
+        """Stop the threads and close the sources or sinks. Idempotent.
+
+        ``drain=False`` returns within about a second. ``drain=True`` first
+        waits, up to ``timeout`` s (default ``drain_timeout``), until what
+        was queued has been taken by the queue's consumer (see the module
+        notes), then stops; it raises ``ServiceError`` if a thread failed.
+        """
+        join_until = self._stop_begin(drain, timeout)
+        if join_until is None:
+            return
+        me = threading.current_thread()
+        for t in self._threads:
+            if t is not me:
+                t.join(max(0.0, join_until - time.monotonic()))
+        self._end_stop(drain)
+        if drain:
+            while not self._drained_now() and time.monotonic() < self._drain_deadline:
+                time.sleep(_SETTLE_POLL)
+            self._raise_if_failed()
+
+    async def _stop_async(self, drain: bool, sleep: Callable[[float], Any]) -> None:
+        """``stop`` without blocking an event loop (``sleep`` is the loop's)."""
+        join_until = self._stop_begin(drain, None)
+        if join_until is None:
+            return
+        while not self._threads_done() and time.monotonic() < join_until:
+            await sleep(0.005)
+        self._end_stop(drain)
+        if drain:
+            while not self._drained_now() and time.monotonic() < self._drain_deadline:
+                await sleep(_SETTLE_POLL)
+            self._raise_if_failed()
+
+    def _at_exit(self) -> None:
+        self.stop()
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        if getattr(self, "_started", False) and not getattr(self, "_stopped", True):
+            warnings.warn(f"unstopped {self!r}", ResourceWarning, source=self)
+            self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else ("stopped" if self._stopped else "not started")
+        on = ",".join(m.label for m in self._members)
+        return f"<{type(self).__name__} {self.name!r} on {on} {state}>"
+
+
+def _named(body: Callable[[], None], name: str) -> Callable[[], None]:
+    def run() -> None:
+        set_thread_name(name)
+        body()
+    return run
+
+
+# -- capture ----------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class SourceStats:
-    """Kernel counters of one source (totals since it opened)."""
+    """Counters of one source (totals since it opened)."""
 
     name: str
-    packets: int  # frames the kernel accepted, including ``drops``
-    drops: int  # frames the kernel could not place in the ring
-    freezes: int  # times the ring was full and the kernel froze its queue
+    packets: int  # frames the source accepted, including ``drops``
+    drops: int  # frames it had no room for
+    freezes: int  # times it was full and stopped accepting
 
 
 @dataclasses.dataclass(frozen=True)
 class ServiceStats:
-    """Counters of a service, all in packets.
+    """Counters of a capture service, all in packets.
 
     ``queue_drops``: dropped at the queue by ``overflow="drop"``;
     ``delivered``: handed to consumers; ``queued``: still in the queue;
@@ -144,119 +362,11 @@ class ServiceStats:
 
     @property
     def balanced(self) -> bool:
-        """Whether every packet the kernel accepted is accounted for."""
+        """Whether every packet the sources accepted is accounted for."""
         return self.kernel_packets == self.delivered + self.kernel_drops + self.queue_drops + self.queued
 
 
-# -- OS thread names -------------------------------------------------------------
-
-_PR_SET_NAME = 15
-try:
-    _prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc
-    _prctl = None
-
-
-def _set_os_thread_name(name: str) -> None:
-    """Name the calling thread for ps/top/gdb (the kernel keeps 15 bytes)."""
-    if _prctl is not None:
-        _prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode("utf-8", "replace")[:15]), 0, 0, 0)
-
-
-# -- the rest of a partly consumed batch ---------------------------------------------
-
-
-class _RestBatch(OwnedBatch):
-    """The packets a per-packet consumer had not handed out when it closed.
-
-    Put back at the head of the queue so the count stays exact; an
-    ``OwnedBatch`` to the consumers, built from ``OwnedPacket`` objects.
-    """
-
-    __slots__ = ("_pkts",)
-
-    def __init__(self, pkts: list[OwnedPacket], source: int) -> None:
-        super().__init__([], b"", 0, source=source)
-        self._pkts = pkts
-
-    def __len__(self) -> int:
-        return len(self._pkts)
-
-    def __iter__(self) -> Iterator[OwnedPacket]:
-        return iter(self._pkts)
-
-    def __getitem__(self, i: Any) -> Any:
-        return self._pkts[i]
-
-    def datas(self) -> list[bytes]:
-        return [p.data for p in self._pkts]
-
-    @property
-    def timestamps_ns(self) -> memoryview:
-        return memoryview(array("Q", [p.timestamp_ns for p in self._pkts]))
-
-    @property
-    def wire_lens(self) -> memoryview:
-        return memoryview(array("I", [p.wire_len for p in self._pkts]))
-
-    @property
-    def caplens(self) -> memoryview:
-        return memoryview(array("I", [len(p.data) for p in self._pkts]))
-
-    @property
-    def nbytes(self) -> int:
-        return sum(len(p.data) for p in self._pkts)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_RestBatch, (self._pkts, self.source))
-
-    def __repr__(self) -> str:
-        return f"<OwnedBatch (rest) {len(self._pkts)} packets>"
-
-
-class _Cursor:
-    """A consumer's position inside its current batch."""
-
-    __slots__ = ("it", "source")
-
-    def __init__(self) -> None:
-        self.it: Iterator[OwnedPacket] | None = None
-        self.source = 0
-
-    def set(self, batch: OwnedBatch) -> None:
-        self.it = iter(batch)
-        self.source = batch.source
-
-    def take_rest(self) -> OwnedBatch | None:
-        """What is left of the current batch, as a batch (None if nothing)."""
-        it, self.it = self.it, None
-        rest = list(it) if it is not None else None
-        return _RestBatch(rest, self.source) if rest else None
-
-    def give_back(self, core: BatchQueue[OwnedBatch]) -> None:
-        it, self.it = self.it, None
-        if it is not None:
-            rest = list(it)
-            if rest:
-                core.give_back(_RestBatch(rest, self.source))
-
-
-# -- the source threads ---------------------------------------------------------------
-
-
-def _quiesce(src: Any) -> float:
-    """Make ``src`` stop accepting frames; return how long to wait for its last block."""
-    set_filter = getattr(src, "set_filter", None)
-    tov = getattr(getattr(src, "config", None), "block_timeout_ms", None)
-    if set_filter is None or not isinstance(tov, int):
-        return 0.0
-    set_filter(_REJECT_ALL)
-    # The kernel's retire timer closes the partly filled block on the second
-    # expiry at the latest (it first notes which block is active).
-    return min(2 * tov / 1000 + 0.02, _SETTLE_CAP)
-
-
-def _put(core: BatchQueue[OwnedBatch], batch: PacketBatch, index: int) -> None:
+def _put(core: BatchQueue[OwnedBatch], batch: Batch, index: int) -> None:
     with batch:
         owned = batch.to_owned()
     if len(owned):
@@ -264,9 +374,9 @@ def _put(core: BatchQueue[OwnedBatch], batch: PacketBatch, index: int) -> None:
         core.put(owned)
 
 
-def _sweep(core: BatchQueue[OwnedBatch], src: Any, index: int) -> None:
-    """At stop: move what the ring still holds into the queue (beyond the bound)."""
-    deadline = time.monotonic() + _quiesce(src)
+def _sweep(core: BatchQueue[OwnedBatch], src: Source, index: int) -> None:
+    """At stop: quiesce ``src`` and move what it still holds into the queue (beyond the bound)."""
+    deadline = time.monotonic() + src.quiesce()
     while True:
         left = deadline - time.monotonic()
         b = src.next_batch_blocking(left) if left > 0 else src.next_batch()
@@ -277,210 +387,123 @@ def _sweep(core: BatchQueue[OwnedBatch], src: Any, index: int) -> None:
         _put(core, b, index)
 
 
-def _source_loop(core: BatchQueue[OwnedBatch], src: Any, index: int, name: str,
+def _source_loop(core: BatchQueue[OwnedBatch], src: Source, index: int, name: str,
                  poll: float, done: Callable[[], None]) -> None:
-    # Holds no reference to the service, so an abandoned service can be
-    # collected (and warn) while its threads run.
-    _set_os_thread_name(name)
     try:
         while not core.closing:
             b = src.next_batch_blocking(poll)
             if b is not None:
                 _put(core, b, index)
     except BaseException as e:  # noqa: BLE001 - handed to the consumers
-        # A source closed by stop() from outside (see _end_stop) is no failure.
+        # A source closed by stop() from outside (to wake us) is no failure.
         if not (isinstance(e, ClosedError) and core.closing):
             core.fail(name, e)
     try:
         _sweep(core, src, index)
-    except BaseException:  # noqa: BLE001 - a failed source: nothing more to save
+    except BaseException:  # noqa: BLE001 - a failed or closed source: nothing more to save
         pass
     finally:
         try:
-            src.close()  # reads the final kernel counters
+            src.close()  # reads the final counters
         except BaseException as e:  # noqa: BLE001
             core.fail(name, e)
         done()
 
 
-# -- the service ----------------------------------------------------------------------------
-
-_live: weakref.WeakSet[CaptureService] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for svc in list(_live):
-        svc.stop()
-
-
-class CaptureService(ServiceBase):
+class CaptureService(_ThreadService):
     """OS threads reading sources into one bounded queue; sync, asyncio and trio faces.
 
-    ``sources``: one source or a sequence of them (``Capture`` objects, e.g.
-    several interfaces or the members of a fanout group); the service owns
+    ``sources``: one ``Source`` or a sequence of them (``Capture`` objects:
+    several interfaces, or the members of a fanout group); the service owns
     and closes them. ``capacity``: the queue bound, in packets; a batch is
     admitted whole when it fits in the room left, and a batch larger than
     the whole capacity only into an empty queue. ``overflow``: ``"block"``
     (the thread waits for room, the ring fills and the kernel drops, counted
     in the sources' stats) or ``"drop"`` (the newest batch is dropped at the
-    queue, counted in ``queue_drops``). ``name`` prefixes the thread names.
+    queue, counted in ``queue_drops``). ``name`` prefixes the thread names;
+    ``drain_timeout`` is how long ``stop(drain=True)`` waits by default.
 
     Start with ``start()`` or ``with``; ``stop()`` returns within a second.
     The sync face is this object: ``for pkt in svc``, ``get``, ``get_batch``,
-    ``get_nowait``. ``asyncio()`` and ``trio()`` give the other faces.
+    ``get_nowait``, ``get_all``. ``asyncio()``, ``trio()`` and ``channel()``
+    (whichever loop is running: anyio code uses it) give the async faces.
     """
 
-    def __init__(self, sources: CaptureSource | Sequence[CaptureSource], *, capacity: int = 65536,
+    _kind = "capture"
+
+    def __init__(self, sources: Source | Sequence[Source], *, capacity: int = 65536,
                  overflow: Overflow | str = "block", name: str | None = None,
-                 poll_interval: float = POLL_INTERVAL) -> None:
-        self._started = False
-        self._stopped = False
-        srcs: list[Any] = [sources] if isinstance(sources, CaptureSource) else list(sources)  # type: ignore[arg-type]
-        if not srcs:
-            raise ConfigError("CaptureService needs at least one source")
+                 poll_interval: float = POLL_INTERVAL, drain_timeout: float = 2.0) -> None:
+        self._started = self._stopped = False
+        srcs: list[Any] = [sources] if isinstance(sources, Source) else list(sources)  # type: ignore[arg-type]
         for s in srcs:
-            if not isinstance(s, CaptureSource):
-                raise ConfigError(f"not a capture source (needs next_batch, next_batch_blocking, close, stats): {s!r}")
-        if len({id(s) for s in srcs}) != len(srcs):
-            raise ConfigError("the same source was passed twice; one thread reads each source")
-        if not isinstance(poll_interval, (int, float)) or not 0 < poll_interval <= 0.5:
-            raise ConfigError(f"poll_interval must be in (0, 0.5] seconds, got {poll_interval!r}")
+            if not isinstance(s, Source):
+                raise ConfigError(f"not a capture source (see netring_chan.contract.Source): {s!r}")
+        self._distinct(srcs, "source")
+        super().__init__(name or "nc-capture", poll_interval, drain_timeout)
         self._core: BatchQueue[OwnedBatch] = BatchQueue(capacity, overflow)
-        self.sources: tuple[Any, ...] = tuple(srcs)
-        self.name = name or "nc-capture"
-        self._poll = float(poll_interval)
-        self._threads: list[threading.Thread] = []
-        self._cursor = _Cursor()
+        self.sources: tuple[Source, ...] = tuple(srcs)
+        self._members = self.sources
+        self._cursor = PacketCursor()
         self._cursor_lock = threading.Lock()
 
-    # -- life cycle --------------------------------------------------------------------
+    def _thread_main(self, i: int, name: str, done: Callable[[], None]) -> Callable[[], None]:
+        core, src, poll = self._core, self.sources[i], self._poll
+        return lambda: _source_loop(core, src, i, name, poll, done)
 
-    def _source_name(self, i: int) -> str:
-        s = self.sources[i]
-        label = getattr(s, "interface", None) or str(i)
-        return f"{self.name}-{label}"
+    def _begin_stop(self, drain: bool, deadline: float) -> float:
+        self._core.begin_close()  # threads quiesce, sweep and close their sources
+        return time.monotonic() + _JOIN_BUDGET
 
-    def start(self) -> CaptureService:
-        """Start one thread per source. Idempotent; a stopped service cannot restart."""
-        if self._stopped:
-            raise ClosedError("the service was stopped; make a new one")
-        if self._started:
-            return self
-        self._started = True
-        done = Countdown(len(self.sources), self._core)
-        for i, src in enumerate(self.sources):
-            name = self._source_name(i)
-            t = threading.Thread(target=_source_loop, name=name, daemon=True,
-                                 args=(self._core, src, i, name, self._poll, done))
-            self._threads.append(t)
-        _live.add(self)
-        for t in self._threads:
-            t.start()
-        return self
-
-    def _begin_stop(self) -> bool:
-        """Start stopping (never blocks); False if already stopped."""
-        if self._stopped:
-            return False
-        self._stopped = True
-        _live.discard(self)
-        self._core.begin_close()
-        return True
-
-    def _threads_done(self) -> bool:
-        return not any(t.is_alive() for t in self._threads)
-
-    def _end_stop(self) -> None:
-        if not self._threads_done():
-            # A thread is still in a source call: closing the source wakes it.
-            for s in self.sources:
-                try:
-                    s.close()
-                except Exception:  # noqa: BLE001
-                    pass
-            for t in self._threads:
-                if t is not threading.current_thread():
-                    t.join(0.15)
-        if not self._started:
-            for s in self.sources:
-                s.close()
-        with self._cursor_lock:
-            self._cursor.give_back(self._core)
+    def _end_stop(self, drain: bool) -> None:
+        super()._end_stop(drain)
+        self._give_back(self._cursor)
         self._core.finish_close()
 
-    def stop(self, drain: bool = False) -> list[OwnedBatch]:
-        """Stop the threads and close the sources; returns within about a second.
+    def _drained_now(self) -> bool:
+        return self._core.counters().queued == 0
 
-        Idempotent. Consumers then receive what is still queued, then the
-        end (``ClosedError`` from ``get``, ``EndOfChannel`` in trio, the end
-        of iteration) or the error of a failed thread. ``drain=True`` takes
-        what is still queued and returns it (see ``drain``).
-        """
-        if self._begin_stop():
-            deadline = time.monotonic() + _JOIN_BUDGET
-            me = threading.current_thread()
-            for t in self._threads:
-                if t is not me:
-                    t.join(max(0.0, deadline - time.monotonic()))
-            self._end_stop()
-        return self.drain() if drain else []
-
-    async def _stop_async(self, sleep: Callable[[float], Any]) -> None:
-        if self._begin_stop():
-            deadline = time.monotonic() + _JOIN_BUDGET
-            while not self._threads_done() and time.monotonic() < deadline:
-                await sleep(0.005)
-            self._end_stop()
-
-    def drain(self) -> list[OwnedBatch]:
-        """Take every batch still queued, without waiting (they count as delivered)."""
+    def _give_back(self, cur: PacketCursor) -> None:
         with self._cursor_lock:
-            self._cursor.give_back(self._core)
-        return self._core.drain()
+            rest = cur.take_rest()
+        if rest is not None:
+            self._core.give_back(rest)
 
-    def __enter__(self) -> CaptureService:
-        return self.start()
+    def wait_drained(self, timeout: float | None = None) -> bool:
+        """Wait until consumers have taken everything queued now (True), or
+        ``timeout`` s passed (False). Does not stop the service."""
+        _check_timeout(timeout)
+        self._check_started()
+        return self._core.wait_empty(timeout)
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def __del__(self) -> None:
-        if getattr(self, "_started", False) and not getattr(self, "_stopped", True):
-            warnings.warn(f"unstopped {self!r}", ResourceWarning, source=self)
-            self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else ("stopped" if self._stopped else "not started")
-        return f"<CaptureService {self.name!r} {len(self.sources)} source(s) {state}>"
+    def get_all(self) -> list[OwnedBatch]:
+        """Take every batch still queued, without waiting (they count as delivered)."""
+        self._give_back(self._cursor)
+        return self._core.get_all()
 
     # -- stats ---------------------------------------------------------------------------
 
     def stats(self) -> ServiceStats:
-        """Per-source kernel counters and the queue's counters.
+        """Per-source counters and the queue's counters.
 
-        Exact for a stopped service (the kernel counters are read when each
-        source closes, after its thread stopped); while running, a snapshot.
+        Exact for a stopped service (the sources' counters are read when each
+        closes, after its thread stopped); while running, a snapshot.
         """
         srcs = []
         for i, s in enumerate(self.sources):
             st = s.stats()
-            srcs.append(SourceStats(self._source_name(i), int(getattr(st, "packets", 0)),
-                                    int(getattr(st, "drops", 0)), int(getattr(st, "freezes", 0))))
+            srcs.append(SourceStats(self._thread_name(i), st.packets, st.drops, st.freezes))
         c = self._core.counters()
         return ServiceStats(tuple(srcs), c.dropped, c.delivered, c.queued, c.peak, c.capacity)
 
     # -- the sync face ---------------------------------------------------------------------
-
-    def _check_started(self) -> None:
-        if not self._started:
-            raise ClosedError("the service is not started: use `with svc:` or svc.start()")
 
     def get_batch(self, timeout: float | None = None) -> OwnedBatch:
         """The next owned batch; waits up to ``timeout`` s (``None``: until stop).
 
         Raises ``queue.Empty`` on timeout, ``ClosedError`` once stopped and
         empty, ``ServiceError`` (from the cause) if a source thread failed.
+        After per-packet gets, first the rest of the current batch.
         """
         self._check_started()
         with self._cursor_lock:
@@ -495,8 +518,7 @@ class CaptureService(ServiceBase):
         """The next packet; waits up to ``timeout`` s (``queue.Empty`` on timeout)."""
         lock = self._cursor_lock
         if lock.acquire(False):  # fast path: the next packet of the current batch
-            it = self._cursor.it
-            p = next(it, None) if it is not None else None
+            p = self._cursor.next()
             lock.release()
             if p is not None:
                 return p
@@ -510,11 +532,9 @@ class CaptureService(ServiceBase):
         try:
             cur = self._cursor
             while True:
-                if cur.it is not None:
-                    p = next(cur.it, None)
-                    if p is not None:
-                        return p
-                    cur.it = None
+                p = cur.next()
+                if p is not None:
+                    return p
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 cur.set(self._core.get(left))
         finally:
@@ -522,269 +542,434 @@ class CaptureService(ServiceBase):
 
     def batches(self, timeout: float | None = None) -> Iterator[OwnedBatch]:
         """Owned batches until stop (or ``timeout`` s without one)."""
-        return self._iterate(timeout, per_packet=False)  # type: ignore[return-value]
+        self._check_started()
+        return self._each(timeout, None)
 
     def packets(self, timeout: float | None = None) -> Iterator[OwnedPacket]:
         """Owned packets until stop (or ``timeout`` s without a batch)."""
-        return self._iterate(timeout, per_packet=True)  # type: ignore[return-value]
+        self._check_started()
+        # chain.from_iterable steps through each batch's packets in C; the
+        # generator runs once per batch and its cursor still sees how far
+        # the consumer got.
+        return chain.from_iterable(self._each(timeout, PacketCursor()))
 
     def __iter__(self) -> Iterator[OwnedPacket]:
         return self.packets()
 
-    def _iterate(self, timeout: float | None, per_packet: bool) -> Iterator[Any]:
-        self._check_started()
-        if per_packet:
-            # chain.from_iterable steps through each batch's packets in C; the
-            # generator below runs once per batch (not per packet) and its
-            # cursor still sees how far the consumer got.
-            return chain.from_iterable(self._each(timeout, per_packet))
-        return self._each(timeout, per_packet)
-
-    def _each(self, timeout: float | None, per_packet: bool) -> Iterator[Any]:
+    def _each(self, timeout: float | None, cur: PacketCursor | None) -> Iterator[Any]:
         core = self._core
-        cur = _Cursor()
         try:
             while True:
                 try:
                     b = core.get(timeout)
                 except (ClosedError, queue.Empty):
                     return
-                if not per_packet:
-                    yield b
-                    continue
-                cur.set(b)
-                yield cur.it
-                cur.it = None
+                yield b if cur is None else cur.set(b)
         except KeyboardInterrupt:
             # Ctrl-C while the consumer waited here: stop cleanly, then let it propagate.
-            cur.give_back(core)
+            if cur is not None:
+                self._give_back(cur)
             self.stop()
             raise
         finally:
-            cur.give_back(core)
+            if cur is not None:
+                self._give_back(cur)
 
-    # -- the other faces -------------------------------------------------------------------
+    # -- the async faces -------------------------------------------------------------------
 
     def asyncio(self) -> AsyncioReceiver:
-        """The asyncio face (see ``AsyncioReceiver``); starts the service if new."""
+        """The asyncio face (through janus); starts the service if new."""
+        from ._faces import AsyncioReceiver
+
+        return AsyncioReceiver(self._start_for_face())
+
+    def trio(self) -> Receiver:
+        """The trio face, a ``trio.abc.ReceiveChannel``; starts the service if new."""
+        from ._faces import trio_receiver
+
+        return trio_receiver(self._start_for_face())
+
+    def channel(self) -> Receiver:
+        """The async face of whichever loop is running (asyncio or trio, anyio on either)."""
+        from ._faces import receiver_for_current_loop
+
+        return receiver_for_current_loop(self._start_for_face())
+
+    def _start_for_face(self) -> CaptureService:
         if not self._stopped:
             self.start()
-        return AsyncioReceiver(self)
+        return self
 
-    @asynccontextmanager
-    async def trio(self) -> AsyncIterator[TrioReceiveChannel]:
-        """``async with svc.trio() as rx``: start (if new), receive, and stop on exit."""
-        import trio  # type: ignore[import-untyped]  # lazy: importing netring_chan does not import trio
 
+# -- injection ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class InjectServiceStats:
+    """Counters of an injection service, all in frames.
+
+    Every submitted frame is, at any moment, exactly one of: dropped at the
+    queue (``queue_drops``, ``overflow="drop"``), still queued (``queued``),
+    in a sender thread's hands or in a sink not yet finished (``in_flight``),
+    finished by the sink (``sent``), refused (``rejected``: by the kernel, or
+    no longer fitting the interface when its turn came), or given up because
+    of a stop or failure (``discarded``: still queued then, or left in a sink
+    when it closed). ``ring_full``: times a sender thread found its sink full.
+    ``peak_queued``: the deepest the queue got while running. For a stopped
+    service ``in_flight`` is 0 and ``balanced`` holds.
+    """
+
+    submitted: int
+    queue_drops: int
+    queued: int
+    in_flight: int
+    sent: int
+    rejected: int
+    discarded: int
+    ring_full: int
+    peak_queued: int
+    capacity: int
+
+    @property
+    def balanced(self) -> bool:
+        """Whether every submitted frame is accounted for (exact once stopped)."""
+        return self.submitted == (self.sent + self.rejected + self.queue_drops + self.discarded
+                                  + self.queued + self.in_flight)
+
+
+class _SendControl:
+    """Shared by the injection service and its threads (never a reference to the service)."""
+
+    def __init__(self, n: int) -> None:
+        self.discard = False  # stop without draining: threads give up what they hold
+        self.lock = threading.Lock()
+        self.discarded = 0
+        self.refused = 0
+        self.in_hand = [0] * n  # per thread: taken from the queue, not yet in its sink
+        self.deadline = 0.0  # with drain: when the threads stop waiting for their sinks
+
+    def add(self, what: str, n: int) -> None:
+        if n:
+            with self.lock:
+                setattr(self, what, getattr(self, what) + n)
+
+
+def _take(core: BatchQueue[list[bytes]], first: list[bytes]) -> list[bytes]:
+    """``first`` plus what else is queued now, up to about ``_BATCH`` frames."""
+    frames = list(first)
+    while len(frames) < _BATCH:
+        try:
+            frames += core.get_nowait()
+        except (queue.Empty, ClosedError, ServiceError):
+            break
+    return frames
+
+
+def _push(sink: Sink, frames: list[bytes], i_me: int, ctl: _SendControl) -> None:
+    """Put ``frames`` in the sink in order (waiting for room), then flush."""
+    i, n = 0, len(frames)
+    while i < n and not ctl.discard:
+        try:
+            k = sink.publish(frames[i:] if i else frames)
+        except ClosedError:  # a ValueError too: closed by stop() to wake us
+            raise
+        except ValueError:
+            # It fitted when submitted; the interface's MTU shrank since.
+            ctl.add("refused", 1)
+            k = 1
+        if not k:
+            sink.wait_room(None)  # close() from stop() wakes it
+            continue
+        ctl.in_hand[i_me] -= k
+        i += k
+    sink.flush()
+
+
+def _sender_loop(core: BatchQueue[list[bytes]], sink: Sink, name: str, i_me: int,
+                 ctl: _SendControl, poll: float, done: Callable[[], None]) -> None:
+    failed = False
+    try:
+        while not ctl.discard:
+            try:
+                item = core.get(poll)
+            except queue.Empty:
+                continue
+            except (ClosedError, ServiceError):
+                break  # stopped and nothing left, or another sender failed
+            ctl.in_hand[i_me] = len(item)
+            frames = _take(core, item)
+            ctl.in_hand[i_me] = len(frames)
+            _push(sink, frames, i_me, ctl)
+        if not ctl.discard:  # stopped with drain: wait for the sink too
+            sink.wait_drained(max(0.0, ctl.deadline - time.monotonic()))
+    except BaseException as e:  # noqa: BLE001 - handed to the producers
+        # A sink closed by stop() from outside (to wake us) is no failure.
+        if not (isinstance(e, ClosedError) and core.closing):
+            failed = True
+            core.fail(name, e, finish=True)
+    finally:
+        ctl.add("discarded", ctl.in_hand[i_me])
+        ctl.in_hand[i_me] = 0
+        if failed:
+            ctl.discard = True  # the other senders give up too
+            ctl.add("discarded", sum(len(item) for item in core.get_all()))
+        try:
+            sink.close(timeout=0)  # what is still in it now is counted as discarded
+        except BaseException as e:  # noqa: BLE001
+            core.fail(name, e, finish=True)
+        done()
+
+
+class InjectService(_ThreadService):
+    """OS threads sending frames from one bounded queue through sinks.
+
+    ``sinks``: one ``Sink`` (an ``Injector``) or a sequence of them; the
+    service owns and closes them (do not send through them directly, or the
+    counts no longer add up). ``capacity``: the queue bound, in frames.
+    ``overflow``: ``"block"`` (a producer waits for room) or ``"drop"`` (the
+    newest submission is dropped, counted in ``queue_drops``).
+    ``drain_timeout``: how long ``stop(drain=True)`` waits by default.
+    ``name`` prefixes the thread names. A frame must fit every sink.
+
+    Frames are checked when they are submitted, so a bad frame raises in the
+    producer and never reaches the queue. They are sent in submission order
+    on each sink; with several sinks the threads share the queue (each frame
+    goes out once), so order holds per sink only.
+
+    Start with ``start()`` or ``with`` (leaving the block normally drains,
+    leaving it on an exception discards). The sync face is this object:
+    ``send``, ``send_nowait``, ``send_many``, ``wait_drained``;
+    ``asyncio()``, ``trio()`` and ``channel()`` give the async faces.
+    """
+
+    _kind = "inject"
+
+    def __init__(self, sinks: Sink | Sequence[Sink], *, capacity: int = 4096,
+                 overflow: Overflow | str = "block", name: str | None = None,
+                 drain_timeout: float = 2.0, poll_interval: float = POLL_INTERVAL) -> None:
+        self._started = self._stopped = False
+        ss: list[Any] = [sinks] if isinstance(sinks, Sink) else list(sinks)  # type: ignore[arg-type]
+        for s in ss:
+            if not isinstance(s, Sink):
+                raise ConfigError(f"not an Injector or other sink (see netring_chan.contract.Sink): {s!r}")
+            if s.closed:
+                raise ConfigError(f"{s!r} is closed")
+        self._distinct(ss, "sink")
+        super().__init__(name or "nc-inject", poll_interval, drain_timeout)
+        self._core: BatchQueue[list[bytes]] = BatchQueue(capacity, overflow)
+        self.sinks: tuple[Sink, ...] = tuple(ss)
+        self._members = self.sinks
+        self._ctl = _SendControl(len(ss))
+        self._count_lock = threading.Lock()
+        self._submitted = 0
+
+    @property
+    def injectors(self) -> tuple[Sink, ...]:
+        """The sinks (``Injector`` objects), by their older name."""
+        return self.sinks
+
+    def _thread_main(self, i: int, name: str, done: Callable[[], None]) -> Callable[[], None]:
+        core, sink, ctl, poll = self._core, self.sinks[i], self._ctl, self._poll
+        return lambda: _sender_loop(core, sink, name, i, ctl, poll, done)
+
+    def _begin_stop(self, drain: bool, deadline: float) -> float:
+        if drain:
+            self._ctl.deadline = deadline
+        else:
+            self._ctl.discard = True
+        self._core.finish_close()  # producers now get ClosedError; blocked ones wake
+        if not drain:
+            self._wake_members()
+            return time.monotonic() + _JOIN_BUDGET
+        return deadline + 0.2
+
+    def _end_stop(self, drain: bool) -> None:
+        if not self._threads_done():
+            self._ctl.discard = True  # still waiting for room past the deadline: give up
+        super()._end_stop(drain)
+        self._ctl.add("discarded", sum(len(item) for item in self._core.get_all()))
+
+    def _wake_members(self) -> None:
+        # Without waiting for queued frames: that is the sender threads' job.
+        for sink in self.sinks:
+            try:
+                sink.close(timeout=0)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _at_exit(self) -> None:
+        # Send what was queued (bounded), as a user who forgot stop() most likely expects.
+        self.stop(drain=True, timeout=min(self.drain_timeout, 0.5))
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.stop(drain=exc_type is None)
+
+    # -- stats ---------------------------------------------------------------------------
+
+    def stats(self) -> InjectServiceStats:
+        """The counters (see ``InjectServiceStats``); exact once stopped, a snapshot before."""
+        c = self._core.counters()
+        sent = rejected = ring_full = in_sink = left_in_sink = 0
+        for sink in self.sinks:
+            s = sink.stats()
+            sent += s.sent
+            rejected += s.rejected
+            ring_full += s.ring_full
+            if sink.closed:
+                left_in_sink += s.pending  # never confirmed: given up
+            else:
+                in_sink += s.pending
+        ctl = self._ctl
+        with ctl.lock:
+            discarded, refused, in_hand = ctl.discarded, ctl.refused, sum(ctl.in_hand)
+        with self._count_lock:
+            submitted = self._submitted
+        return InjectServiceStats(
+            submitted=submitted, queue_drops=c.dropped, queued=c.queued, in_flight=in_hand + in_sink,
+            sent=sent, rejected=rejected + refused, discarded=discarded + left_in_sink,
+            ring_full=ring_full, peak_queued=c.peak, capacity=c.capacity)
+
+    # -- waiting until what was submitted has gone ------------------------------------------
+
+    def _settled(self, target: int) -> bool:
+        """Whether the first ``target`` submissions are settled; raises if they never will be."""
+        self._raise_if_failed()
+        st = self.stats()
+        # The queue is FIFO and the counters only grow: once they cover the
+        # first ``target`` submissions, those are done with.
+        if st.sent + st.rejected + st.queue_drops >= target:
+            return True
+        if self._stopped and self._threads_done():
+            raise ClosedError(f"the service stopped before every frame was sent ({st.discarded} discarded)")
+        return False
+
+    def wait_drained(self, timeout: float | None = None) -> bool:
+        """Wait until every frame submitted before this call was sent (or
+        rejected, or dropped at the queue). True then, False on timeout.
+
+        Does not stop the service. Raises ``ServiceError`` if a sender thread
+        failed, ``ClosedError`` if the service stopped with frames discarded.
+        """
+        _check_timeout(timeout)
+        self._check_started()
+        target = self.stats().submitted
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._settled(target):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(_SETTLE_POLL)
+        return True
+
+    async def _wait_drained_async(self, timeout: float | None, sleep: Callable[[float], Any]) -> bool:
+        _check_timeout(timeout)
+        self._check_started()
+        target = self.stats().submitted
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._settled(target):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await sleep(_SETTLE_POLL)
+        await sleep(0)
+        return True
+
+    # -- submission (shared by every face) -------------------------------------------------
+
+    def _check(self, frame: object, what: str = "frame") -> bytes:
+        """The frame as ``bytes`` (a copy unless it already is), or a clear exception."""
+        if isinstance(frame, bytes):
+            b = frame
+        elif isinstance(frame, str):
+            raise TypeError(f"{what} must be a bytes-like object, got str {frame[:20]!r}")
+        else:
+            try:
+                b = memoryview(frame).tobytes()  # type: ignore[arg-type]
+            except TypeError:
+                raise TypeError(f"{what} must be a bytes-like object, got {type(frame).__name__}") from None
+        for sink in self.sinks:
+            try:
+                sink.check_frame(b)
+            except ValueError as e:
+                raise ValueError(f"{what}: {e}") from None
+        return b
+
+    def _items(self, frames: Iterable[Frame]) -> list[list[bytes]]:
+        """Every frame checked (nothing is queued if one is bad), in queue-sized chunks."""
+        if isinstance(frames, (bytes, bytearray, memoryview, str)):
+            raise TypeError("send_many takes an iterable of frames, not a single frame")
+        checked = [self._check(f, f"frame {i}") for i, f in enumerate(frames)]
+        step = min(_BATCH, self.capacity)
+        return [checked[i:i + step] for i in range(0, len(checked), step)]
+
+    def _submitted_add(self, n: int) -> None:
+        with self._count_lock:
+            self._submitted += n
+
+    def _admit_nowait(self, item: list[bytes]) -> bool:
+        r = self._core.put_nowait(item)  # queue.Full propagates
+        self._submitted_add(len(item))
+        return r
+
+    # -- the sync face ---------------------------------------------------------------------
+
+    def send(self, frame: Frame, timeout: float | None = None) -> bool:
+        """Queue one frame; True, or False if it was dropped (``overflow="drop"``).
+
+        With ``overflow="block"`` waits up to ``timeout`` s (``None``: as
+        long as it takes) for room, then raises ``queue.Full``. Raises
+        ``TypeError``/``ValueError`` for a bad frame (nothing queued),
+        ``ClosedError`` once stopped, ``ServiceError`` if a sender failed.
+        """
+        item = [self._check(frame)]
+        self._check_started()
+        r = self._core.put(item, timeout)
+        self._submitted_add(1)
+        return r
+
+    def send_nowait(self, frame: Frame) -> bool:
+        """Queue one frame if there is room now (else ``queue.Full``); False if dropped."""
+        item = [self._check(frame)]
+        self._check_started()
+        return self._admit_nowait(item)
+
+    def send_many(self, frames: Iterable[Frame], timeout: float | None = None) -> int:
+        """Queue every frame in order; return how many were queued (the rest dropped).
+
+        All frames are checked first: if one is bad nothing is queued.
+        Frames go into the queue in chunks of up to 64 (each admitted or,
+        under ``"drop"``, dropped whole); ``timeout`` applies to each chunk.
+        If it raises part way (``queue.Full``, ``ClosedError``,
+        ``ServiceError``), the chunks before stay queued.
+        """
+        items = self._items(frames)
+        self._check_started()
+        n = 0
+        for item in items:
+            if self._core.put(item, timeout):
+                n += len(item)
+            self._submitted_add(len(item))
+        return n
+
+    # -- the async faces -------------------------------------------------------------------
+
+    def asyncio(self) -> AsyncioSender:
+        """The asyncio face; starts the service if new."""
+        from ._faces import AsyncioSender
+
+        return AsyncioSender(self._start_for_face())
+
+    def trio(self) -> Sender:
+        """The trio face, a ``trio.abc.SendChannel``; starts the service if new."""
+        from ._faces import trio_sender
+
+        return trio_sender(self._start_for_face())
+
+    def channel(self) -> Sender:
+        """The async face of whichever loop is running (asyncio or trio, anyio on either)."""
+        from ._faces import sender_for_current_loop
+
+        return sender_for_current_loop(self._start_for_face())
+
+    def _start_for_face(self) -> InjectService:
         if not self._stopped:
             self.start()
-        rx = TrioReceiveChannel(self)
-        try:
-            yield rx
-        finally:
-            with trio.CancelScope(shield=True):
-                await rx.aclose()
-
-
-class AsyncioReceiver:
-    """The asyncio face: ``async for pkt in rx``, ``await get()``, ``await get_batch()``.
-
-    Waiting goes through janus' async side, so the event loop never blocks
-    on the service; cancelling a waiting task loses nothing. ``async with``
-    (or ``aclose()``) stops the service without blocking the loop. One
-    service's asyncio face is bound to the first event loop that waits on it.
-    """
-
-    def __init__(self, svc: CaptureService) -> None:
-        self._svc = svc
-        self._core = svc._core
-        self._cur = _Cursor()
-
-    async def get_batch(self) -> OwnedBatch:
-        """The next owned batch; ``ClosedError`` at the end, ``ServiceError`` on failure.
-
-        After per-packet gets, first the rest of the current batch.
-        """
-        rest = self._cur.take_rest()
-        if rest is not None:
-            return rest
-        b = await self._core.get_async()
-        await asyncio.sleep(0)  # a schedule point per batch, even when the queue is never empty
-        return b
-
-    def get_nowait(self) -> OwnedPacket:
-        """The next packet if one is ready, else ``queue.Empty``."""
-        cur = self._cur
-        if cur.it is not None:
-            p = next(cur.it, None)
-            if p is not None:
-                return p
-        cur.set(self._core.get_nowait())
-        return next(cur.it)  # type: ignore[arg-type]
-
-    async def get(self) -> OwnedPacket:
-        """The next packet."""
-        cur = self._cur
-        while True:
-            if cur.it is not None:
-                p = next(cur.it, None)
-                if p is not None:
-                    return p
-                cur.it = None
-            cur.set(await self._next_batch())
-
-    async def _next_batch(self) -> OwnedBatch:
-        b = await self._core.get_async()
-        await asyncio.sleep(0)
-        return b
-
-    def __aiter__(self) -> AsyncioReceiver:
         return self
-
-    async def __anext__(self) -> OwnedPacket:
-        it = self._cur.it
-        if it is not None:
-            p = next(it, None)
-            if p is not None:
-                return p
-        try:
-            return await self.get()
-        except ClosedError:
-            raise StopAsyncIteration from None
-
-    async def batches(self) -> AsyncIterator[OwnedBatch]:
-        """Owned batches until the service stops."""
-        while True:
-            try:
-                yield await self.get_batch()
-            except ClosedError:
-                return
-
-    def __del__(self) -> None:
-        # Abandoned mid-batch (``break`` without ``aclose``): keep the count exact.
-        cur = getattr(self, "_cur", None)
-        if cur is not None:
-            cur.give_back(self._core)
-
-    async def aclose(self) -> None:
-        """Hand back the rest of the current batch and stop the service."""
-        await self._svc._stop_async(asyncio.sleep)
-        self._cur.give_back(self._core)
-
-    async def __aenter__(self) -> AsyncioReceiver:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-class TrioReceiveChannel:
-    """The trio face: a receive channel of ``OwnedPacket`` fed by the source threads.
-
-    It has the interface of ``trio.abc.ReceiveChannel`` (``receive``,
-    ``aclose``, ``async for``, ``async with``) without subclassing it, so
-    that importing netring_chan does not import trio.
-
-    ``receive()`` raises ``trio.EndOfChannel`` once the service stopped and
-    the queue is empty, ``ServiceError`` (from the cause) if a source thread
-    failed. ``receive_batch()`` gives whole owned batches. Closing the
-    channel stops the service. The threads wake a waiting receiver through
-    the trio token. ``receive()`` checks for cancellation on every packet
-    and yields to the scheduler once per batch (every packet would cost a
-    scheduler round trip each).
-    """
-
-    def __init__(self, svc: CaptureService) -> None:
-        self._svc = svc
-        self._core = svc._core
-        self._cur = _Cursor()
-        self._closed = False
-        import trio  # type: ignore[import-untyped]  # lazy: importing netring_chan does not import trio
-
-        self._trio: Any = trio
-        self._checkpoint_if_cancelled: Callable[[], Any] = trio.lowlevel.checkpoint_if_cancelled
-
-    async def receive_batch(self) -> OwnedBatch:
-        """The next owned batch (``EndOfChannel`` at the end).
-
-        After per-packet receives, first the rest of the current batch.
-        """
-        trio = self._trio
-        if self._closed:
-            raise trio.ClosedResourceError("the receive channel was closed")
-        rest = self._cur.take_rest()
-        if rest is not None:
-            await trio.lowlevel.checkpoint()
-            return rest
-        return await self._next_batch()
-
-    async def _next_batch(self) -> OwnedBatch:
-        try:
-            return await wait_trio(self._core, self._core.get_nowait)
-        except ClosedError:
-            raise self._trio.EndOfChannel from None
-
-    async def receive(self) -> OwnedPacket:
-        """The next packet (``EndOfChannel`` at the end)."""
-        it = self._cur.it
-        if it is not None:
-            await self._checkpoint_if_cancelled()
-            p = next(it, None)
-            if p is not None:
-                return p
-            self._cur.it = None
-        if self._closed:
-            raise self._trio.ClosedResourceError("the receive channel was closed")
-        while True:
-            self._cur.set(await self._next_batch())
-            p = next(self._cur.it, None)  # type: ignore[arg-type]
-            if p is not None:
-                return p
-
-    async def batches(self) -> AsyncIterator[OwnedBatch]:
-        """Owned batches until the service stops."""
-        while True:
-            try:
-                yield await self.receive_batch()
-            except self._trio.EndOfChannel:
-                return
-
-    def __aiter__(self) -> TrioReceiveChannel:
-        return self
-
-    async def __anext__(self) -> OwnedPacket:
-        # Iteration checkpoints once per batch (taking the next batch always
-        # does), not per packet: a per-packet checkpoint costs more than
-        # libpcap's whole per-packet work. A batch is one ring block, handed
-        # over within block_timeout_ms, so cancellation stays prompt; an
-        # explicit ``receive()`` still checkpoints on every call.
-        it = self._cur.it
-        if it is not None:
-            p = next(it, None)
-            if p is not None:
-                return p
-            self._cur.it = None
-        try:
-            return await self.receive()
-        except self._trio.EndOfChannel:
-            raise StopAsyncIteration from None
-
-    async def __aenter__(self) -> TrioReceiveChannel:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    def __del__(self) -> None:
-        cur = getattr(self, "_cur", None)
-        if cur is not None:
-            cur.give_back(self._core)
-
-    async def aclose(self) -> None:
-        """Close this channel and stop the service (the loop is not blocked)."""
-        trio = self._trio
-        if not self._closed:
-            self._closed = True
-            await self._svc._stop_async(trio.sleep)
-            self._cur.give_back(self._core)
-        await trio.lowlevel.checkpoint()

@@ -307,7 +307,7 @@ class _RingRefuser:
 
 
 def test_ring_shrinks_on_enomem_and_says_so(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
-    from netring_chan.rings import afpacket
+    from netring_chan.rings.afpacket import rx as afpacket
     refuser = _RingRefuser(limit=4)
     monkeypatch.setattr(afpacket, "lib", refuser)
     dst, src = hwaddr(lab.a), hwaddr(lab.b)

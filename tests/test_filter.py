@@ -168,7 +168,7 @@ def test_protocol_option_binds_to_one_ethertype(lab: Lab) -> None:
 
 def test_missing_libpcap_names_the_package_and_raw_programs_still_work(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from netring_chan import bpf
+    from netring_chan.rings.afpacket import bpf
     monkeypatch.setattr(bpf, "_pcap", None)
     monkeypatch.setattr(bpf, "_PCAP_NAMES", ("libnetring-no-such-pcap.so.0",))
     monkeypatch.setattr(bpf.ctypes.util, "find_library", lambda name: None)

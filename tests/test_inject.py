@@ -18,7 +18,8 @@ import pytest
 from inject_helpers import SIZES, Receiver, loss_report, seq_frame, softnet_drops
 from lab import sh
 import netring_chan as nc
-from netring_chan.rings.inject import DATA_OFF, Injector, RingFullError
+from netring_chan import Injector, RingFullError
+from netring_chan.rings.afpacket.tx import DATA_OFF
 
 
 def tc(lab, *args: str) -> str:

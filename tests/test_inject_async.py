@@ -16,7 +16,7 @@ import trio
 from inject_helpers import SIZES, Receiver, loss_report, seq_frame, softnet_drops
 from lab import sh
 import netring_chan as nc
-from netring_chan.aio_inject import AsyncInjector
+from netring_chan import AsyncInjector
 
 N = 300
 

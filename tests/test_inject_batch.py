@@ -1,5 +1,5 @@
-"""Injector.try_send_many: one C call per run of free slots, never waiting,
-stopping before any frame that needs the full per-frame checks."""
+"""Injector.publish (the Sink contract's publish): one C call per run of free
+slots, never waiting; an invalid first frame raises, a later one ends the run."""
 
 from __future__ import annotations
 
@@ -17,19 +17,25 @@ def test_runs_stop_at_frames_needing_checks_and_at_a_full_ring(lab: Lab) -> None
     good = [seq_frame(i, 900 + 13 * i) for i in range(30)]
     with Receiver(lab.b) as rx, nc.Injector(lab.a, frame_count=8) as inj:
         # A plain run is queued whole; nothing leaves before flush.
-        assert inj.try_send_many(good[:3]) == 3
-        # Stops before a frame that is too short, not bytes-like, or too long.
-        assert inj.try_send_many([good[3], b"\x00" * 10, good[4]]) == 1
-        assert inj.try_send_many([b"\x00" * 10, good[4]]) == 0
-        assert inj.try_send_many(["not bytes", good[4]]) == 0  # type: ignore[list-item]
-        assert inj.try_send_many([b"\x00" * (inj.mtu + 15)]) == 0
-        assert inj.try_send_many([]) == 0
+        assert inj.publish(good[:3]) == 3
+        # Stops before a frame that is too short, not bytes-like, or too long...
+        assert inj.publish([good[3], b"\x00" * 10, good[4]]) == 1
+        # ... and such a frame first raises, saying why; nothing is queued.
+        with pytest.raises(ValueError, match="shorter"):
+            inj.publish([b"\x00" * 10, good[4]])
+        with pytest.raises(TypeError, match="bytes-like"):
+            inj.publish(["not bytes", good[4]])  # type: ignore[list-item]
+        with pytest.raises(ValueError, match="exceeds"):
+            inj.publish([b"\x00" * (inj.mtu + 15)])
+        assert inj.publish([]) == 0
+        assert inj.stats().queued == 4
         # 8 slots, 4 queued: exactly 4 more fit (no flush while not full).
-        assert inj.try_send_many(good[4:20]) == 4
+        assert inj.publish(good[4:20]) == 4
         assert inj.stats().sent == 0
+        assert inj.room() <= 8 - 8 + inj.stats().sent
         # Full: it kicks the kernel once; the qdisc lets a frame or two out,
         # so only as many as came free are queued, never more than the ring.
-        k = inj.try_send_many(good[8:30])
+        k = inj.publish(good[8:30])
         st = inj.stats()
         assert k < 22 and st.queued - st.sent <= 8
         assert inj.send_many(good[8 + k:]) == 22 - k
@@ -57,4 +63,6 @@ def test_closed_injector_refuses(lab: Lab) -> None:
     inj = nc.Injector(lab.a)
     inj.close()
     with pytest.raises(nc.ClosedError):
-        inj.try_send_many([seq_frame(0, 60)])
+        inj.publish([seq_frame(0, 60)])
+    with pytest.raises(nc.ClosedError):
+        inj.room()

@@ -19,7 +19,7 @@ import pytest
 from inject_helpers import Receiver, loss_report, seq_frame, softnet_drops
 import netring_chan as nc
 from netring_chan._lowlevel import ffi
-from netring_chan.rings.inject import Injector, RingFullError
+from netring_chan import Injector, RingFullError
 
 SLOTS = 4  # frame_size 2048: two slots per 4 KiB block, two blocks
 

@@ -230,7 +230,7 @@ def test_block_policy_stalled_consumer(lab: Lab, face: str) -> None:
     assert st.peak_queued <= 40
     assert st.kernel_drops > 0 and st.kernel_freezes > 0 and st.queue_drops == 0
     # What was queued (and what the ring still held at stop) is drained in order.
-    rest = [d for b in svc.drain() for d in b.datas()]
+    rest = [d for b in svc.get_all() for d in b.datas()]
     assert len(rest) == st.queued == 600 - st.kernel_drops
     idx = [int.from_bytes(d[14:18], "big") for d in rest]
     assert idx == sorted(idx)
@@ -663,5 +663,5 @@ def test_delivered_counts_only_what_was_handed_out(lab: Lab) -> None:
     svc.stop()
     st = assert_balanced(svc, 50)
     assert (st.delivered, st.queued) == (20, 30)
-    got += [d for b in svc.drain() for d in b.datas()]
+    got += [d for b in svc.get_all() for d in b.datas()]
     assert got == sent

@@ -15,7 +15,8 @@ import time
 import pytest
 import trio
 
-from netring_chan._queue import BatchQueue, Overflow, ServiceError, wait_asyncio, wait_trio
+from netring_chan._loops import loop_for
+from netring_chan._queue import BatchQueue, Overflow, ServiceError
 from netring_chan.errors import ClosedError, ConfigError
 
 
@@ -84,7 +85,7 @@ def test_blocking_put_waits_for_room_and_stop_releases_it() -> None:
     c = q.counters()
     assert c.queued == 15 and c.peak == 10  # peak measures the running queue only
     q.finish_close()
-    assert [x[0] for x in q.drain()] == [2, 3, 4]
+    assert [x[0] for x in q.get_all()] == [2, 3, 4]
     with pytest.raises(ClosedError):
         q.put_nowait(item(1))
     balanced(q, 23)
@@ -166,18 +167,19 @@ def test_asyncio_get_through_janus_with_cancellation() -> None:
 def test_loop_consumer_with_wait_helpers(loop: str) -> None:
     q: BatchQueue[list[int]] = BatchQueue(6, "block")
 
-    async def consume(wait: object) -> list[int]:
+    async def consume() -> list[int]:
+        wait = loop_for(loop).wait_queue
         got: list[int] = []
         t = _producer(q, 200)
         while True:
             try:
-                got.append((await wait(q, q.get_nowait))[0])  # type: ignore[operator]
+                got.append((await wait(q, q.get_nowait))[0])
             except ClosedError:
                 break
         t.join()
         return got
 
-    got = asyncio.run(consume(wait_asyncio)) if loop == "asyncio" else trio.run(consume, wait_trio)
+    got = asyncio.run(consume()) if loop == "asyncio" else trio.run(consume)
     assert got == list(range(200))
     balanced(q, sum(1 + i % 4 for i in range(200)))
 
@@ -199,17 +201,18 @@ def test_loop_producer_feeding_a_thread(loop: str) -> None:
     t = threading.Thread(target=consumer)
     t.start()
 
-    async def produce(wait: object) -> None:
+    async def produce() -> None:
+        wait = loop_for(loop).wait_queue
         for i in range(100):
             it = item(1 + i % 3, i)
-            assert await wait(q, lambda: q.put_nowait(it))  # type: ignore[operator]
+            assert await wait(q, lambda: q.put_nowait(it))
         q.finish_close()
 
     try:
         if loop == "asyncio":
-            asyncio.run(produce(wait_asyncio))
+            asyncio.run(produce())
         else:
-            trio.run(produce, wait_trio)
+            trio.run(produce)
     finally:
         q.finish_close()
         t.join(5)
@@ -223,6 +226,7 @@ def test_trio_wait_cancelled_takes_nothing() -> None:
     q: BatchQueue[list[int]] = BatchQueue(5, "block")
 
     async def main() -> None:
+        wait_trio = loop_for("trio").wait_queue
         with trio.move_on_after(0.05):
             await wait_trio(q, q.get_nowait)
         q.put(item(2, 7))

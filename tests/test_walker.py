@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 import netring_chan as nc
 from netring_chan._lowlevel import ffi, lib
 
-from netring_chan.packet import PacketBatch, _Lease
+from netring_chan.packet import PacketBatch
+from netring_chan.rings.afpacket.blocks import Lease, walk_block
 
 BLK_HDR = ffi.sizeof("struct tpacket_block_desc")  # 48: BLK_HDR_LEN, already 8-aligned
 HDRLEN = (ffi.sizeof("struct tpacket3_hdr") + lib.TPACKET_ALIGNMENT - 1) & ~(lib.TPACKET_ALIGNMENT - 1)
@@ -109,7 +110,7 @@ def needed(pkts: list[Pkt]) -> int:
 def batch_over(buf: bytearray, snaplen: int = 0xFFFFFFFF) -> PacketBatch:
     """A PacketBatch over a bytearray, as Capture builds one over a ring block."""
     owner = ffi.from_buffer("uint8_t[]", buf)
-    return PacketBatch._walk(_Lease(owner, len(buf)), snaplen)
+    return walk_block(Lease(owner, len(buf)), snaplen)
 
 
 class Guarded:
@@ -338,7 +339,7 @@ def test_mutated_blocks_never_escape_the_block(guarded: Guarded, pkts: list[Pkt]
         # What the walker accepted is safe to expose: views and owned copies
         # read only inside the block.
         owner = guarded.place(data)
-        with PacketBatch._walk(_Lease(owner, len(data)), 0xFFFFFFFF) as b:
+        with walk_block(Lease(owner, len(data)), 0xFFFFFFFF) as b:
             views = [bytes(p.data) for p in b]
             assert [o.data for o in b.to_owned()] == views
             for p, v in zip(b, views):

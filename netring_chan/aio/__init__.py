@@ -1,14 +1,11 @@
-"""fd-driven async faces without a thread: asyncio and trio.
+"""fd-driven async faces, without a thread: ``AsyncCapture`` and ``AsyncInjector``.
 
-``AsyncCapture`` (asyncio) and ``TrioCapture`` (trio) wait on the capture
-socket's readiness in the event loop itself; ``PacketStream`` is their async
-iterator of owned packets. Both are thin faces over one implementation in
-``_core`` (the waits are the only part that differs). Neither asyncio nor
-trio is imported until a face is created.
+Each waits on its ring's fd in the event loop itself, through the one loop
+backend of ``netring_chan._loops`` (asyncio, trio, or anyio on either, picked
+by ``sniffio``). ``TrioCapture`` is ``AsyncCapture`` under its older name.
 """
 
-from ._asyncio import AsyncCapture
-from ._core import AsyncCaptureStatistics, BatchSource, PacketStream
-from ._trio import TrioCapture
+from .capture import AsyncCapture, AsyncCaptureStatistics, PacketStream, TrioCapture
+from .inject import AsyncInjector
 
-__all__ = ["AsyncCapture", "TrioCapture", "PacketStream", "AsyncCaptureStatistics", "BatchSource"]
+__all__ = ["AsyncCapture", "TrioCapture", "PacketStream", "AsyncCaptureStatistics", "AsyncInjector"]

@@ -1,15 +1,20 @@
-"""Ring backends. Each offers the source protocol of ../DESIGN.md:
-``next_batch()``, ``next_batch_blocking(timeout)``, ``fileno()``, ``stats()``,
-``close()`` and the context manager. Nothing here imports the thread layer."""
+"""The kernel backends, one package each; every one is a ``Source`` and/or a
+``Sink`` of ``netring_chan.contract``. Nothing here imports the services or
+the async faces.
+
+* ``afpacket`` — AF_PACKET: ``Capture`` (TPACKET_V3 RX ring), ``Injector``
+  (TPACKET_V2 TX ring), classic BPF, fanout;
+* ``_mapping`` — the lease-tracked ring mapping every backend shares.
+"""
 
 from .afpacket import (
-    Capture, CaptureConfig, CaptureStats, Fanout, FanoutFlag, FanoutMode, RingShrunkWarning,
-    TimestampSource,
+    BpfProgram, Capture, CaptureConfig, CaptureStats, Fanout, FanoutFlag, FanoutMode, Injector,
+    InjectorConfig, InjectorStats, RingShrunkWarning, TimestampSource, TxSlot, compile_filter,
 )
-from .inject import Injector, InjectorConfig, InjectorStats, RingFullError, TxSlot
 
 __all__ = [
+    "BpfProgram", "compile_filter",
     "Capture", "CaptureConfig", "CaptureStats", "Fanout", "FanoutFlag", "FanoutMode",
     "RingShrunkWarning", "TimestampSource",
-    "Injector", "InjectorConfig", "InjectorStats", "RingFullError", "TxSlot",
+    "Injector", "InjectorConfig", "InjectorStats", "TxSlot",
 ]

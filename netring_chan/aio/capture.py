@@ -1,11 +1,10 @@
-"""The one implementation behind the fd-driven async faces.
+"""``AsyncCapture``: a source read from asyncio or trio without a thread.
 
-``_FdReceiver`` holds all the policy: take a block if one is ready, else wait
-for the socket to become readable and take again; turn a socket error into
-``RingError``; close, ownership and statistics. It awaits only through a tiny
-backend (``_Backend``): wait for readability, a short sleep, a checkpoint, and
-``notify_closing``. ``_asyncio.py`` and ``_trio.py`` are those backends plus
-the public faces, a few lines each.
+Take a batch if one is ready, else wait for the source's fd to become
+readable and take again; turn a socket error into ``RingError``; close,
+ownership and statistics. It awaits only through the ``_loops.Loop`` of the
+running event loop (picked by the one rule, ``sniffio``, at the first wait),
+so the same class serves asyncio, trio and anyio on either.
 
 Kernel facts the wait loop depends on (net/packet/af_packet.c, ``packet_poll``):
 
@@ -36,50 +35,23 @@ from __future__ import annotations
 import dataclasses
 import errno
 import warnings
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any
 
+from .._loops import Loop, loop_for
 from .._sys import pending_error
+from ..contract import Batch, Source
 from ..errors import ClosedError, ConfigError, RingError
+from ..packet import PacketCursor
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from ..packet import OwnedBatch, OwnedPacket, PacketBatch
+    from ..packet import OwnedBatch, OwnedPacket
 
-__all__ = ["BatchSource", "AsyncCaptureStatistics", "PacketStream"]
+__all__ = ["AsyncCapture", "TrioCapture", "AsyncCaptureStatistics", "PacketStream"]
 
 _BACKOFF_FIRST = 0.0005
 _BACKOFF_MAX = 0.010
-
-
-class BatchSource(Protocol):
-    """What an async face needs of a source (a ``Capture``, later AF_XDP, pcap)."""
-
-    def next_batch(self) -> PacketBatch | None: ...
-    def fileno(self) -> int: ...
-    def close(self) -> None: ...
-
-
-class _Backend(Protocol):
-    """The waits an event loop must provide; everything else is shared."""
-
-    async def wait_readable(self, fd: int) -> None:
-        """Return when ``fd`` is readable (or in error) or ``notify_closing`` ran."""
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep, returning early when ``notify_closing`` runs."""
-
-    async def checkpoint(self) -> None:
-        """Yield to the loop once and let a pending cancellation in."""
-
-    async def close_checkpoint(self) -> None:
-        """A checkpoint after close: yields, but close has already happened."""
-
-    def notify_closing(self, fd: int) -> None:
-        """Wake the task waiting on ``fd`` (before it is closed)."""
-
-    def busy_error(self, what: str) -> BaseException:
-        """The loop's usual exception for two tasks waiting on one resource."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,16 +72,43 @@ class AsyncCaptureStatistics:
     waiting: bool
 
 
-class _FdReceiver:
-    """Shared logic of ``AsyncCapture`` (asyncio) and ``TrioCapture`` (trio)."""
+class AsyncCapture:
+    """A source read from asyncio or trio without a thread, driven by its fd.
+
+    ``AsyncCapture("eth0", **capture_options)`` opens a ``Capture``;
+    ``AsyncCapture(source)`` wraps an open ``Source``. Either way the face
+    owns what it wraps and closes it on ``close()``/``aclose()``, unless
+    ``owns=False`` (then close the face before the source). ::
+
+        async with AsyncCapture(ifname, block_timeout_ms=10) as cap:
+            async for pkt in cap:            # OwnedPacket, C-built per block
+                ...
+            owned = await cap.recv()         # OwnedBatch, block already returned
+            with await cap.recv_batch() as batch:   # zero-copy batch
+                ...
+            batch = cap.try_recv_batch()     # never waits; None when idle
+
+    The event loop is the running one (asyncio, trio, or anyio on either),
+    picked at the first wait; ``backend="asyncio"|"trio"`` fixes it. One
+    task receives at a time (a second concurrent receiver gets the loop's
+    busy error: ``RuntimeError``, ``trio.BusyResourceError``). Cancellation
+    is clean: the wait is unregistered and no block is lost. ``close()`` from
+    another task wakes the waiter (``ClosedError``; a stream just ends).
+    Receives checkpoint once per block, not per packet.
+    """
 
     _closed = True
     _owns = False
     _source: Any = None
 
-    def __init__(self, backend: _Backend, source: str | BatchSource, *,
-                 owns_source: bool | None, options: dict[str, Any]) -> None:
-        self._backend = backend
+    def __init__(self, source: str | Source, *, owns: bool = True, backend: str | None = None,
+                 **options: Any) -> None:
+        if not isinstance(owns, bool):
+            raise ConfigError(f"owns must be a bool, got {owns!r}")
+        if backend is not None:
+            loop_for(backend)  # validates the name (ConfigError)
+        self._backend_name = backend
+        self._loop: Loop | None = None
         self._fd = -1
         self._busy = False
         self._error: tuple[int, str] | None = None
@@ -117,20 +116,18 @@ class _FdReceiver:
         self._batches = self._packets = self._waits = self._spurious = 0
         self._stream: PacketStream | None = None
         if isinstance(source, str):
-            if owns_source is False:
-                raise ConfigError("owns_source=False: a capture opened here by interface name is always owned")
+            if not owns:
+                raise ConfigError("owns=False: a capture opened here by interface name is always owned")
             from ..rings.afpacket import Capture  # lazy: keeps the faces importable first
 
             self._source = Capture(source, **options)
-            self._owns = True
         else:
             if options:
                 raise ConfigError(f"capture options {sorted(options)} apply only when opening by interface name")
-            for name in ("next_batch", "fileno", "close"):
-                if not callable(getattr(source, name, None)):
-                    raise TypeError(f"source {source!r} has no {name}() method (see BatchSource)")
+            if not isinstance(source, Source):
+                raise ConfigError(f"not a source (see netring_chan.contract.Source): {source!r}")
             self._source = source
-            self._owns = bool(owns_source)
+        self._owns = owns
         try:
             self._fd = self._source.fileno()
         except BaseException:
@@ -139,12 +136,17 @@ class _FdReceiver:
             raise
         self._closed = False
 
+    def _the_loop(self) -> Loop:
+        if self._loop is None:
+            self._loop = loop_for(self._backend_name)
+        return self._loop
+
     # -- non-blocking core ---------------------------------------------------
 
     @property
-    def source(self) -> Any:
+    def source(self) -> Source:
         """The wrapped source (a ``Capture`` unless another was given)."""
-        return self._source
+        return self._source  # type: ignore[no-any-return]
 
     @property
     def closed(self) -> bool:
@@ -156,8 +158,7 @@ class _FdReceiver:
         return self._fd
 
     def _name(self) -> str:
-        itf = getattr(self._source, "interface", None)
-        return f"{type(self).__name__} on {itf!r}" if itf else f"{type(self).__name__} fd={self._fd}"
+        return f"{type(self).__name__} on {self._source.label!r}"
 
     def _raise_if_failed(self) -> None:
         if self._closed:
@@ -166,9 +167,9 @@ class _FdReceiver:
             err, msg = self._error
             raise RingError(err, msg)
 
-    def _take(self) -> PacketBatch | None:
+    def _take(self) -> Batch | None:
         self._raise_if_failed()
-        b: PacketBatch | None = self._source.next_batch()
+        b: Batch | None = self._source.next_batch()
         if b is not None:
             self._batches += 1
             self._packets += len(b)
@@ -189,8 +190,8 @@ class _FdReceiver:
             self._error = (e.errno or 0, e.strerror or str(e))
             self._raise_if_failed()
 
-    def try_recv_batch(self) -> PacketBatch | None:
-        """The next ready block as a zero-copy ``PacketBatch``, or ``None``; never waits.
+    def try_recv_batch(self) -> Batch | None:
+        """The next ready batch (zero-copy for a ring), or ``None``; never waits.
 
         Release the batch (``with batch:``) before waiting for the next one:
         while it is held the socket looks readable to the event loop. When
@@ -204,19 +205,20 @@ class _FdReceiver:
 
     # -- waiting -------------------------------------------------------------
 
-    async def recv_batch(self) -> PacketBatch:
-        """Wait for the next block; zero-copy ``PacketBatch`` (a context manager).
+    async def recv_batch(self) -> Batch:
+        """Wait for the next batch (a context manager: leave it to give the block back).
 
         Raises ``ClosedError`` if the face is closed (also while waiting) and
         ``RingError`` when the socket fails (interface removed). Cancellation
         never loses a block: one is taken only after the last suspension.
         """
+        loop = self._the_loop()
         if self._busy:
-            raise self._backend.busy_error(f"another task is already receiving from {self._name()}")
+            raise loop.busy(f"another task is already receiving from {self._name()}")
         self._raise_if_failed()
         self._busy = True
         try:
-            await self._backend.checkpoint()
+            await loop.checkpoint()
             spurious = 0
             while True:
                 b = self._take()
@@ -225,12 +227,12 @@ class _FdReceiver:
                 if spurious:
                     # Readiness said yes but nothing was ready: a held batch
                     # pins POLLIN (module notes). Poll on a short timer.
-                    await self._backend.sleep(min(_BACKOFF_FIRST * (1 << (spurious - 1)), _BACKOFF_MAX))
+                    await loop.sleep(min(_BACKOFF_FIRST * (1 << (spurious - 1)), _BACKOFF_MAX))
                     b = self._take()
                     if b is not None:
                         return b
                 self._waits += 1
-                await self._backend.wait_readable(self._fd)
+                await loop.wait_fd(self._fd)
                 b = self._take()
                 if b is not None:
                     return b
@@ -241,7 +243,7 @@ class _FdReceiver:
             self._busy = False
 
     async def recv(self) -> OwnedBatch:
-        """Wait for the next block and return it copied out (``OwnedBatch``).
+        """Wait for the next batch and return it copied out (``OwnedBatch``).
 
         The block goes back to the kernel before this returns. One C call
         copies it; iterate the result for ``OwnedPacket`` objects, or use its
@@ -271,8 +273,7 @@ class _FdReceiver:
         """Close the face: wake a waiting task, then close the source if owned.
 
         Idempotent and synchronous; call it from the event loop's thread. The
-        waiting task gets ``ClosedError`` (a ``PacketStream`` just ends). A
-        source passed in by the caller stays open unless ``owns_source=True``.
+        waiting task gets ``ClosedError`` (a ``PacketStream`` just ends).
         """
         if self._closed:
             return
@@ -281,7 +282,8 @@ class _FdReceiver:
         try:
             # Before the fd can be closed: a waiter must never sit on an fd
             # number that is closed (and possibly reused).
-            self._backend.notify_closing(fd)
+            if self._loop is not None:
+                self._loop.notify_closing(fd)
         finally:
             if self._owns:
                 self._source.close()
@@ -289,7 +291,8 @@ class _FdReceiver:
     async def aclose(self) -> None:
         """``close()`` followed by a checkpoint; the close happens even if cancelled."""
         self.close()
-        await self._backend.close_checkpoint()
+        if self._loop is not None:
+            await self._loop.cancel_shielded_checkpoint()
 
     async def __aenter__(self) -> Self:
         return self
@@ -298,7 +301,7 @@ class _FdReceiver:
         await self.aclose()
 
     def stats(self) -> Any:
-        """The source's kernel counters (``Capture.stats()``)."""
+        """The source's counters (``Capture.stats()``)."""
         return self._source.stats()
 
     def statistics(self) -> AsyncCaptureStatistics:
@@ -306,14 +309,20 @@ class _FdReceiver:
         return AsyncCaptureStatistics(self._batches, self._packets, self._waits, self._spurious, self._busy)
 
     def __del__(self) -> None:
-        if not self._closed and self._owns:
+        if not self._closed:
             warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
             self._closed = True
-            self._source.close()
+            if self._owns:
+                self._source.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._fd}"
-        return f"<{type(self).__name__} {getattr(self._source, 'interface', self._source)!r} {state}>"
+        label = self._source.label if self._source is not None else "?"
+        return f"<{type(self).__name__} {label!r} {state}>"
+
+
+#: The same class: the event loop is picked when it is first awaited.
+TrioCapture = AsyncCapture
 
 
 class PacketStream:
@@ -326,18 +335,20 @@ class PacketStream:
     taken stay in the stream if the consuming task is cancelled.
     """
 
-    __slots__ = ("_rx", "_it")
+    __slots__ = ("_rx", "_cur")
 
-    def __init__(self, receiver: _FdReceiver) -> None:
+    def __init__(self, receiver: AsyncCapture) -> None:
         self._rx = receiver
-        self._it: Iterator[OwnedPacket] = iter(())
+        self._cur = PacketCursor()
 
     def __aiter__(self) -> PacketStream:
         return self
 
     async def __anext__(self) -> OwnedPacket:
-        for pkt in self._it:
-            return pkt
+        cur = self._cur
+        p = cur.next()
+        if p is not None:
+            return p
         rx = self._rx
         while True:
             if rx._closed:
@@ -346,6 +357,7 @@ class PacketStream:
                 owned = await rx.recv()
             except ClosedError:
                 raise StopAsyncIteration from None
-            self._it = iter(owned)
-            for pkt in self._it:
-                return pkt
+            cur.set(owned)
+            p = cur.next()
+            if p is not None:
+                return p

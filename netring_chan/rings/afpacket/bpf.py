@@ -13,8 +13,8 @@ from typing import Any, Iterable, Sequence, Tuple, Union
 
 from cffi import FFI
 
-from ._lowlevel import ffi, lib
-from .errors import FilterError, LibpcapMissingError
+from ..._lowlevel import ffi, lib
+from ...errors import FilterError, LibpcapMissingError
 
 __all__ = ["BpfProgram", "compile_filter", "FilterSpec"]
 

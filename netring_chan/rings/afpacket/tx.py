@@ -64,29 +64,24 @@ from array import array
 from itertools import islice
 from typing import Any, Iterable, Sequence
 
-from .._lowlevel import ffi, lib
-from .._sys import (
+from ..._config import resolve
+from ..._lowlevel import ffi, lib
+from ..._sys import (
     check, close_fd, eventfd, eventfd_signal, ifindex, poll_wait, raise_errno, retry_eintr,
     setsockopt_int,
 )
-from .._config import resolve
-from ..errors import ClosedError, ConfigError, NetringError, RingError
-from ._mapping import Mapping
+from ...contract import Frame, TxStats, publish_all
+from ...errors import ClosedError, ConfigError, RingError, RingFullError
+from .._mapping import Mapping
+from .frames import ETH_HLEN, TPID_8021Q, check_frame_len, frame_buffer
 
 __all__ = ["Injector", "InjectorConfig", "InjectorStats", "TxSlot", "RingFullError"]
 
 PAGE_SIZE = _mmap.PAGESIZE
-ETH_HLEN = int(lib.ETH_HLEN)
-VLAN_HLEN = 4
-_TPID_8021Q = b"\x81\x00"
 DATA_OFF = int(lib.NC_TX_DATA_OFF)
 _AVAILABLE = int(lib.TP_STATUS_AVAILABLE)
 _WRONG = int(lib.TP_STATUS_WRONG_FORMAT)
 _RETRY_LATER = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)
-
-
-class RingFullError(NetringError, BlockingIOError):
-    """No TX slot became free before the timeout (or ``block=False``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,26 +134,16 @@ class InjectorConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class InjectorStats:
+class InjectorStats(TxStats):
     """Counters of one injector since it opened.
 
     ``queued``: frames handed to the ring (``send``). ``sent``: frames the
     kernel took and finished with (its skb was freed: transmitted, or dropped
     further down the stack, which the ring cannot see). ``rejected``: frames
     the kernel refused (TP_STATUS_WRONG_FORMAT); their slots were reused.
-    ``ring_full``: sends or allocations that found no free slot (each waited
-    or failed once). ``pending``: still in the ring, ``queued - sent -
-    rejected``.
+    ``ring_full``: publishes or allocations that found no free slot.
+    ``pending``: still in the ring, ``queued - sent - rejected``.
     """
-
-    queued: int
-    sent: int
-    rejected: int
-    ring_full: int
-
-    @property
-    def pending(self) -> int:
-        return self.queued - self.sent - self.rejected
 
 
 class TxSlot:
@@ -349,28 +334,61 @@ class Injector:
         return min(self.mtu + ETH_HLEN, self.frame_size - DATA_OFF)
 
     def _check_len(self, n: int, head: Any = None) -> None:
-        """Refuse, before anything is queued, a frame the kernel would refuse.
+        check_frame_len(n, head, mtu=self.mtu, slot_size=self.frame_size,
+                        slot_cap=self.frame_size - DATA_OFF, interface=self.interface)
 
-        ``head``: the frame's first 14 bytes (bytes-like or a cdata array),
-        read only to see an 802.1Q tag when the frame is over MTU + 14.
+    def check_frame(self, frame: Frame) -> int:
+        """Validate ``frame`` without queueing it; return its length.
+
+        ``TypeError`` if it is not bytes-like, ``ValueError`` naming the
+        limit if the interface could not carry it (see ``Injector``).
         """
-        if n == 0:
-            raise ValueError("empty frame")
-        if n < ETH_HLEN:
-            raise ValueError(f"frame of {n} bytes is shorter than the {ETH_HLEN}-byte Ethernet header")
-        slot_cap = self.frame_size - DATA_OFF
-        if n > slot_cap:
-            raise ValueError(f"frame of {n} bytes does not fit a {self.frame_size}-byte slot "
-                             f"(at most {slot_cap}; raise frame_size)")
-        limit = self.mtu + ETH_HLEN
-        if n > limit:
-            if isinstance(head, ffi.CData):
-                head = ffi.buffer(head, ETH_HLEN)
-            tagged = head is not None and bytes(head[12:14]) == _TPID_8021Q
-            if not tagged or n > limit + VLAN_HLEN:
-                raise ValueError(f"frame of {n} bytes exceeds {self.interface!r} MTU {self.mtu} + "
-                                 f"{ETH_HLEN}{' + 4 (802.1Q)' if tagged else ''} = "
-                                 f"{limit + (VLAN_HLEN if tagged else 0)}")
+        buf = frame_buffer(frame)
+        n = len(buf)
+        self._check_len(n, buf)
+        return n
+
+    # -- the Sink contract ---------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        """The interface name (the ``Sink`` contract's label)."""
+        return self.interface
+
+    @property
+    def capacity(self) -> int:
+        """Slots in the ring: the most frames it holds at once."""
+        return self.frame_count
+
+    @property
+    def drain_timeout(self) -> float:
+        """How long ``close()`` waits for queued frames by default (from the config)."""
+        return float(self.config.drain_timeout)
+
+    def room(self) -> int:
+        """How many frames fit now (free, unpinned slots from the head); may
+        kick the kernel to make room. 0 while another thread holds an open slot."""
+        with self._lock:
+            self._check_open()
+            if self._open is not None:
+                return 0
+            return self._free_run(self.frame_count)
+
+    def wait_room(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` s (``None``: forever) until a frame fits.
+
+        ``RingFullError`` saying why on timeout (a retained view pinning the
+        next slot is named); ``ClosedError`` if the injector is closed meanwhile.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self._check_open()
+                if not self._wait_slot_free(deadline):
+                    raise RingFullError(errno.EAGAIN, "another thread held the open TX slot until the timeout")
+                if self._free_run(1):
+                    return
+            self._wait_progress(deadline)
 
     # -- state ---------------------------------------------------------------
 
@@ -391,11 +409,6 @@ class Injector:
     @property
     def _inuse(self) -> int:
         return self._head - self._tail
-
-    def _poll_progress(self) -> int:
-        """Slots the kernel finished since last looked at (for async waits)."""
-        with self._lock:
-            return 0 if self._closed else self._reap()
 
     def _reap(self) -> int:
         """Count the slots the kernel is done with, oldest first."""
@@ -445,50 +458,27 @@ class Injector:
         i = self._head % self.frame_count
         return i if self._pinned[i] else None
 
-    def try_send(self, data: bytes | bytearray | memoryview) -> bool:
-        """Queue ``data`` if a slot is free now; False (and ``ring_full`` counted) if not."""
-        return self._try_send(data, count_full=True, deadline=time.monotonic())
+    def try_send(self, data: Frame) -> bool:
+        """Queue ``data`` if a slot is free now; False (``ring_full`` counted) if not."""
+        return self.publish((data,)) == 1
 
-    def _try_send(self, data: bytes | bytearray | memoryview, count_full: bool,
-                  deadline: float | None) -> bool:
-        try:
-            buf = ffi.from_buffer("uint8_t[]", data)
-        except TypeError:
-            raise TypeError(f"frame must be a bytes-like object, got {type(data).__name__}") from None
-        n = len(buf)
-        self._check_len(n, buf)
-        with self._lock:
-            self._check_open()
-            if not self._wait_slot_free(deadline) or self._take_slot() is None:
-                if count_full:
-                    self._counts[3] += 1
-                return False
-            lib.nc_tx_publish(self._frames[self._head % self.frame_count], buf, n)
-            self._head += 1
-            self._counts[0] += 1
-            return True
-
-    def send(self, data: bytes | bytearray | memoryview, *, timeout: float | None = None,
-             flush: bool = False) -> None:
+    def send(self, data: Frame, *, timeout: float | None = None, flush: bool = False) -> None:
         """Queue one frame, waiting up to ``timeout`` (None: forever) for a slot.
 
         Raises ``ValueError`` for a frame the interface cannot carry (nothing
         is queued), ``RingFullError`` when no slot freed in time,
         ``ClosedError`` after ``close()``. ``flush=True`` kicks the kernel too.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._try_send(data, count_full=True, deadline=deadline):
-            while not self._try_send(data, count_full=False, deadline=deadline):
-                self._wait_progress(deadline)
+        publish_all(self, (data,), timeout)
         if flush:
             self.flush()
 
-    def send_many(self, frames: Iterable[bytes | bytearray | memoryview], *,
-                  timeout: float | None = None) -> int:
+    def send_many(self, frames: Iterable[Frame], *, timeout: float | None = None) -> int:
         """Queue every frame (waiting for slots as needed), flush, return the count.
 
-        A bad frame raises ``ValueError`` after the frames before it were
-        queued and flushed; it and those after it are not sent.
+        ``timeout`` bounds each wait for a free slot. A bad frame raises
+        ``ValueError`` after the frames before it were queued and flushed; it
+        and those after it are not sent.
         """
         n = 0
         it = iter(frames)
@@ -497,36 +487,32 @@ class Injector:
                 chunk = list(islice(it, self.frame_count))
                 if not chunk:
                     break
-                i = 0
-                while i < len(chunk):
-                    k = self.try_send_many(chunk[i:] if i else chunk)
-                    if not k:  # full, pinned or a frame needing the full checks
-                        self.send(chunk[i], timeout=timeout)
-                        k = 1
-                    i += k
-                    n += k
+                n += publish_all(self, chunk, timeout)
         finally:
             if not self._closed:
                 self.flush()
         return n
 
-    def try_send_many(self, frames: Sequence[bytes | bytearray | memoryview]) -> int:
+    def publish(self, frames: Sequence[Frame]) -> int:
         """Queue, without waiting, as many of the leading ``frames`` as there
         are free slots now, with one C call; return how many (not flushed).
 
-        Only frames that plainly fit (bytes-like, 14 to MTU + 14 bytes) go this
-        way; it stops before the first other one, so 0 means: the ring is full
-        (or its head slot pinned), or ``frames[0]`` needs ``send``/``try_send``
-        and their full checks. Like ``try_send`` it kicks the kernel once when
-        the ring is full, to make room. Counts nothing as ``ring_full``.
+        0 means no room now (the ring is full, its head slot pinned, or
+        another thread holds an open slot), counted in ``ring_full``. Every
+        frame is checked as ``check_frame`` does: an invalid ``frames[0]``
+        raises, a later invalid frame ends the run before it (the next call
+        raises for it). When the ring is full it kicks the kernel once to
+        make room.
         """
+        if not frames:
+            return 0
         limit = min(self.mtu + ETH_HLEN, self.frame_size - DATA_OFF)
         with self._lock:
             self._check_open()
-            if not frames or not self._wait_slot_free(time.monotonic()):
-                return 0
-            m = self._free_run(len(frames))  # room first: nothing is joined when full
-            if not m:
+            m = self._free_run(len(frames)) if self._wait_slot_free(time.monotonic()) else 0
+            if not m:  # room first: nothing is joined when full
+                self.check_frame(frames[0])
+                self._counts[3] += 1
                 return 0
             run = frames[:m]
             try:
@@ -536,18 +522,19 @@ class Injector:
             except (TypeError, ValueError, OverflowError):
                 plain = False
             if not plain:
-                j = 0
+                # Some frame needs the full checks (not bytes, a format other
+                # than bytes, too short or long, an 802.1Q tag over the MTU).
+                ok = array("I")
                 for f in run:
-                    if not (isinstance(f, (bytes, bytearray))
-                            or (isinstance(f, memoryview) and f.itemsize == 1 and f.c_contiguous)) \
-                            or not ETH_HLEN <= len(f) <= limit:
+                    try:
+                        ok.append(self.check_frame(f))
+                    except (TypeError, ValueError):
+                        if not ok:
+                            raise
                         break
-                    j += 1
-                if j == 0:
-                    return 0
-                run = run[:j]
+                run = run[:len(ok)]
                 blob = b"".join(run)
-                lens = array("I", map(len, run))
+                lens = ok
             k = len(run)
             lib.nc_tx_publish_many(self._ring, self._head % self.frame_count,
                                    ffi.from_buffer("uint8_t[]", blob),
@@ -592,7 +579,7 @@ class Injector:
         if not isinstance(length, int) or isinstance(length, bool):
             raise ValueError(f"length must be an int, got {length!r}")
         # A tag is only known at send(); allow its 4 bytes here.
-        self._check_len(length, b"\0" * 12 + _TPID_8021Q)
+        self._check_len(length, b"\0" * 12 + TPID_8021Q)
         deadline = None if timeout is None else time.monotonic() + timeout
         counted = False
         while True:

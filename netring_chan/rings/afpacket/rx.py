@@ -20,7 +20,6 @@ and net/packet/af_packet.c):
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import enum
 import errno
@@ -30,24 +29,24 @@ import time
 import warnings
 from typing import Any, Iterator
 
-from .._lowlevel import ffi, lib
-from .._sys import (
+from ..._config import resolve
+from ..._lowlevel import ffi, lib
+from ..._sys import (
     check, close_fd, eventfd, eventfd_signal, ifindex, poll_wait, raise_errno,
     pending_error, setsockopt_int, setsockopt_struct,
 )
-from ..bpf import BpfProgram, FilterSpec, as_program
-from .._config import resolve
-from ..errors import ClosedError, ConfigError, FilterError, MalformedBlockError, RingError
-from ..packet import OwnedPacket, PacketBatch, _Lease, _Scratch
-from ._mapping import Mapping
+from ...contract import RxStats
+from ...errors import ClosedError, ConfigError, FilterError, MalformedBlockError, RingError
+from ...packet import OwnedPacket, PacketBatch, PacketCursor
+from .._mapping import Mapping
+from .blocks import Lease, Scratch, walk_block
+from .bpf import BpfProgram, FilterSpec, as_program
+from .fanout import Fanout
 
 __all__ = [
     "Capture",
     "CaptureConfig",
     "CaptureStats",
-    "Fanout",
-    "FanoutMode",
-    "FanoutFlag",
     "TimestampSource",
     "RingShrunkWarning",
 ]
@@ -55,6 +54,8 @@ __all__ = [
 PAGE_SIZE = _mmap.PAGESIZE
 # ret #0: a classic BPF program that accepts no packet.
 _DROP_ALL = BpfProgram([(0x06, 0, 0, 0)])
+# Cap on how long quiesce() asks a caller to wait for a partly filled block.
+_SETTLE_CAP = 0.4
 # Re-check period while poll() stays readable because of a block we hold.
 _STALE_BACKOFF_MIN = 0.0005
 _STALE_BACKOFF_MAX = 0.01
@@ -63,49 +64,6 @@ _ETH_P_ALL_BE = ((lib.ETH_P_ALL & 0xFF) << 8) | (lib.ETH_P_ALL >> 8)
 
 class RingShrunkWarning(RuntimeWarning):
     """The kernel could not allocate the ring asked for; a smaller one is used."""
-
-
-class FanoutMode(enum.IntEnum):
-    """How a fanout group spreads packets among its sockets."""
-
-    HASH = lib.PACKET_FANOUT_HASH  # by flow hash: a flow stays on one socket
-    LB = lib.PACKET_FANOUT_LB  # round robin
-    CPU = lib.PACKET_FANOUT_CPU  # by the CPU the packet arrived on
-    ROLLOVER = lib.PACKET_FANOUT_ROLLOVER  # fill one socket, then the next
-    RANDOM = lib.PACKET_FANOUT_RND
-    QM = lib.PACKET_FANOUT_QM  # by the recorded RX queue
-
-
-class FanoutFlag(enum.IntFlag):
-    NONE = 0
-    ROLLOVER = lib.PACKET_FANOUT_FLAG_ROLLOVER  # spill to another socket when full
-    UNIQUEID = lib.PACKET_FANOUT_FLAG_UNIQUEID  # let the kernel pick a free group id
-    IGNORE_OUTGOING = lib.PACKET_FANOUT_FLAG_IGNORE_OUTGOING
-    DEFRAG = lib.PACKET_FANOUT_FLAG_DEFRAG  # reassemble IP fragments before hashing
-
-
-@dataclasses.dataclass(frozen=True)
-class Fanout:
-    """Join a fanout group: captures with the same ``group_id`` share the load."""
-
-    mode: FanoutMode = FanoutMode.HASH
-    group_id: int | None = None
-    flags: FanoutFlag = FanoutFlag.NONE
-
-    def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "mode", FanoutMode(self.mode))
-        except ValueError:
-            raise ConfigError(f"fanout mode: unknown mode {self.mode!r}") from None
-        if not isinstance(self.flags, int) or self.flags & ~sum(FanoutFlag):
-            raise ConfigError(f"fanout flags: unknown bits in {self.flags!r}")
-        object.__setattr__(self, "flags", FanoutFlag(self.flags))
-        if self.group_id is None:
-            object.__setattr__(self, "flags", self.flags | FanoutFlag.UNIQUEID)
-        elif not isinstance(self.group_id, int) or not 0 <= self.group_id <= 0xFFFF:
-            raise ConfigError(f"fanout group_id must be an int in 0..65535, got {self.group_id!r}")
-        elif self.flags & FanoutFlag.UNIQUEID:
-            raise ConfigError("fanout: UNIQUEID lets the kernel pick the id; leave group_id=None")
 
 
 class TimestampSource(enum.Enum):
@@ -196,7 +154,7 @@ class CaptureConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class CaptureStats:
+class CaptureStats(RxStats):
     """Kernel counters of one capture, as 64-bit totals since it was opened.
 
     ``packets``: frames the kernel accepted for this socket (past the filter),
@@ -207,14 +165,7 @@ class CaptureStats:
     ``stats()`` call (``None`` inside a delta).
     """
 
-    packets: int
-    drops: int
-    freezes: int
     delta: CaptureStats | None = None
-
-    @property
-    def received(self) -> int:
-        return self.packets - self.drops
 
 
 class _RxRing:
@@ -227,9 +178,9 @@ class _RxRing:
         self.cur = 0
         self.leased = [False] * block_count
         self.lock = threading.Lock()
-        self.scratch = _Scratch()
+        self.scratch = Scratch()
 
-    def take(self) -> _Lease | None:
+    def take(self) -> Lease | None:
         """Lease the next block if the kernel has handed it over."""
         with self.lock:
             i = self.cur
@@ -246,7 +197,7 @@ class _RxRing:
                 lib.nc_block_release(ring.map.addr + off)
             ring.leased[i] = False
 
-        return _Lease(self.map.lease(off, give_back), self.block_size)
+        return Lease(self.map.lease(off, give_back), self.block_size)
 
 
 class Capture:
@@ -273,7 +224,7 @@ class Capture:
         self._active: dict[int, int] = {}
         self._torn_down = False
         self._teardown_lock = threading.Lock()
-        self._pending: collections.deque[OwnedPacket] = collections.deque()
+        self._cursor = PacketCursor()
         self._totals = [0, 0, 0]
         self._last = [0, 0, 0]
         self._stats_lock = threading.RLock()
@@ -327,10 +278,7 @@ class Capture:
         self._bind(fd, cfg.protocol)
         if cfg.fanout is not None:
             fo = cfg.fanout
-            arg = (fo.group_id or 0) | ((int(fo.mode) | int(fo.flags)) << 16)
-            if arg >= 1 << 31:  # DEFRAG is the top bit: pass the same 32 bits as a C int
-                arg -= 1 << 32
-            setsockopt_int(fd, lib.SOL_PACKET, lib.PACKET_FANOUT, arg, f"join fanout group {fo}")
+            setsockopt_int(fd, lib.SOL_PACKET, lib.PACKET_FANOUT, fo.sockopt(), f"join fanout group {fo}")
             self.fanout_group_id = fo.group_id
             if fo.group_id is None:
                 v = ffi.new("int *")
@@ -414,6 +362,25 @@ class Capture:
             raise ClosedError("capture is closed")
         return self._fd
 
+    @property
+    def label(self) -> str:
+        """The interface name (the ``Source`` contract's label)."""
+        return self.interface
+
+    def quiesce(self) -> float:
+        """Stop admitting frames; return how long to wait for the last block.
+
+        A reject-all BPF filter goes on, so the kernel neither counts nor
+        queues anything more; the frames already accepted are in the ring or
+        in the block it is filling. That block is handed over by the retire
+        timer on its second expiry at the latest (the first only notes which
+        block is active), so the wait is two block timeouts, capped at
+        0.4 s. (With ``block_timeout_ms`` above ~190 ms the cap wins and a
+        partly filled block may still be on its way.) Idempotent.
+        """
+        self.set_filter(_DROP_ALL)
+        return min(2 * self.config.block_timeout_ms / 1000 + 0.02, _SETTLE_CAP)
+
     def next_batch(self) -> PacketBatch | None:
         """The next ready block as a ``PacketBatch``, or ``None`` (never blocks)."""
         with self._use():
@@ -424,7 +391,7 @@ class Capture:
         if lease is None:
             return None
         try:
-            return PacketBatch._walk(lease, self._snaplen, self._ring.scratch)
+            return walk_block(lease, self._snaplen, self._ring.scratch)
         except MalformedBlockError:
             self.malformed_blocks += 1
             del lease  # skipped: back to the kernel now (see PacketBatch._walk)
@@ -485,7 +452,7 @@ class Capture:
         left = count
         # A block holds many packets; those past ``count`` wait here for the
         # next call instead of being thrown away with the block.
-        pending = self._pending
+        cur = self._cursor
         while left is None or left > 0:
             wait = idle_timeout
             if end is not None:
@@ -493,8 +460,9 @@ class Capture:
                 if rem <= 0:
                     return
                 wait = rem if wait is None else min(wait, rem)
-            if pending:
-                yield pending.popleft()
+            p = cur.next()
+            if p is not None:
+                yield p
                 if left is not None:
                     left -= 1
                 continue
@@ -509,7 +477,7 @@ class Capture:
                     return
                 continue
             with batch:
-                pending.extend(batch.to_owned())
+                cur.set(batch.to_owned())
 
     def __iter__(self) -> Iterator[OwnedPacket]:
         return self.packets()

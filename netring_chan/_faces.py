@@ -1,0 +1,312 @@
+"""The async faces of the thread services, written once for both loops.
+
+``Receiver`` (capture) and ``Sender`` (injection) hold all the logic: the
+per-packet cursor, the batch and frame paths, clones, close. They wait only
+through a ``_loops.Loop``, so the asyncio face and the trio face are the same
+code with another loop object; the trio classes additionally subclass
+``trio.abc.ReceiveChannel`` / ``trio.abc.SendChannel`` (made on first use, so
+importing netring_chan does not import trio). ``channel()`` on a service
+picks the face of the running loop with ``_loops.current_library`` — the one
+rule — so anyio code runs unchanged on either backend.
+
+Clones: ``clone()`` gives another face on the same service; each packet goes
+to exactly one of them (each has its own cursor; a batch is taken whole by
+one). Closing a face closes only it; the service stops when the last face of
+a group is closed (a capture service without draining; an injection service
+draining, bounded by ``drain_timeout``, unless it is left on an exception).
+"""
+
+from __future__ import annotations
+
+import functools
+import queue
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable
+
+from ._loops import Loop, current_library, loop_for
+from .errors import ClosedError
+from .packet import OwnedBatch, OwnedPacket, PacketCursor
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .contract import Frame
+    from .threads import CaptureService, InjectService
+
+__all__ = ["Receiver", "Sender", "AsyncioReceiver", "AsyncioSender",
+           "trio_receiver", "trio_sender", "receiver_for_current_loop", "sender_for_current_loop"]
+
+
+class _Group:
+    """The faces of one service opened by one ``asyncio()``/``trio()``/``channel()`` call and its clones."""
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open = 0
+
+
+class _Face:
+    """What a receiver and a sender share: the loop, the group, closing."""
+
+    _loop_name = "asyncio"
+
+    def __init__(self, svc: Any, group: _Group | None = None) -> None:
+        self._loop: Loop = loop_for(self._loop_name)
+        self._svc = svc
+        self._core = svc._core
+        self._group = group if group is not None else _Group()
+        self._group.open += 1
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise self._loop.closed_resource(f"this {type(self).__name__} was closed")
+
+    def clone(self) -> Self:
+        """Another face on the same stream; the service stops when the last one closes."""
+        self._check_open()
+        return type(self)(self._svc, self._group)
+
+    async def _close(self, drain: bool) -> None:
+        loop = self._loop
+        with loop.shielded():
+            if not self._closed:
+                self._closed = True
+                self._release()
+                self._group.open -= 1
+                if self._group.open == 0:
+                    await self._svc._stop_async(drain, loop.sleep)
+            await loop.cancel_shielded_checkpoint()
+
+    def _release(self) -> None:
+        """What this face holds goes back to the service (before it stops)."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self._svc!r}{' closed' if self._closed else ''}>"
+
+
+class Receiver(_Face):
+    """An async face of a ``CaptureService``: ``async for pkt in rx``,
+    ``await rx.receive()``, ``await rx.receive_batch()``, ``rx.receive_nowait()``.
+
+    ``receive()`` raises the loop's end of stream once the service stopped
+    and the queue is empty (asyncio: ``ClosedError``; trio:
+    ``trio.EndOfChannel``), ``ServiceError`` (from the cause) if a source
+    thread failed; ``async for`` just ends. Cancelling a waiting task loses
+    nothing. Packets are handed out from whole owned batches; only taking
+    the next batch waits, so iteration checkpoints once per batch (a batch
+    is one ring block, handed over within ``block_timeout_ms``).
+    ``aclose()`` / ``async with`` close the face and, for the last face of
+    the service, stop it without blocking the loop.
+    """
+
+    def __init__(self, svc: CaptureService, group: _Group | None = None) -> None:
+        super().__init__(svc, group)
+        self._cur = PacketCursor()
+
+    async def _next_batch(self) -> OwnedBatch:
+        try:
+            b: OwnedBatch = await self._loop.get_batch(self._core)
+        except ClosedError:
+            raise self._loop.end_of_stream() from None
+        return b
+
+    async def receive_batch(self) -> OwnedBatch:
+        """The next owned batch (after per-packet receives, first the rest of the current one)."""
+        self._check_open()
+        rest = self._cur.take_rest()
+        if rest is not None:
+            await self._loop.checkpoint()
+            return rest
+        return await self._next_batch()
+
+    async def receive(self) -> OwnedPacket:
+        """The next packet."""
+        cur = self._cur
+        if cur.it is not None:
+            await self._loop.checkpoint_if_cancelled()
+            p = cur.next()
+            if p is not None:
+                return p
+        self._check_open()
+        while True:
+            cur.set(await self._next_batch())
+            p = cur.next()
+            if p is not None:
+                return p
+
+    def receive_nowait(self) -> OwnedPacket:
+        """The next packet if one is ready, else the loop's would-block error."""
+        self._check_open()
+        cur = self._cur
+        p = cur.next()
+        if p is not None:
+            return p
+        try:
+            cur.set(self._core.get_nowait())
+        except queue.Empty:
+            raise self._loop.would_block(False) from None
+        except ClosedError:
+            raise self._loop.end_of_stream() from None
+        p = cur.next()
+        assert p is not None  # the queue admits no empty batch
+        return p
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> OwnedPacket:
+        it = self._cur.it
+        if it is not None:
+            p = next(it, None)
+            if p is not None:
+                return p
+            self._cur.it = None
+        try:
+            return await self.receive()
+        except self._ends:
+            raise StopAsyncIteration from None
+
+    #: What ends iteration: the loop's end of stream (asyncio's is ClosedError).
+    _ends: tuple[type[BaseException], ...] = (ClosedError,)
+
+    async def batches(self) -> AsyncIterator[OwnedBatch]:
+        """Owned batches until the service stops."""
+        while True:
+            try:
+                yield await self.receive_batch()
+            except self._ends:
+                return
+
+    def _release(self) -> None:
+        rest = self._cur.take_rest()
+        if rest is not None:
+            self._core.give_back(rest)
+
+    def __del__(self) -> None:
+        # Abandoned mid-batch (``break`` without ``aclose``): keep the count exact.
+        if getattr(self, "_cur", None) is not None:
+            self._release()
+
+    async def aclose(self) -> None:
+        """Close this face (its unread packets go back to the queue); the last stops the service."""
+        await self._close(drain=False)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class Sender(_Face):
+    """An async face of an ``InjectService``: ``await tx.send(frame)``,
+    ``await tx.send_many(frames)``, ``tx.send_nowait(frame)``,
+    ``await tx.wait_drained(timeout)``.
+
+    A full queue (``overflow="block"``) makes ``send`` wait without blocking
+    the loop, woken by the sender threads; a cancelled ``send`` queues
+    nothing. ``send_nowait`` raises the loop's would-block error (asyncio:
+    ``queue.Full``; trio: ``trio.WouldBlock``). Closing the last face stops
+    the service: leaving ``async with`` normally (or ``aclose()``) drains
+    (raising ``ServiceError`` if a sender failed), leaving on an exception
+    discards.
+    """
+
+    _svc: InjectService
+
+    async def send(self, frame: Frame) -> bool:
+        """Queue one frame (True), or False if dropped; see ``InjectService.send``."""
+        self._check_open()
+        svc = self._svc
+        item = [svc._check(frame)]
+        await self._loop.checkpoint_if_cancelled()
+        try:  # fast path: room now (no listener, no future)
+            r = svc._admit_nowait(item)
+        except queue.Full:
+            return await self._loop.wait_queue(self._core, functools.partial(svc._admit_nowait, item))
+        await self._loop.cancel_shielded_checkpoint()
+        return r
+
+    async def send_many(self, frames: Iterable[Frame]) -> int:
+        """Queue every frame in order; how many were queued. All are checked first.
+
+        If cancelled, the chunks queued before the cancellation stay queued.
+        """
+        self._check_open()
+        svc = self._svc
+        n = 0
+        for item in svc._items(frames):
+            if await self._loop.wait_queue(self._core, functools.partial(svc._admit_nowait, item)):
+                n += len(item)
+        return n
+
+    def send_nowait(self, frame: Frame) -> bool:
+        """Queue one frame if there is room now, else the loop's would-block error."""
+        self._check_open()
+        try:
+            return self._svc.send_nowait(frame)
+        except queue.Full:
+            raise self._loop.would_block(True) from None
+
+    async def wait_drained(self, timeout: float | None = None) -> bool:
+        """``InjectService.wait_drained`` without blocking the loop."""
+        return await self._svc._wait_drained_async(timeout, self._loop.sleep)
+
+    async def aclose(self) -> None:
+        """Close this face; the last one stops the service, sending what is queued."""
+        await self._close(drain=True)
+
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
+        await self._close(drain=exc_type is None)
+
+
+class AsyncioReceiver(Receiver):
+    """The asyncio face of a ``CaptureService`` (waits through janus); ``get``
+    and ``get_batch`` are ``receive`` and ``receive_batch``."""
+
+    get = Receiver.receive
+    get_batch = Receiver.receive_batch
+    get_nowait = Receiver.receive_nowait
+
+
+class AsyncioSender(Sender):
+    """The asyncio face of an ``InjectService``."""
+
+
+@functools.lru_cache(maxsize=None)
+def _trio_classes() -> tuple[type[Receiver], type[Sender]]:
+    import trio  # type: ignore[import-untyped]  # lazy: importing netring_chan does not import trio
+
+    class TrioReceiveChannel(Receiver, trio.abc.ReceiveChannel):  # type: ignore[misc]
+        """The trio face of a ``CaptureService``: a ``trio.abc.ReceiveChannel`` of
+        ``OwnedPacket`` (``receive_batch()`` for whole batches)."""
+
+        _loop_name = "trio"
+        _ends = (ClosedError, trio.EndOfChannel)
+
+    class TrioSendChannel(Sender, trio.abc.SendChannel):  # type: ignore[misc]
+        """The trio face of an ``InjectService``: a ``trio.abc.SendChannel`` of frames."""
+
+        _loop_name = "trio"
+
+    for cls in (TrioReceiveChannel, TrioSendChannel):
+        cls.__module__ = "netring_chan"
+        cls.__qualname__ = cls.__name__
+    return TrioReceiveChannel, TrioSendChannel
+
+
+def trio_receiver(svc: CaptureService) -> Receiver:
+    return _trio_classes()[0](svc)
+
+
+def trio_sender(svc: InjectService) -> Sender:
+    return _trio_classes()[1](svc)
+
+
+def receiver_for_current_loop(svc: CaptureService) -> Receiver:
+    return AsyncioReceiver(svc) if current_library() == "asyncio" else trio_receiver(svc)
+
+
+def sender_for_current_loop(svc: InjectService) -> Sender:
+    return AsyncioSender(svc) if current_library() == "asyncio" else trio_sender(svc)

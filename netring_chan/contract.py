@@ -1,0 +1,178 @@
+"""The contract between the kernel backends and everything above them.
+
+Every backend under ``netring_chan.rings`` (and ``netring_chan.testing``)
+offers this small surface, and the thread services, the async faces, the
+bridge and the command-line tool know a backend only through it:
+
+* ``Source`` — where packets come from (an AF_PACKET RX ring, later an
+  AF_XDP socket or a pcap file, a ``MemorySource`` in tests);
+* ``Sink`` — where frames go (an AF_PACKET TX ring, later AF_XDP TX or a
+  file writer, a ``MemorySink`` in tests);
+* ``Batch`` — what a source hands out: a context manager whose exit gives the
+  memory back (a no-op for owned batches), iterable, ``to_owned()``.
+
+The records ``RxStats`` and ``TxStats`` are the counters every source and
+sink reports; backends may return subclasses with more fields.
+
+``publish_all`` is the one loop that sends a run of frames through a sink,
+waiting for room as it goes. This module imports nothing from either side
+of the seam.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence, Union, runtime_checkable
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .packet import OwnedBatch
+
+__all__ = ["Batch", "Source", "Sink", "RxStats", "TxStats", "Frame", "publish_all"]
+
+Frame = Union[bytes, bytearray, memoryview]
+
+
+@dataclasses.dataclass(frozen=True)
+class RxStats:
+    """Counters of a source, as totals since it opened.
+
+    ``packets``: frames the source accepted, *including* the ``drops`` it had
+    no room for; ``received = packets - drops`` were handed out (or are
+    waiting to be). ``freezes``: times the source was full and stopped
+    accepting (AF_PACKET: the kernel froze its queue).
+    """
+
+    packets: int
+    drops: int
+    freezes: int = 0
+
+    @property
+    def received(self) -> int:
+        return self.packets - self.drops
+
+
+@dataclasses.dataclass(frozen=True)
+class TxStats:
+    """Counters of a sink, as totals since it opened.
+
+    ``queued``: frames published into it. ``sent``: frames it finished with
+    (for a TX ring: the kernel freed them). ``rejected``: frames the sink
+    refused after they were published (their room was reused).
+    ``ring_full``: attempts that found no room. ``pending``: published and
+    not finished yet.
+    """
+
+    queued: int
+    sent: int
+    rejected: int
+    ring_full: int
+
+    @property
+    def pending(self) -> int:
+        return self.queued - self.sent - self.rejected
+
+
+@runtime_checkable
+class Batch(Protocol):
+    """A run of packets from a source.
+
+    Leaving the ``with`` block (or ``release()``) hands lent memory back to
+    the kernel and invalidates zero-copy views; for an owned batch both are
+    no-ops. ``to_owned()`` gives copies that outlive the source.
+    """
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Any]: ...
+    def to_owned(self) -> OwnedBatch: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Where packets come from.
+
+    ``next_batch()`` never blocks (``None`` when nothing is ready);
+    ``next_batch_blocking(timeout)`` waits up to ``timeout`` seconds
+    (``None``: forever), is not interrupted by signals, and returns ``None``
+    early when ``close()`` runs in another thread. ``fileno()`` is readable
+    when a batch may be ready (a hint: always try ``next_batch()`` after a
+    wake). ``quiesce()`` makes the source stop admitting packets and returns
+    how many seconds to wait for those already in flight to become
+    available; after that, ``next_batch()`` until ``None`` takes the rest.
+    ``stats()`` counts what the source accepted and dropped. ``close()`` is
+    idempotent and reads the final counters. ``label`` names the source in
+    thread names and messages (an interface name, a file name).
+    """
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    def next_batch(self) -> Batch | None: ...
+    def next_batch_blocking(self, timeout: float | None = None) -> Batch | None: ...
+    def fileno(self) -> int: ...
+    def quiesce(self) -> float: ...
+    def stats(self) -> RxStats: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where frames go.
+
+    ``check_frame(frame)`` validates one frame without queueing it and
+    returns its length (``TypeError``/``ValueError`` naming the problem).
+    ``publish(frames)`` queues, without waiting, as many leading frames as
+    there is room for now and returns how many (0: no room); it raises for
+    ``frames[0]`` if that frame is invalid, and stops before a later invalid
+    one. ``room()`` is how many frames fit now. ``wait_room(timeout)`` waits
+    until at least one fits (``RingFullError`` saying why on timeout,
+    ``ClosedError`` if closed meanwhile). ``flush()`` asks the sink to start sending what is queued
+    (never blocks); ``wait_drained(timeout)`` waits until everything queued
+    is finished. ``capacity`` is the most frames it can hold at once;
+    ``drain_timeout`` how long ``close()`` waits for queued frames by default.
+    """
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def drain_timeout(self) -> float: ...
+    def check_frame(self, frame: Frame) -> int: ...
+    def publish(self, frames: Sequence[Frame]) -> int: ...
+    def room(self) -> int: ...
+    def wait_room(self, timeout: float | None = None) -> None: ...
+    def flush(self) -> int: ...
+    def wait_drained(self, timeout: float | None = None) -> bool: ...
+    def fileno(self) -> int: ...
+    def stats(self) -> TxStats: ...
+    def close(self, timeout: float | None = None) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def publish_all(sink: Sink, frames: Sequence[Frame], timeout: float | None = None) -> int:
+    """Publish every frame in order, waiting for room as needed; not flushed.
+
+    ``timeout`` bounds each wait for room (``None``: as long as it takes);
+    ``RingFullError`` when it passes. An invalid frame raises after the
+    frames before it were published. Returns ``len(frames)``.
+    """
+    n, total = 0, len(frames)
+    while n < total:
+        k = sink.publish(frames[n:] if n else frames)
+        if k:
+            n += k
+        else:
+            sink.wait_room(timeout)
+    return n
+
