@@ -29,6 +29,7 @@ Kernel and libc headers, one module each (:data:`HEADERS`):
 - ``if_packet``: ``<linux/if_packet.h>``, AF_PACKET rings and frame headers.
 - ``filter``: ``<linux/filter.h>``, classic BPF (sock_filter, sock_fprog).
 - ``net_tstamp``: ``<linux/net_tstamp.h>``, SO_TIMESTAMPING flags.
+- ``if_xdp``: ``<linux/if_xdp.h>``, AF_XDP (not used by the runtime yet).
 
 Struct layouts are declared partially (``...;``) so the C compiler fills in
 the real offsets from the installed kernel headers, never from hand-written
@@ -74,7 +75,7 @@ from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-HEADERS = ("libc", "if_ether", "if_packet", "filter", "net_tstamp")
+HEADERS = ("libc", "if_ether", "if_packet", "filter", "net_tstamp", "if_xdp")
 HELPERS = ("walk", "copyout", "poll", "txring", "netdev")
 
 
