@@ -32,8 +32,7 @@ if TYPE_CHECKING:
     from .contract import Frame
     from .threads import CaptureService, InjectService
 
-__all__ = ["Receiver", "Sender", "AsyncioReceiver", "AsyncioSender",
-           "trio_receiver", "trio_sender", "receiver_for_current_loop", "sender_for_current_loop"]
+__all__ = ["Receiver", "Sender", "AsyncioReceiver", "AsyncioSender", "face_for"]
 
 
 class _Group:
@@ -296,17 +295,11 @@ def _trio_classes() -> tuple[type[Receiver], type[Sender]]:
     return TrioReceiveChannel, TrioSendChannel
 
 
-def trio_receiver(svc: CaptureService) -> Receiver:
-    return _trio_classes()[0](svc)
-
-
-def trio_sender(svc: InjectService) -> Sender:
-    return _trio_classes()[1](svc)
-
-
-def receiver_for_current_loop(svc: CaptureService) -> Receiver:
-    return AsyncioReceiver(svc) if current_library() == "asyncio" else trio_receiver(svc)
-
-
-def sender_for_current_loop(svc: InjectService) -> Sender:
-    return AsyncioSender(svc) if current_library() == "asyncio" else trio_sender(svc)
+def face_for(svc: Any, loop: str | None) -> Any:
+    """The face of ``svc`` for ``loop`` (``None``: the running one)."""
+    name = current_library() if loop is None else loop
+    receiving = svc._kind == "capture"
+    if name == "asyncio":
+        return AsyncioReceiver(svc) if receiving else AsyncioSender(svc)
+    rx, tx = _trio_classes()
+    return rx(svc) if receiving else tx(svc)

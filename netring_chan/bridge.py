@@ -21,15 +21,17 @@ Kernel facts this depends on:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import select
 import struct
 import threading
 import time
-from typing import Any, Callable, Union
+from typing import Any, Callable, Iterator, Union
 
 from ._loops import loop_for
+from ._resource import Resource
 from ._sys import close_fd, eventfd, eventfd_signal
 from .errors import ClosedError, ConfigError
 from .packet import Direction, Packet
@@ -108,7 +110,7 @@ def _with_tag(data: memoryview, tci: int, tpid: int | None) -> bytes:
     return bytes(data[:12]) + struct.pack("!HH", tpid or 0x8100, tci) + bytes(data[12:])
 
 
-class Bridge:
+class Bridge(Resource):
     """Forward frames between interfaces ``a`` and ``b`` through ``callback``.
 
     ``callback(packet, direction)`` returns ``Verdict.FORWARD`` (or ``None``
@@ -216,12 +218,10 @@ class Bridge:
         tx.flush()
         return True
 
-    def run(self, timeout: float | None = None) -> None:
-        """Forward until ``stop()`` is called (or ``timeout`` seconds pass).
-
-        Re-raises an exception from the callback (the bridge is then stopped
-        but open). Only one ``run`` at a time.
-        """
+    @contextlib.contextmanager
+    def _run_here(self) -> Iterator[None]:
+        """One ``run``/``arun`` at a time; on the way out, a ``close()`` the
+        callback asked for is carried out."""
         if self._closed:
             raise ClosedError("bridge is closed")
         if not self._running.acquire(blocking=False):
@@ -229,16 +229,34 @@ class Bridge:
         self._runner = threading.get_ident()
         try:
             self._stop = False
+            yield
+        finally:
+            self._drain_wake()
+            self._runner = 0
+            self._running.release()
+            if self._close_after_run:
+                self.close()
+
+    def _forward_all(self) -> bool:
+        busy = False
+        for leg in self._legs:
+            busy |= self._forward_batch(leg)
+        return busy
+
+    def run(self, timeout: float | None = None) -> None:
+        """Forward until ``stop()`` is called (or ``timeout`` seconds pass).
+
+        Re-raises an exception from the callback (the bridge is then stopped
+        but open). Only one ``run`` at a time.
+        """
+        with self._run_here():
             deadline = None if timeout is None else time.monotonic() + timeout
             poller = select.poll()
             for leg in self._legs:
                 poller.register(leg.rx.fileno(), select.POLLIN)
             poller.register(self._wake, select.POLLIN)
             while not self._stop:
-                busy = False
-                for leg in self._legs:
-                    busy |= self._forward_batch(leg)
-                if busy:
+                if self._forward_all():
                     continue
                 if deadline is None:
                     ms = None
@@ -252,34 +270,21 @@ class Bridge:
                 for fd, _ in poller.poll(ms):
                     if fd == self._wake:
                         self._drain_wake()
-        finally:
-            self._drain_wake()
-            self._runner = 0
-            self._running.release()
-            if self._close_after_run:
-                self.close()
 
     async def arun(self, timeout: float | None = None) -> None:
-        """``run()`` inside asyncio or trio, driven by readiness of both
-        capture fds (and the stop eventfd): no thread, no busy polling.
+        """``run()`` inside asyncio or trio (anyio on either), driven by
+        readiness of both capture fds and the stop eventfd: no thread, no
+        busy polling.
 
         The callback runs in the event loop. ``stop()`` works from any task,
         thread or signal handler.
         """
         loop = loop_for()
-        if self._closed:
-            raise ClosedError("bridge is closed")
-        if not self._running.acquire(blocking=False):
-            raise RuntimeError("bridge is already running")
-        self._runner = threading.get_ident()
-        try:
-            self._stop = False
+        with self._run_here():
             deadline = None if timeout is None else time.monotonic() + timeout
             fds = [leg.rx.fileno() for leg in self._legs] + [self._wake]
             while not self._stop:
-                busy = False
-                for leg in self._legs:
-                    busy |= self._forward_batch(leg)
+                busy = self._forward_all()
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
@@ -287,12 +292,6 @@ class Bridge:
                     left = 0  # a checkpoint: let other tasks run between blocks
                 await loop.wait_any_readable(fds, left)
                 self._drain_wake()
-        finally:
-            self._drain_wake()
-            self._runner = 0
-            self._running.release()
-            if self._close_after_run:
-                self.close()
 
     def run_for(self, seconds: float) -> None:
         """``run()`` for ``seconds`` (or until ``stop()``)."""
@@ -318,10 +317,6 @@ class Bridge:
         """Per-direction counters (see ``DirectionStats``); final ones after ``close()``."""
         return BridgeStats(a_to_b=self._legs[0].stats(), b_to_a=self._legs[1].stats())
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
         """Stop and release both interfaces' rings. Idempotent.
 
@@ -346,19 +341,6 @@ class Bridge:
                 leg.tx.close()
             close_fd(self._wake)
             self._wake = -1
-
-    def __enter__(self) -> Bridge:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            import warnings
-
-            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
-            self.close()
 
     def __repr__(self) -> str:
         return f"<Bridge {getattr(self, 'a', '?')!r} <-> {getattr(self, 'b', '?')!r}{' closed' if self._closed else ''}>"

@@ -57,7 +57,7 @@ import time
 import warnings
 import weakref
 from itertools import chain
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, Sequence
 
 from ._queue import BatchQueue, Overflow, ServiceError
 from ._sys import set_thread_name
@@ -93,6 +93,38 @@ def _check_timeout(timeout: float | None, what: str = "timeout") -> None:
     if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
                                 or timeout < 0):
         raise ConfigError(f"{what} must be a number >= 0 (seconds) or None, got {timeout!r}")
+
+
+# Waits with nothing to wait on but counters, written once for threads and
+# event loops: ``_until`` yields how long to sleep between looks and returns
+# the outcome; ``_wait_sync`` / ``_wait_async`` do the sleeping.
+Steps = Generator[float, None, bool]
+
+
+def _until(done: Callable[[], bool], deadline: float | None) -> Steps:
+    """True once ``done()``; False if ``deadline`` (monotonic) passes first."""
+    while not done():
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        yield _SETTLE_POLL
+    return True
+
+
+def _wait_sync(steps: Steps) -> bool:
+    while True:
+        try:
+            time.sleep(next(steps))
+        except StopIteration as e:
+            return bool(e.value)
+
+
+async def _wait_async(steps: Steps, sleep: Callable[[float], Any]) -> bool:
+    while True:
+        try:
+            delay = next(steps)
+        except StopIteration as e:
+            return bool(e.value)
+        await sleep(delay)
 
 
 # -- the one lifecycle -------------------------------------------------------------
@@ -272,8 +304,7 @@ class _ThreadService:
                 t.join(max(0.0, join_until - time.monotonic()))
         self._end_stop(drain)
         if drain:
-            while not self._drained_now() and time.monotonic() < self._drain_deadline:
-                time.sleep(_SETTLE_POLL)
+            _wait_sync(_until(self._drained_now, self._drain_deadline))
             self._raise_if_failed()
 
     async def _stop_async(self, drain: bool, sleep: Callable[[float], Any]) -> None:
@@ -285,12 +316,34 @@ class _ThreadService:
             await sleep(0.005)
         self._end_stop(drain)
         if drain:
-            while not self._drained_now() and time.monotonic() < self._drain_deadline:
-                await sleep(_SETTLE_POLL)
+            await _wait_async(_until(self._drained_now, self._drain_deadline), sleep)
             self._raise_if_failed()
 
     def _at_exit(self) -> None:
         self.stop()
+
+    # -- the async faces (``_faces``), for either direction -------------------------
+
+    def asyncio(self) -> Any:
+        """The asyncio face (capture: through janus); starts the service if new."""
+        return self._face("asyncio")
+
+    def trio(self) -> Any:
+        """The trio face, a ``trio.abc.ReceiveChannel`` (capture) or
+        ``trio.abc.SendChannel`` (injection); starts the service if new."""
+        return self._face("trio")
+
+    def channel(self) -> Any:
+        """The face of whichever loop is running (asyncio or trio, anyio on
+        either: the one rule of ``_loops``); starts the service if new."""
+        return self._face(None)
+
+    def _face(self, loop: str | None) -> Any:
+        from ._faces import face_for
+
+        if not self._stopped:
+            self.start()
+        return face_for(self, loop)
 
     def __enter__(self) -> Any:
         return self.start()
@@ -575,30 +628,10 @@ class CaptureService(_ThreadService):
             if cur is not None:
                 self._give_back(cur)
 
-    # -- the async faces -------------------------------------------------------------------
-
-    def asyncio(self) -> AsyncioReceiver:
-        """The asyncio face (through janus); starts the service if new."""
-        from ._faces import AsyncioReceiver
-
-        return AsyncioReceiver(self._start_for_face())
-
-    def trio(self) -> Receiver:
-        """The trio face, a ``trio.abc.ReceiveChannel``; starts the service if new."""
-        from ._faces import trio_receiver
-
-        return trio_receiver(self._start_for_face())
-
-    def channel(self) -> Receiver:
-        """The async face of whichever loop is running (asyncio or trio, anyio on either)."""
-        from ._faces import receiver_for_current_loop
-
-        return receiver_for_current_loop(self._start_for_face())
-
-    def _start_for_face(self) -> CaptureService:
-        if not self._stopped:
-            self.start()
-        return self
+    if TYPE_CHECKING:
+        def asyncio(self) -> AsyncioReceiver: ...
+        def trio(self) -> Receiver: ...
+        def channel(self) -> Receiver: ...
 
 
 # -- injection ---------------------------------------------------------------------------
@@ -850,27 +883,18 @@ class InjectService(_ThreadService):
         Does not stop the service. Raises ``ServiceError`` if a sender thread
         failed, ``ClosedError`` if the service stopped with frames discarded.
         """
-        _check_timeout(timeout)
-        self._check_started()
-        target = self.stats().submitted
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._settled(target):
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(_SETTLE_POLL)
-        return True
+        return _wait_sync(self._drain_steps(timeout))
 
     async def _wait_drained_async(self, timeout: float | None, sleep: Callable[[float], Any]) -> bool:
+        r = await _wait_async(self._drain_steps(timeout), sleep)
+        await sleep(0)
+        return r
+
+    def _drain_steps(self, timeout: float | None) -> Steps:
         _check_timeout(timeout)
         self._check_started()
         target = self.stats().submitted
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._settled(target):
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            await sleep(_SETTLE_POLL)
-        await sleep(0)
-        return True
+        return _until(lambda: self._settled(target), None if timeout is None else time.monotonic() + timeout)
 
     # -- submission (shared by every face) -------------------------------------------------
 
@@ -949,27 +973,7 @@ class InjectService(_ThreadService):
             self._submitted_add(len(item))
         return n
 
-    # -- the async faces -------------------------------------------------------------------
-
-    def asyncio(self) -> AsyncioSender:
-        """The asyncio face; starts the service if new."""
-        from ._faces import AsyncioSender
-
-        return AsyncioSender(self._start_for_face())
-
-    def trio(self) -> Sender:
-        """The trio face, a ``trio.abc.SendChannel``; starts the service if new."""
-        from ._faces import trio_sender
-
-        return trio_sender(self._start_for_face())
-
-    def channel(self) -> Sender:
-        """The async face of whichever loop is running (asyncio or trio, anyio on either)."""
-        from ._faces import sender_for_current_loop
-
-        return sender_for_current_loop(self._start_for_face())
-
-    def _start_for_face(self) -> InjectService:
-        if not self._stopped:
-            self.start()
-        return self
+    if TYPE_CHECKING:
+        def asyncio(self) -> AsyncioSender: ...
+        def trio(self) -> Sender: ...
+        def channel(self) -> Sender: ...

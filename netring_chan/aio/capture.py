@@ -40,8 +40,9 @@ from typing import TYPE_CHECKING, Any
 from .._loops import Loop, loop_for
 from .._sys import pending_error
 from ..contract import Batch, Source
-from ..errors import ClosedError, ConfigError, RingError
+from ..errors import ClosedError, RingError
 from ..packet import PacketCursor
+from ._own import adopt
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -103,10 +104,11 @@ class AsyncCapture:
 
     def __init__(self, source: str | Source, *, owns: bool = True, backend: str | None = None,
                  **options: Any) -> None:
-        if not isinstance(owns, bool):
-            raise ConfigError(f"owns must be a bool, got {owns!r}")
-        if backend is not None:
-            loop_for(backend)  # validates the name (ConfigError)
+        from ..rings.afpacket import Capture  # lazy: keeps the faces importable first
+
+        src: Source = adopt(source, Source, Capture, owns=owns, backend=backend, options=options)
+        self._source = src
+        self._owns = owns
         self._backend_name = backend
         self._loop: Loop | None = None
         self._fd = -1
@@ -115,19 +117,6 @@ class AsyncCapture:
         self._sockerr = True  # False once SO_ERROR proved the fd is not a socket
         self._batches = self._packets = self._waits = self._spurious = 0
         self._stream: PacketStream | None = None
-        if isinstance(source, str):
-            if not owns:
-                raise ConfigError("owns=False: a capture opened here by interface name is always owned")
-            from ..rings.afpacket import Capture  # lazy: keeps the faces importable first
-
-            self._source = Capture(source, **options)
-        else:
-            if options:
-                raise ConfigError(f"capture options {sorted(options)} apply only when opening by interface name")
-            if not isinstance(source, Source):
-                raise ConfigError(f"not a source (see netring_chan.contract.Source): {source!r}")
-            self._source = source
-        self._owns = owns
         try:
             self._fd = self._source.fileno()
         except BaseException:

@@ -24,7 +24,8 @@ from typing import Any, Iterable
 
 from .._loops import Loop, loop_for
 from ..contract import Frame, Sink, TxStats
-from ..errors import ClosedError, ConfigError, RingFullError
+from ._own import adopt
+from ..errors import ClosedError, RingFullError
 
 __all__ = ["AsyncInjector"]
 
@@ -48,22 +49,9 @@ class AsyncInjector:
 
     def __init__(self, sink: str | Sink, *, owns: bool = True, backend: str | None = None,
                  **options: Any) -> None:
-        if not isinstance(owns, bool):
-            raise ConfigError(f"owns must be a bool, got {owns!r}")
-        if backend is not None:
-            loop_for(backend)  # validates the name (ConfigError)
-        if isinstance(sink, str):
-            if not owns:
-                raise ConfigError("owns=False: an injector opened here by interface name is always owned")
-            from ..rings.afpacket import Injector  # lazy: keeps the faces importable first
+        from ..rings.afpacket import Injector  # lazy: keeps the faces importable first
 
-            self._sink: Sink = Injector(sink, **options)
-        else:
-            if options:
-                raise ConfigError(f"options {sorted(options)} apply only when opening by interface name")
-            if not isinstance(sink, Sink):
-                raise ConfigError(f"not a sink (see netring_chan.contract.Sink): {sink!r}")
-            self._sink = sink
+        self._sink: Sink = adopt(sink, Sink, Injector, owns=owns, backend=backend, options=options)
         self._owns = owns
         self._backend_name = backend
         self._loop: Loop | None = None

@@ -31,6 +31,7 @@ from typing import Any, Iterator
 
 from ..._config import resolve
 from ..._lowlevel import ffi, lib
+from ..._resource import Resource
 from ..._sys import (
     check, close_fd, eventfd, eventfd_signal, ifindex, poll_wait, raise_errno,
     pending_error, setsockopt_int, setsockopt_struct,
@@ -39,6 +40,7 @@ from ...contract import RxStats
 from ...errors import ClosedError, ConfigError, FilterError, MalformedBlockError, RingError
 from ...packet import OwnedPacket, PacketBatch, PacketCursor
 from .._mapping import Mapping
+from ._socket import open_packet_socket
 from .blocks import Lease, Scratch, walk_block
 from .bpf import BpfProgram, FilterSpec, as_program
 from .fanout import Fanout
@@ -200,7 +202,7 @@ class _RxRing:
         return Lease(self.map.lease(off, give_back), self.block_size)
 
 
-class Capture:
+class Capture(Resource):
     """A TPACKET_V3 receive ring on one interface.
 
     ``Capture("eth0", filter="udp port 53", snaplen=96)``; options are the
@@ -232,15 +234,7 @@ class Capture:
         self.malformed_blocks = 0
         self.fanout_group_id: int | None = None
 
-        fd = check(lib.socket(lib.AF_PACKET, lib.SOCK_RAW | lib.SOCK_CLOEXEC, 0), "socket(AF_PACKET)")
-        try:
-            self._setup(fd)
-        except BaseException:
-            if self._mapping is not None:
-                self._mapping.close()
-            else:
-                close_fd(fd)
-            raise
+        open_packet_socket(self._setup, lambda: self._mapping)
         self._closed = False
 
     @classmethod
@@ -351,10 +345,6 @@ class Capture:
 
     def _use(self) -> _Active:
         return _Active(self)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def fileno(self) -> int:
         """The socket fd (readable when a block is ready), for event loops."""
@@ -558,17 +548,6 @@ class Capture:
                 self._wake = -1
                 if mapping is not None:
                     mapping.close()
-
-    def __enter__(self) -> Capture:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
-            self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._fd}"

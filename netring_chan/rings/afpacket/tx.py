@@ -59,20 +59,21 @@ import gc
 import mmap as _mmap
 import threading
 import time
-import warnings
 from array import array
 from itertools import islice
 from typing import Any, Iterable, Sequence
 
 from ..._config import resolve
 from ..._lowlevel import ffi, lib
+from ..._resource import Resource
 from ..._sys import (
-    check, close_fd, eventfd, eventfd_signal, ifindex, poll_wait, raise_errno, retry_eintr,
+    close_fd, eventfd, eventfd_signal, ifindex, poll_wait, raise_errno, retry_eintr,
     setsockopt_int,
 )
 from ...contract import Frame, TxStats, publish_all
 from ...errors import ClosedError, ConfigError, RingError, RingFullError
 from .._mapping import Mapping
+from ._socket import open_packet_socket
 from .frames import ETH_HLEN, TPID_8021Q, check_frame_len, frame_buffer
 
 __all__ = ["Injector", "InjectorConfig", "InjectorStats", "TxSlot", "RingFullError"]
@@ -224,7 +225,7 @@ class TxSlot:
         return f"<TxSlot {self.index} len={self.length} {state}>"
 
 
-class Injector:
+class Injector(Resource):
     """A PACKET_TX_RING on one interface (TPACKET_V2).
 
     ``Injector("eth0", frame_count=512)``; options are the fields of
@@ -268,14 +269,9 @@ class Injector:
         self._pinned = bytearray(self.frame_count)
         self._gc_at = 0.0
 
-        fd = check(lib.socket(lib.AF_PACKET, lib.SOCK_RAW | lib.SOCK_CLOEXEC, 0), "socket(AF_PACKET)")
         try:
-            self._setup(fd)
+            open_packet_socket(self._setup, lambda: self._mapping)
         except BaseException:
-            if self._mapping is not None:
-                self._mapping.close()
-            else:
-                close_fd(fd)
             close_fd(self._wake)
             raise
         self._closed = False
@@ -391,10 +387,6 @@ class Injector:
             self._wait_progress(deadline)
 
     # -- state ---------------------------------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def fileno(self) -> int:
         """The socket fd (POLLOUT is a hint that slots may be free)."""
@@ -803,16 +795,8 @@ class Injector:
         if mapping is not None:
             mapping.close()  # unmaps (then closes the fd) once no slot view is alive
 
-    def __enter__(self) -> Injector:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
-            self.close(timeout=0)
+    def _close_on_leak(self) -> None:
+        self.close(timeout=0)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._fd} slots={self.frame_count}x{self.frame_size}"
