@@ -131,7 +131,9 @@ class Sink(Protocol):
     ``publish(frames)`` queues, without waiting, as many leading frames as
     there is room for now and returns how many (0: no room); it raises for
     ``frames[0]`` if that frame is invalid, and stops before a later invalid
-    one. ``room()`` is how many frames fit now. ``wait_room(timeout)`` waits
+    one. When there is no room, ``publish``, ``room`` and ``wait_room`` push
+    out what is queued (a TX ring kicks the kernel) so that room can come.
+    ``room()`` is how many frames fit now. ``wait_room(timeout)`` waits
     until at least one fits (``RingFullError`` saying why on timeout,
     ``ClosedError`` if closed meanwhile). ``flush()`` asks the sink to start sending what is queued
     (never blocks); ``wait_drained(timeout)`` waits until everything queued

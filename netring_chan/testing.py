@@ -1,0 +1,476 @@
+"""A source and a sink in memory, for tests that need no root and no network.
+
+``MemorySource`` is a ``Source`` whose packets are frames you ``push``: they
+are laid out as TPACKET_V3 blocks, byte for byte as the kernel writes them,
+and handed out through the same validating walk and the same copy-out as a
+``Capture``, so everything above the ring — the capture service and its
+faces, ``AsyncCapture`` — runs exactly as it does on a live interface.
+Failures can be injected: raise on the Nth batch (``fail_at``), vanish like a
+deleted interface (``vanish_at``), or stall (``stall()``/``resume()``).
+
+``MemorySink`` is a ``Sink`` that records what is sent: ``publish`` fills
+``capacity`` slots, ``flush`` "transmits" them into ``sent`` (unless stalled),
+with the same failure switches.
+
+Both keep the contract's accounting: a ``MemorySource`` with no room left
+(``max_blocks`` blocks waiting) counts the frames of a push as ``drops``, as
+a full ring does, and after ``quiesce()`` admits and counts nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import os
+import socket
+import threading
+import time
+from typing import Iterable, Sequence
+
+from ._lowlevel import ffi, lib
+from ._resource import Resource
+from ._sys import close_fd, eventfd, eventfd_signal
+from .contract import Frame, RxStats, TxStats
+from .errors import ClosedError, ConfigError, RingError, RingFullError
+from .packet import PacketBatch
+from .rings.afpacket.blocks import Lease, Scratch, walk_block
+
+__all__ = ["MemorySource", "MemorySink", "tpacket_v3_block"]
+
+_BLK_HDR = ffi.sizeof("struct tpacket_block_desc")
+_HDRLEN = (ffi.sizeof("struct tpacket3_hdr") + lib.TPACKET_ALIGNMENT - 1) & ~(lib.TPACKET_ALIGNMENT - 1)
+# Where the kernel puts the frame: netoff = TPACKET_ALIGN(TPACKET3_HDRLEN + 16), macoff = netoff - 14.
+_MACOFF = ((lib.NC_MIN_RECORD + 16 + 15) & ~15) - 14
+_SRC_MAC = b"\x02\x00\x00\x00\x00\x02\x00\x00"
+
+
+def _record_size(n: int) -> int:
+    return (int(_MACOFF) + n + 7) & ~7
+
+
+def tpacket_v3_block(frames: Sequence[bytes], timestamps_ns: Sequence[int], *, size: int, seq: int = 1,
+                     ifindex: int = 1, protocol: int = 0x88B5) -> bytearray:
+    """One block laid out as the kernel writes it (``prb_fill_curr_block``)."""
+    buf = bytearray(size)
+    base = ffi.from_buffer(buf)
+    bh = ffi.cast("struct tpacket_block_desc *", base).hdr.bh1
+    off = _BLK_HDR
+    bh.offset_to_first_pkt = off
+    for k, (data, ts) in enumerate(zip(frames, timestamps_ns)):
+        h = ffi.cast("struct tpacket3_hdr *", base + off)
+        h.tp_sec, h.tp_nsec = divmod(ts, 1_000_000_000)
+        h.tp_snaplen = h.tp_len = len(data)
+        h.tp_status = lib.TP_STATUS_USER
+        h.tp_mac, h.tp_net = _MACOFF, _MACOFF + 14
+        sll = ffi.cast("struct sockaddr_ll *", base + off + _HDRLEN)
+        sll.sll_family = socket.AF_PACKET
+        sll.sll_protocol = socket.htons(protocol)
+        sll.sll_ifindex = ifindex
+        sll.sll_hatype = 1
+        sll.sll_pkttype = lib.PACKET_HOST
+        sll.sll_halen = 6
+        for i in range(8):
+            sll.sll_addr[i] = _SRC_MAC[i]
+        buf[off + _MACOFF:off + _MACOFF + len(data)] = data
+        rec = _record_size(len(data))
+        h.tp_next_offset = rec if k + 1 < len(frames) else 0
+        off += rec
+    bh.num_pkts = len(frames)
+    bh.blk_len = off
+    bh.seq_num = seq
+    bh.block_status = lib.TP_STATUS_USER
+    if frames:
+        bh.ts_first_pkt.ts_sec, bh.ts_first_pkt.ts_nsec = divmod(timestamps_ns[0], 1_000_000_000)
+        bh.ts_last_pkt.ts_sec, bh.ts_last_pkt.ts_nsec = divmod(timestamps_ns[-1], 1_000_000_000)
+    return buf
+
+
+def _positive(name: str, v: object, *, none_ok: bool = False) -> None:
+    if none_ok and v is None:
+        return
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ConfigError(f"{name} must be a positive int{' or None' if none_ok else ''}, got {v!r}")
+
+
+class MemorySource(Resource):
+    """A ``Source`` of frames pushed from Python, as TPACKET_V3 blocks.
+
+    ``push(frames)`` packs the frames into blocks of ``block_size`` bytes (at
+    most ``packets_per_block`` each); up to ``max_blocks`` blocks wait to be
+    taken, and a push that finds no room counts its frames as ``drops``.
+    ``fail_at=N``: the Nth batch raises ``RingError`` (EIO) instead; every
+    later call too. ``vanish_at=N``: after N batches the source behaves like
+    an interface that was deleted: ``RingError`` (ENETDOWN). ``stall()``
+    makes the source hand out nothing until ``resume()`` (waits time out).
+    ``snaplen`` truncates as a capture's does. ``label`` names it.
+    """
+
+    def __init__(self, frames: Iterable[Frame] = (), *, block_size: int = 1 << 16,
+                 packets_per_block: int | None = None, max_blocks: int = 64, snaplen: int | None = None,
+                 fail_at: int | None = None, vanish_at: int | None = None, label: str = "memory") -> None:
+        _positive("block_size", block_size)
+        if block_size < _BLK_HDR + _record_size(1):
+            raise ConfigError(f"block_size must be at least {_BLK_HDR + _record_size(1)}, got {block_size}")
+        _positive("packets_per_block", packets_per_block, none_ok=True)
+        _positive("max_blocks", max_blocks)
+        _positive("snaplen", snaplen, none_ok=True)
+        _positive("fail_at", fail_at, none_ok=True)
+        _positive("vanish_at", vanish_at, none_ok=True)
+        if not isinstance(label, str) or not label:
+            raise ConfigError(f"label must be a non-empty str, got {label!r}")
+        self.block_size = block_size
+        self.packets_per_block = packets_per_block
+        self.max_blocks = max_blocks
+        self._snaplen = snaplen or 0xFFFFFFFF
+        self._fail_at = fail_at
+        self._vanish_at = vanish_at
+        self._label = label
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._blocks: collections.deque[bytearray] = collections.deque()
+        self._seq = 0
+        self._taken = 0
+        self._packets = 0
+        self._drops = 0
+        self._quiet = False
+        self._stalled = False
+        self._error: RingError | None = None
+        self._scratch = Scratch()
+        self._wake = eventfd()
+        self._closed = False
+        self.push(frames)
+
+    # -- feeding -------------------------------------------------------------
+
+    def push(self, frames: Iterable[Frame], *, timestamp_ns: int | None = None) -> int:
+        """Queue ``frames`` as blocks; returns how many were admitted (the rest
+        counted as drops; none counted after ``quiesce()`` or ``close()``)."""
+        datas = [bytes(f) for f in frames]
+        for i, d in enumerate(datas):
+            if not d or _BLK_HDR + _record_size(len(d)) > self.block_size:
+                raise ConfigError(f"frame {i} of {len(d)} bytes does not fit a {self.block_size}-byte block")
+        ts = time.time_ns() if timestamp_ns is None else timestamp_ns
+        blocks = self._pack(datas, ts)
+        admitted = 0
+        with self._lock:
+            if self._quiet or self._closed:
+                return 0
+            for frames_in, blk in blocks:
+                self._packets += frames_in
+                if len(self._blocks) >= self.max_blocks:
+                    self._drops += frames_in
+                    continue
+                self._blocks.append(blk)
+                admitted += frames_in
+            self._ready.notify_all()
+        if admitted:
+            eventfd_signal(self._wake)
+        return admitted
+
+    def _pack(self, datas: list[bytes], ts: int) -> list[tuple[int, bytearray]]:
+        out: list[tuple[int, bytearray]] = []
+        i = 0
+        while i < len(datas):
+            used, j = _BLK_HDR, i
+            while j < len(datas) and used + _record_size(len(datas[j])) <= self.block_size \
+                    and (self.packets_per_block is None or j - i < self.packets_per_block):
+                used += _record_size(len(datas[j]))
+                j += 1
+            self._seq += 1
+            run = datas[i:j]
+            out.append((len(run), tpacket_v3_block(run, [ts + k for k in range(i, j)],
+                                                   size=self.block_size, seq=self._seq)))
+            i = j
+        return out
+
+    def stall(self) -> None:
+        """Hand out nothing until ``resume()`` (blocking waits time out)."""
+        with self._lock:
+            self._stalled = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self._stalled = False
+            self._ready.notify_all()
+        eventfd_signal(self._wake)
+
+    @property
+    def pending(self) -> int:
+        """Blocks waiting to be taken."""
+        with self._lock:
+            return len(self._blocks)
+
+    # -- the Source contract -------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    def fileno(self) -> int:
+        """An eventfd, readable while blocks wait (or the source failed)."""
+        if self._closed:
+            raise ClosedError(f"memory source {self._label!r} is closed")
+        return self._wake
+
+    def next_batch(self) -> PacketBatch | None:
+        with self._lock:
+            return self._take()
+
+    def _take(self) -> PacketBatch | None:
+        # _lock held.
+        if self._closed:
+            raise ClosedError(f"memory source {self._label!r} is closed")
+        if self._error is not None:
+            raise self._error
+        if self._stalled or not self._blocks:
+            if not self._blocks:
+                self._clear_wake()
+            return None
+        n = self._taken + 1
+        if self._fail_at is not None and n >= self._fail_at:
+            self._fail(RingError(errno.EIO, f"memory source {self._label!r}: injected failure at batch {n}"))
+        if self._vanish_at is not None and n > self._vanish_at:
+            self._fail(RingError(errno.ENETDOWN, f"memory source {self._label!r}: "
+                                 "interface went down or was removed"))
+        blk = self._blocks.popleft()
+        self._taken = n
+        return walk_block(Lease(ffi.from_buffer("uint8_t[]", blk), len(blk)), self._snaplen, self._scratch)
+
+    def _fail(self, err: RingError) -> None:
+        self._error = err
+        eventfd_signal(self._wake)
+        raise err
+
+    def _clear_wake(self) -> None:
+        try:
+            os.read(self._wake, 8)  # an eventfd read resets it: not readable until the next push
+        except BlockingIOError:
+            pass
+
+    def next_batch_blocking(self, timeout: float | None = None) -> PacketBatch | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                if self._closed:
+                    return None
+                b = self._take()
+                if b is not None:
+                    return b
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._ready.wait(left)
+
+    def quiesce(self) -> float:
+        """Admit nothing more (a later ``push`` counts nothing); nothing is in flight."""
+        with self._lock:
+            self._quiet = True
+        return 0.0
+
+    def stats(self) -> RxStats:
+        with self._lock:
+            return RxStats(self._packets, self._drops, 0)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._ready.notify_all()
+        wake, self._wake = self._wake, -1
+        close_fd(wake)
+
+    def __repr__(self) -> str:
+        return f"<MemorySource {self._label!r}{' closed' if self._closed else ''}>"
+
+
+class MemorySink(Resource):
+    """A ``Sink`` that records what it sends.
+
+    ``capacity`` slots; ``publish`` fills them, ``flush`` sends them (into
+    ``sent``, which keeps the last ``keep`` frames; ``stats().sent`` counts
+    all). ``stall()`` makes ``flush`` send nothing until ``resume()``, so
+    the sink fills as a TX ring behind a stuck qdisc does. ``fail_at=N``:
+    the flush that would send the Nth frame raises ``RingError`` (ENETDOWN,
+    like a deleted interface), and so does every later call. Frames must be
+    bytes-like and ``min_frame``..``max_frame`` bytes long.
+    """
+
+    def __init__(self, *, capacity: int = 256, max_frame: int = 1514, min_frame: int = 14,
+                 fail_at: int | None = None, keep: int = 100_000, drain_timeout: float = 1.0,
+                 label: str = "memory") -> None:
+        _positive("capacity", capacity)
+        _positive("max_frame", max_frame)
+        _positive("min_frame", min_frame)
+        _positive("keep", keep)
+        _positive("fail_at", fail_at, none_ok=True)
+        if min_frame > max_frame:
+            raise ConfigError(f"min_frame ({min_frame}) must not exceed max_frame ({max_frame})")
+        if not isinstance(drain_timeout, (int, float)) or isinstance(drain_timeout, bool) or drain_timeout < 0:
+            raise ConfigError(f"drain_timeout must be a number >= 0, got {drain_timeout!r}")
+        self._capacity = capacity
+        self.max_frame = max_frame
+        self.min_frame = min_frame
+        self._fail_at = fail_at
+        self._drain_timeout = float(drain_timeout)
+        self._label = label
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._queue: collections.deque[bytes] = collections.deque()
+        self.sent: collections.deque[bytes] = collections.deque(maxlen=keep)
+        self._counts = [0, 0, 0, 0]  # queued, sent, rejected, ring_full
+        self._stalled = False
+        self._error: RingError | None = None
+        self._wake = eventfd()
+        eventfd_signal(self._wake)  # always "writable" and readable: readiness is only a hint
+        self._closed = False
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def drain_timeout(self) -> float:
+        return self._drain_timeout
+
+    def fileno(self) -> int:
+        if self._closed:
+            raise ClosedError(f"memory sink {self._label!r} is closed")
+        return self._wake
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"memory sink {self._label!r} is closed")
+        if self._error is not None:
+            raise self._error
+
+    def check_frame(self, frame: Frame) -> int:
+        if isinstance(frame, str) or not isinstance(frame, (bytes, bytearray, memoryview)):
+            raise TypeError(f"frame must be a bytes-like object, got {type(frame).__name__}")
+        n = memoryview(frame).nbytes
+        if n == 0:
+            raise ValueError("empty frame")
+        if not self.min_frame <= n <= self.max_frame:
+            raise ValueError(f"frame of {n} bytes is outside {self.min_frame}..{self.max_frame} bytes")
+        return n
+
+    def publish(self, frames: Sequence[Frame]) -> int:
+        if not frames:
+            return 0
+        with self._lock:
+            self._check_open()
+            if len(self._queue) >= self._capacity:
+                self._flush_locked()  # full: push what is queued out, as a TX ring's kick does
+            room = self._capacity - len(self._queue)
+            if room <= 0:
+                self.check_frame(frames[0])
+                self._counts[3] += 1
+                return 0
+            k = 0
+            for f in frames[:room]:
+                try:
+                    self.check_frame(f)
+                except (TypeError, ValueError):
+                    if k == 0:
+                        raise
+                    break
+                self._queue.append(bytes(f))
+                k += 1
+            self._counts[0] += k
+            return k
+
+    def room(self) -> int:
+        with self._lock:
+            self._check_open()
+            if len(self._queue) >= self._capacity:
+                self._flush_locked()
+            return self._capacity - len(self._queue)
+
+    def wait_room(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                self._check_open()
+                if len(self._queue) >= self._capacity:
+                    self._flush_locked()
+                if len(self._queue) < self._capacity:
+                    return
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise RingFullError(errno.EAGAIN, f"no room in memory sink {self._label!r} in time"
+                                        f"{' (stalled)' if self._stalled else ''}")
+                self._changed.wait(left)
+
+    def flush(self) -> int:
+        with self._lock:
+            self._check_open()
+            return self._flush_locked()
+
+    def _flush_locked(self) -> int:
+        if self._stalled:
+            return 0
+        n = 0
+        while self._queue:
+            if self._fail_at is not None and self._counts[1] + 1 >= self._fail_at:
+                self._error = RingError(errno.ENETDOWN, f"send on memory sink {self._label!r}: "
+                                        "interface is down or gone")
+                self._changed.notify_all()
+                raise self._error
+            self.sent.append(self._queue.popleft())
+            self._counts[1] += 1
+            n += 1
+        self._changed.notify_all()
+        return n
+
+    def wait_drained(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                self._check_open()
+                self._flush_locked()
+                if not self._queue:
+                    return True
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._changed.wait(left)
+
+    def stall(self) -> None:
+        """``flush`` sends nothing until ``resume()``."""
+        with self._lock:
+            self._stalled = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self._stalled = False
+            self._changed.notify_all()
+
+    def stats(self) -> TxStats:
+        with self._lock:
+            q, s, r, f = self._counts
+            return TxStats(q, s, r, f)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Send what is queued (unless stalled or failed; waiting at most
+        ``timeout``, default ``drain_timeout``), then close. Idempotent.
+        Frames still queued stay counted as pending."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if self._error is None:
+                    self._flush_locked()
+            except RingError:
+                pass
+            self._closed = True
+            self._changed.notify_all()
+        wake, self._wake = self._wake, -1
+        close_fd(wake)
+
+    def __repr__(self) -> str:
+        return f"<MemorySink {self._label!r}{' closed' if self._closed else ''}>"
+
