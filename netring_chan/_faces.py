@@ -277,14 +277,14 @@ class AsyncioSender(Sender):
 def _trio_classes() -> tuple[type[Receiver], type[Sender]]:
     import trio  # type: ignore[import-untyped]  # lazy: importing netring_chan does not import trio
 
-    class TrioReceiveChannel(Receiver, trio.abc.ReceiveChannel):  # type: ignore[misc]
+    class TrioReceiveChannel(Receiver, trio.abc.ReceiveChannel[OwnedPacket]):  # type: ignore[misc]
         """The trio face of a ``CaptureService``: a ``trio.abc.ReceiveChannel`` of
         ``OwnedPacket`` (``receive_batch()`` for whole batches)."""
 
         _loop_name = "trio"
         _ends = (ClosedError, trio.EndOfChannel)
 
-    class TrioSendChannel(Sender, trio.abc.SendChannel):  # type: ignore[misc]
+    class TrioSendChannel(Sender, trio.abc.SendChannel[bytes]):  # type: ignore[misc]
         """The trio face of an ``InjectService``: a ``trio.abc.SendChannel`` of frames."""
 
         _loop_name = "trio"
