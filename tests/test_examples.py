@@ -40,10 +40,14 @@ def _run(lab: Lab, script: str, *args: str, send: list[bytes]) -> tuple[str, flo
     return first + out, time.monotonic() - t0
 
 
-@pytest.mark.parametrize("script", ["capture_sync.py", "capture_asyncio.py", "capture_trio.py"])
-def test_example_sees_frames_and_stops_at_count(lab: Lab, script: str) -> None:
+CAPTURE_EXAMPLES = [("capture_sync.py",), ("capture_asyncio.py",), ("capture_trio.py",),
+                    ("capture_anyio.py", "--backend", "asyncio"), ("capture_anyio.py", "--backend", "trio")]
+
+
+@pytest.mark.parametrize("script", CAPTURE_EXAMPLES, ids=" ".join)
+def test_example_sees_frames_and_stops_at_count(lab: Lab, script: tuple[str, ...]) -> None:
     sent = [frame(mac(1), mac(2), bytes([i]) * (60 + i)) for i in range(5)]
-    out, dt = _run(lab, script, "--count", "5", "--duration", "10", "--filter", "ether proto 0x88b5", send=sent)
+    out, dt = _run(lab, *script, "--count", "5", "--duration", "10", "--filter", "ether proto 0x88b5", send=sent)
     lines = [ln for ln in out.splitlines() if re.match(r"^\d+\.\d{6} ", ln)]
     assert [ln.split()[3] for ln in lines] == [f[:14].hex() for f in sent]
     assert [int(ln.split()[2]) for ln in lines] == [len(f) for f in sent]
@@ -56,8 +60,8 @@ def test_example_sees_frames_and_stops_at_count(lab: Lab, script: str) -> None:
     assert dt < 8  # stopped at --count, not at --duration
 
 
-@pytest.mark.parametrize("script", ["capture_sync.py", "capture_asyncio.py", "capture_trio.py"])
-def test_example_stops_at_duration(lab: Lab, script: str) -> None:
-    out, dt = _run(lab, script, "--duration", "0.5", "--filter", "ether proto 0x88b5", send=[])
+@pytest.mark.parametrize("script", CAPTURE_EXAMPLES, ids=" ".join)
+def test_example_stops_at_duration(lab: Lab, script: tuple[str, ...]) -> None:
+    out, dt = _run(lab, *script, "--duration", "0.5", "--filter", "ether proto 0x88b5", send=[])
     assert "captured 0 packets" in out
     assert dt < 5
