@@ -91,7 +91,9 @@ class BatchQueue(Generic[T]):
         except ValueError:
             raise ConfigError(f"overflow must be 'block' or 'drop', got {overflow!r}") from None
         self.capacity = capacity
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler that stops the service may interrupt
+        # this thread while it holds the lock.
+        self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)
         self._jq: janus.Queue[T] = janus.Queue()
         # Items handed back by a consumer that stopped mid-item: served first.

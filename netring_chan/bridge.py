@@ -69,6 +69,10 @@ class DirectionStats:
     no free slot even after a flush (dropped). ``kernel_drops``: frames the
     ingress RX ring had no room for. ``sent``: frames the egress ring has
     finished sending (shared by nothing else: one injector per direction).
+    ``lost``: frames not forwarded because the callback raised: the one it
+    raised for and the rest of that ring block (the frames it had already
+    passed are still forwarded). ``balanced``: every received frame is
+    accounted for.
     """
 
     received: int = 0
@@ -79,6 +83,11 @@ class DirectionStats:
     own_frames: int = 0
     kernel_drops: int = 0
     sent: int = 0
+    lost: int = 0
+
+    @property
+    def balanced(self) -> bool:
+        return self.received == self.forwarded + self.dropped + self.too_large + self.ring_full + self.lost
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,13 +186,22 @@ class Bridge(Resource):
         cb = self.callback
         tx = leg.tx
         out: list[Any] = []
+        failure: BaseException | None = None
         with batch:
-            for pkt in batch:
+            pkts = iter(batch)
+            for pkt in pkts:
                 if pkt.direction == Direction.OUTGOING:
                     c["own_frames"] += 1
                     continue
                 c["received"] += 1
-                verdict: VerdictLike = Verdict.FORWARD if cb is None else cb(pkt, leg.direction)
+                try:
+                    verdict: VerdictLike = Verdict.FORWARD if cb is None else cb(pkt, leg.direction)
+                    if not (verdict is None or isinstance(verdict, (bool, Verdict, bytes, bytearray, memoryview))):
+                        raise TypeError(f"bridge callback returned {verdict!r}; "
+                                        "expected a Verdict, bool, None or bytes")
+                except BaseException as e:  # noqa: BLE001 - re-raised below, after the accounting
+                    failure = e
+                    break
                 if verdict is None or verdict is True or verdict is Verdict.FORWARD:
                     data: Any = pkt.data
                     tci = pkt.vlan_tci
@@ -192,11 +210,15 @@ class Bridge(Resource):
                 elif verdict is False or verdict is Verdict.DROP:
                     c["dropped"] += 1
                     continue
-                elif isinstance(verdict, (bytes, bytearray, memoryview)):
-                    data = verdict
                 else:
-                    raise TypeError(f"bridge callback returned {verdict!r}; expected a Verdict, bool, None or bytes")
+                    data = verdict
                 out.append(data)
+            if failure is not None:
+                # The frame the callback raised for, and the rest of the
+                # block it never saw, are lost to the error: counted.
+                rest = sum(1 for p in pkts if p.direction != Direction.OUTGOING)
+                c["received"] += rest
+                c["lost"] += 1 + rest
             # Views into the block stay valid until the batch is released:
             # send them first, runs of free slots one call each. A frame
             # that finds the ring full (even after the kick publish makes)
@@ -216,6 +238,8 @@ class Bridge(Resource):
                     c["ring_full"] += 1
                     i += 1
         tx.flush()
+        if failure is not None:
+            raise failure
         return True
 
     @contextlib.contextmanager

@@ -51,12 +51,15 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import os
 import queue
+import sys
 import threading
 import time
 import warnings
 import weakref
 from itertools import chain
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, Sequence
 
 from ._queue import BatchQueue, Overflow, ServiceError
@@ -127,6 +130,26 @@ async def _wait_async(steps: Steps, sleep: Callable[[float], Any]) -> bool:
         await sleep(delay)
 
 
+def _library_dirs() -> tuple[str, ...]:
+    import janus
+
+    return (os.path.dirname(os.path.abspath(__file__)) + os.sep,
+            os.path.dirname(os.path.abspath(janus.__file__)) + os.sep)
+
+
+_LIBRARY_DIRS = _library_dirs()
+
+
+def _inside_library(frame: FrameType | None) -> bool:
+    """Whether this thread's stack, below ``frame``, is in netring_chan or janus
+    code, which may hold a lock that a stop must take."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+            return True
+        frame = frame.f_back
+    return False
+
+
 # -- the one lifecycle -------------------------------------------------------------
 
 _live: weakref.WeakSet[_ThreadService] = weakref.WeakSet()
@@ -174,6 +197,7 @@ class _ThreadService:
     def __init__(self, name: str, poll_interval: float, drain_timeout: float) -> None:
         self._started = False
         self._stopped = False
+        self._stop_deferred = False
         self._drain_deadline = 0.0
         self._threads: list[threading.Thread] = []
         if not isinstance(poll_interval, (int, float)) or isinstance(poll_interval, bool) \
@@ -294,7 +318,28 @@ class _ThreadService:
         waits, up to ``timeout`` s (default ``drain_timeout``), until what
         was queued has been taken by the queue's consumer (see the module
         notes), then stops; it raises ``ServiceError`` if a thread failed.
+
+        Safe from a signal handler and from any thread. Called while this
+        thread is itself inside the library (a signal handler that
+        interrupted ``get()`` or ``send()``, a finalizer run by the garbage
+        collector), it cannot wait for the call it interrupted: it then ends
+        admission at once and finishes the stop in a helper thread; the
+        interrupted call returns or raises ``ClosedError`` as it would after
+        any stop.
         """
+        self._stop_from(sys._getframe(1), drain, timeout)
+
+    def _stop_from(self, caller: FrameType | None, drain: bool = False, timeout: float | None = None) -> None:
+        if not _inside_library(caller):
+            self._stop_now(drain, timeout)
+            return
+        _check_timeout(timeout)
+        if not self._stopped and not self._stop_deferred:
+            self._stop_deferred = True
+            threading.Thread(target=self._stop_now, args=(drain, timeout),
+                             name=f"{self.name}-stop", daemon=True).start()
+
+    def _stop_now(self, drain: bool = False, timeout: float | None = None) -> None:
         join_until = self._stop_begin(drain, timeout)
         if join_until is None:
             return
@@ -320,7 +365,7 @@ class _ThreadService:
             self._raise_if_failed()
 
     def _at_exit(self) -> None:
-        self.stop()
+        self._stop_now()
 
     # -- the async faces (``_faces``), for either direction -------------------------
 
@@ -349,12 +394,12 @@ class _ThreadService:
         return self.start()
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.stop()
+        self._stop_from(sys._getframe(1))
 
     def __del__(self) -> None:
         if getattr(self, "_started", False) and not getattr(self, "_stopped", True):
             warnings.warn(f"unstopped {self!r}", ResourceWarning, source=self)
-            self.stop()
+            self._stop_from(sys._getframe(1))
 
     def __repr__(self) -> str:
         state = "running" if self.running else ("stopped" if self._stopped else "not started")
@@ -498,7 +543,8 @@ class CaptureService(_ThreadService):
         self.sources: tuple[Source, ...] = tuple(srcs)
         self._members = self.sources
         self._cursor = PacketCursor()
-        self._cursor_lock = threading.Lock()
+        # Re-entrant: stop() from a signal handler may interrupt a holder.
+        self._cursor_lock = threading.RLock()
 
     def _thread_main(self, i: int, name: str, done: Callable[[], None]) -> Callable[[], None]:
         core, src, poll = self._core, self.sources[i], self._poll
@@ -580,18 +626,21 @@ class CaptureService(_ThreadService):
     def _get_slow(self, timeout: float | None) -> OwnedPacket:
         self._check_started()
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._cursor_lock.acquire(timeout=-1 if timeout is None else timeout):
-            raise queue.Empty
-        try:
-            cur = self._cursor
-            while True:
+        cur, lock = self._cursor, self._cursor_lock
+        while True:
+            with lock:
                 p = cur.next()
                 if p is not None:
                     return p
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                cur.set(self._core.get(left))
-        finally:
-            self._cursor_lock.release()
+            # No lock is held while waiting: stop() (from another thread, or
+            # a signal handler interrupting this wait) must never wait for us.
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            b = self._core.get(left)
+            with lock:
+                if cur.it is None:
+                    cur.set(b)
+                else:  # another thread took a batch meanwhile: this one goes back, in order
+                    self._core.give_back(b)
 
     def batches(self, timeout: float | None = None) -> Iterator[OwnedBatch]:
         """Owned batches until stop (or ``timeout`` s without one)."""
@@ -622,7 +671,7 @@ class CaptureService(_ThreadService):
             # Ctrl-C while the consumer waited here: stop cleanly, then let it propagate.
             if cur is not None:
                 self._give_back(cur)
-            self.stop()
+            self._stop_now()
             raise
         finally:
             if cur is not None:
@@ -832,10 +881,10 @@ class InjectService(_ThreadService):
 
     def _at_exit(self) -> None:
         # Send what was queued (bounded), as a user who forgot stop() most likely expects.
-        self.stop(drain=True, timeout=min(self.drain_timeout, 0.5))
+        self._stop_now(drain=True, timeout=min(self.drain_timeout, 0.5))
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.stop(drain=exc_type is None)
+        self._stop_from(sys._getframe(1), drain=exc_type is None)
 
     # -- stats ---------------------------------------------------------------------------
 

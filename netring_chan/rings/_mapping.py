@@ -17,8 +17,47 @@ from typing import Any, Callable
 
 from .._lowlevel import ffi, lib
 from .._sys import check
+from ..errors import ConfigError
 
-__all__ = ["Mapping"]
+__all__ = ["Mapping", "check_ring_size", "RING_SHARE"]
+
+#: The largest share of the machine's memory one ring may lock by default.
+RING_SHARE = 4  # a quarter
+
+
+def _meminfo(key: str) -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_ring_size(total: int, what: str, max_ring_bytes: int | None) -> None:
+    """Refuse a ring of ``total`` bytes beyond its limit (``ConfigError`` saying how to ask for more).
+
+    Ring memory is locked kernel memory: nothing swaps it out, and a second
+    oversized ring takes the host down. The default limit is a quarter of the
+    machine's memory; ``max_ring_bytes`` sets another on purpose. Either way
+    the ring must fit in the memory available now.
+    """
+    if max_ring_bytes is None:
+        phys = _meminfo("MemTotal")
+        limit = None if phys is None else phys // RING_SHARE
+        if limit is not None and total > limit:
+            raise ConfigError(
+                f"ring too large: {what} = {total} bytes of locked kernel memory exceeds the "
+                f"default limit of a quarter of this machine's memory ({limit} bytes); pass "
+                f"max_ring_bytes={total} (or more) to allow it on purpose")
+    elif total > max_ring_bytes:
+        raise ConfigError(f"ring too large: {what} = {total} bytes exceeds max_ring_bytes={max_ring_bytes}")
+    avail = _meminfo("MemAvailable")
+    if avail is not None and total > avail:
+        raise ConfigError(f"ring too large: {what} = {total} bytes does not fit in available memory "
+                          f"({avail} bytes)")
 
 
 class Mapping:

@@ -113,6 +113,10 @@ def compile_filter(expression: str, *, snaplen: int = 262144, optimize: bool = T
     """Compile a tcpdump expression for Ethernet with the system libpcap."""
     if not isinstance(expression, str):
         raise FilterError(f"filter expression must be str, not {type(expression).__name__}")
+    if "\0" in expression:
+        # pcap_compile reads a C string: it would compile only the part
+        # before the NUL, a wider filter than the one asked for.
+        raise FilterError(f"filter expression contains a NUL character: {expression!r}")
     pc = _libpcap()
     with _pcap_lock:
         p = pc.pcap_open_dead(_DLT_EN10MB, snaplen)

@@ -39,7 +39,7 @@ from ..._sys import (
 from ...contract import RxStats
 from ...errors import ClosedError, ConfigError, FilterError, MalformedBlockError, RingError
 from ...packet import OwnedPacket, PacketBatch, PacketCursor
-from .._mapping import Mapping
+from .._mapping import Mapping, check_ring_size
 from ._socket import open_packet_socket
 from .blocks import Lease, Scratch, walk_block
 from .bpf import BpfProgram, FilterSpec, as_program
@@ -78,17 +78,6 @@ def _pow2(x: int) -> bool:
     return x > 0 and x & (x - 1) == 0
 
 
-def _mem_available() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 @dataclasses.dataclass(frozen=True)
 class CaptureConfig:
     """Options of a ``Capture``; every field is validated, errors name it.
@@ -97,6 +86,8 @@ class CaptureConfig:
     two, a multiple of the page size); ``frame_size`` is the V3 frame unit
     (16-byte aligned) and only fixes ``tp_frame_nr``. ``block_timeout_ms`` is
     how long the kernel waits before handing over a block that is not full.
+    The ring is locked kernel memory: one ring may take at most a quarter of
+    the machine's memory unless ``max_ring_bytes`` allows more on purpose.
     """
 
     promiscuous: bool = False
@@ -112,6 +103,7 @@ class CaptureConfig:
     rx_hash: bool = False
     filter: FilterSpec | None = None
     protocol: int = lib.ETH_P_ALL
+    max_ring_bytes: int | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -142,11 +134,11 @@ class CaptureConfig:
             object.__setattr__(self, "timestamp_source", TimestampSource(self.timestamp_source))
         except ValueError:
             raise ConfigError(f"timestamp_source: unknown source {self.timestamp_source!r}") from None
-        total = bs * self.block_count
-        avail = _mem_available()
-        need(avail is None or total <= avail,
-             f"ring too large: block_count x block_size = {self.block_count} x {bs} = {total} bytes "
-             f"does not fit in available memory ({avail} bytes)")
+        if self.max_ring_bytes is not None:
+            need(isinstance(self.max_ring_bytes, int) and not isinstance(self.max_ring_bytes, bool)
+                 and self.max_ring_bytes > 0, f"max_ring_bytes must be a positive int, got {self.max_ring_bytes!r}")
+        check_ring_size(bs * self.block_count, f"block_count x block_size = {self.block_count} x {bs}",
+                        self.max_ring_bytes)
         if self.filter is not None:
             object.__setattr__(self, "filter", as_program(self.filter))
 

@@ -72,7 +72,7 @@ from ..._sys import (
 )
 from ...contract import Frame, TxStats, publish_all
 from ...errors import ClosedError, ConfigError, RingError, RingFullError
-from .._mapping import Mapping
+from .._mapping import Mapping, check_ring_size
 from ._socket import open_packet_socket
 from .frames import ETH_HLEN, TPID_8021Q, check_frame_len, frame_buffer
 
@@ -95,6 +95,8 @@ class InjectorConfig:
     the driver directly (PACKET_QDISC_BYPASS), skipping traffic control.
     ``priority``: SO_PRIORITY of the frames (0..6 without CAP_NET_ADMIN).
     ``drain_timeout``: how long ``close()`` waits for queued frames to go.
+    ``max_ring_bytes``: allow a ring larger than a quarter of the machine's
+    memory (locked kernel memory) on purpose.
     """
 
     frame_size: int = 2048
@@ -102,6 +104,7 @@ class InjectorConfig:
     qdisc_bypass: bool = False
     priority: int | None = None
     drain_timeout: float = 1.0
+    max_ring_bytes: int | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -121,8 +124,14 @@ class InjectorConfig:
         if self.priority is not None:
             need(isinstance(self.priority, int) and not isinstance(self.priority, bool)
                  and 0 <= self.priority <= 0xFFFFFFFF, f"priority must be a non-negative int, got {self.priority!r}")
-        need(isinstance(self.drain_timeout, (int, float)) and self.drain_timeout >= 0,
-             f"drain_timeout must be a number >= 0, got {self.drain_timeout!r}")
+        need(isinstance(self.drain_timeout, (int, float)) and not isinstance(self.drain_timeout, bool)
+             and self.drain_timeout >= 0, f"drain_timeout must be a number >= 0, got {self.drain_timeout!r}")
+        if self.max_ring_bytes is not None:
+            need(isinstance(self.max_ring_bytes, int) and not isinstance(self.max_ring_bytes, bool)
+                 and self.max_ring_bytes > 0, f"max_ring_bytes must be a positive int, got {self.max_ring_bytes!r}")
+        per_block = self.block_size // fs
+        blocks = -(-self.frame_count // per_block)
+        check_ring_size(blocks * self.block_size, f"{self.frame_count} slots of {fs} bytes", self.max_ring_bytes)
 
     @property
     def block_size(self) -> int:
