@@ -204,6 +204,8 @@ class _ThreadService:
                 or not 0 < poll_interval <= 0.5:
             raise ConfigError(f"poll_interval must be in (0, 0.5] seconds, got {poll_interval!r}")
         _check_timeout(drain_timeout, "drain_timeout")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"name must be a non-empty str, got {name!r}")
         self.name = name
         self._poll = float(poll_interval)
         self.drain_timeout = float(drain_timeout)

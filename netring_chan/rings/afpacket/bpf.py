@@ -144,6 +144,7 @@ def as_program(spec: FilterSpec) -> BpfProgram:
         return spec
     if isinstance(spec, str):
         return compile_filter(spec)
-    if isinstance(spec, (bytes, bytearray)):
-        raise FilterError("filter must be an expression (str), a BpfProgram or (code, jt, jf, k) tuples, not bytes")
+    if isinstance(spec, (bytes, bytearray)) or not isinstance(spec, Iterable):
+        raise FilterError("filter must be an expression (str), a BpfProgram or (code, jt, jf, k) tuples, "
+                          f"not {type(spec).__name__}: {spec!r}")
     return BpfProgram(spec)

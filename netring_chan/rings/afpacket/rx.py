@@ -113,6 +113,9 @@ class CaptureConfig:
         for name in ("block_size", "block_count", "frame_size", "block_timeout_ms", "busy_poll_us", "protocol"):
             v = getattr(self, name)
             need(isinstance(v, int) and not isinstance(v, bool), f"{name} must be an int, got {v!r}")
+        for name in ("promiscuous", "ignore_outgoing", "rx_hash"):
+            v = getattr(self, name)
+            need(isinstance(v, bool), f"{name} must be a bool, got {v!r}")
         bs, fs = self.block_size, self.frame_size
         need(_pow2(bs), f"block_size must be a power of two, got {bs}")
         need(bs % PAGE_SIZE == 0, f"block_size must be a multiple of the page size ({PAGE_SIZE}), got {bs}")
