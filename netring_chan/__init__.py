@@ -43,11 +43,8 @@ from .threads import CaptureService, InjectService, InjectServiceStats, ServiceS
 
 __version__ = "0.1.0"
 
-#: Older names, kept working.
-CaptureSource = Source
-
 __all__ = [
-    "Batch", "Source", "Sink", "RxStats", "TxStats", "CaptureSource",
+    "Batch", "Source", "Sink", "RxStats", "TxStats",
     "AsyncCapture", "AsyncCaptureStatistics", "PacketStream", "TrioCapture", "AsyncInjector",
     "BpfProgram", "compile_filter",
     "CapabilityError", "ClosedError", "ConfigError", "FilterError", "InterfaceNotFoundError",

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import functools
 import queue
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable
+import sys
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable
 
 from ._loops import Loop, current_library, loop_for
 from .errors import ClosedError
@@ -38,10 +39,11 @@ __all__ = ["Receiver", "Sender", "AsyncioReceiver", "AsyncioSender", "face_for"]
 class _Group:
     """The faces of one service opened by one ``asyncio()``/``trio()``/``channel()`` call and its clones."""
 
-    __slots__ = ("open",)
+    __slots__ = ("open", "closing")
 
     def __init__(self) -> None:
         self.open = 0
+        self.closing = False  # a face of the group was closed: the last one out stops the service
 
 
 class _Face:
@@ -73,12 +75,32 @@ class _Face:
                 self._closed = True
                 self._release()
                 self._group.open -= 1
+                self._group.closing = True
                 if self._group.open == 0:
                     await self._svc._stop_async(drain, loop.sleep)
             await loop.cancel_shielded_checkpoint()
 
     def _release(self) -> None:
         """What this face holds goes back to the service (before it stops)."""
+
+    def __del__(self) -> None:
+        # Abandoned (``break`` without ``aclose``): keep the count exact, and
+        # the last face of a group dropped open stops the service.
+        if getattr(self, "_svc", None) is not None:
+            self._release()
+            self._dropped()
+
+    def _dropped(self) -> None:
+        """Garbage-collected while open. A face that was never closed leaves
+        the service alone (whoever started it stops it); but once another
+        face of its group was closed, the last one out stops the service,
+        so a forgotten clone cannot keep it running. Never waits."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        self._group.open -= 1
+        if self._group.open == 0 and self._group.closing and self._svc.running:
+            self._svc._stop_from(sys._getframe(1))
 
     async def __aenter__(self) -> Self:
         return self
@@ -132,7 +154,13 @@ class Receiver(_Face):
                 return p
         self._check_open()
         while True:
-            cur.set(await self._next_batch())
+            b = await self._next_batch()
+            if cur.it is not None:
+                # Another task receiving on this face filled the cursor while
+                # we waited: ours goes back to the head of the queue, behind it.
+                self._core.give_back(b)
+            else:
+                cur.set(b)
             p = cur.next()
             if p is not None:
                 return p
@@ -181,14 +209,12 @@ class Receiver(_Face):
                 return
 
     def _release(self) -> None:
-        rest = self._cur.take_rest()
+        cur = getattr(self, "_cur", None)
+        rest = cur.take_rest() if cur is not None else None
         if rest is not None:
             self._core.give_back(rest)
 
-    def __del__(self) -> None:
-        # Abandoned mid-batch (``break`` without ``aclose``): keep the count exact.
-        if getattr(self, "_cur", None) is not None:
-            self._release()
+
 
     async def aclose(self) -> None:
         """Close this face (its unread packets go back to the queue); the last stops the service."""
@@ -295,11 +321,16 @@ def _trio_classes() -> tuple[type[Receiver], type[Sender]]:
     return TrioReceiveChannel, TrioSendChannel
 
 
-def face_for(svc: Any, loop: str | None) -> Any:
-    """The face of ``svc`` for ``loop`` (``None``: the running one)."""
+def face_for(svc: Any, loop: str | None, start: Callable[[], None]) -> Any:
+    """The face of ``svc`` for ``loop`` (``None``: the running one); ``start``
+    runs once the face is known to be possible (outside an event loop,
+    ``channel()`` raises before anything started)."""
     name = current_library() if loop is None else loop
     receiving = svc._kind == "capture"
     if name == "asyncio":
-        return AsyncioReceiver(svc) if receiving else AsyncioSender(svc)
-    rx, tx = _trio_classes()
-    return rx(svc) if receiving else tx(svc)
+        cls: type[_Face] = AsyncioReceiver if receiving else AsyncioSender
+    else:
+        rx, tx = _trio_classes()
+        cls = rx if receiving else tx
+    start()
+    return cls(svc)

@@ -179,7 +179,10 @@ class AsyncioLoop:
         pass
 
     async def cancel_shielded_checkpoint(self) -> None:
-        await self._aio.sleep(0)
+        # asyncio cannot yield without letting a cancellation in, and a
+        # cancellation here would undo nothing while telling the caller it
+        # did: no yield.
+        pass
 
     def shielded(self) -> ContextManager[Any]:
         return contextlib.nullcontext()
@@ -218,7 +221,11 @@ class AsyncioLoop:
 
     async def get_batch(self, q: BatchQueue[Any]) -> Any:
         item = await q.get_async()  # janus' async side
-        await self._aio.sleep(0)  # a schedule point per batch, even when the queue is never empty
+        try:
+            await self._aio.sleep(0)  # a schedule point per batch, even when the queue is never empty
+        except BaseException:
+            q.give_back(item)  # cancelled after the take: the batch goes back, nothing is lost
+            raise
         return item
 
     def end_of_stream(self) -> BaseException:

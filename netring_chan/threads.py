@@ -198,6 +198,8 @@ class _ThreadService:
         self._started = False
         self._stopped = False
         self._stop_deferred = False
+        self._stop_done = threading.Event()
+        self._stopper = 0
         self._drain_deadline = 0.0
         self._threads: list[threading.Thread] = []
         if not isinstance(poll_interval, (int, float)) or isinstance(poll_interval, bool) \
@@ -209,6 +211,15 @@ class _ThreadService:
         self.name = name
         self._poll = float(poll_interval)
         self.drain_timeout = float(drain_timeout)
+
+    @staticmethod
+    def _members_of(arg: object, kind: type, what: str) -> list[Any]:
+        if isinstance(arg, kind):
+            return [arg]
+        try:
+            return list(arg)  # type: ignore[call-overload,no-any-return]
+        except TypeError:
+            raise ConfigError(f"not a {what} nor a sequence of them (see netring_chan.contract): {arg!r}") from None
 
     @staticmethod
     def _distinct(members: Sequence[Any], what: str) -> None:
@@ -308,63 +319,78 @@ class _ThreadService:
         if self._stopped:
             return None
         self._stopped = True
+        self._stopper = threading.get_ident()
         _live.discard(self)
         wait = self.drain_timeout if timeout is None else float(timeout)
         self._drain_deadline = time.monotonic() + wait
         return self._begin_stop(drain, self._drain_deadline)
 
-    def stop(self, drain: bool = False, timeout: float | None = None) -> None:
+    def stop(self, drain: bool = False, timeout: float | None = None) -> bool:
         """Stop the threads and close the sources or sinks. Idempotent.
 
         ``drain=False`` returns within about a second. ``drain=True`` first
         waits, up to ``timeout`` s (default ``drain_timeout``), until what
         was queued has been taken by the queue's consumer (see the module
         notes), then stops; it raises ``ServiceError`` if a thread failed.
+        Returns whether everything queued was taken (always True without
+        drain). A call while another thread is stopping the service waits
+        until that stop is done.
 
         Safe from a signal handler and from any thread. Called while this
         thread is itself inside the library (a signal handler that
         interrupted ``get()`` or ``send()``, a finalizer run by the garbage
-        collector), it cannot wait for the call it interrupted: it then ends
-        admission at once and finishes the stop in a helper thread; the
+        collector), it cannot wait for the call it interrupted: it then
+        hands the stop to a helper thread at once and returns False; the
         interrupted call returns or raises ``ClosedError`` as it would after
         any stop.
         """
-        self._stop_from(sys._getframe(1), drain, timeout)
+        return self._stop_from(sys._getframe(1), drain, timeout)
 
-    def _stop_from(self, caller: FrameType | None, drain: bool = False, timeout: float | None = None) -> None:
+    def _stop_from(self, caller: FrameType | None, drain: bool = False, timeout: float | None = None) -> bool:
         if not _inside_library(caller):
-            self._stop_now(drain, timeout)
-            return
+            return self._stop_now(drain, timeout)
         _check_timeout(timeout)
         if not self._stopped and not self._stop_deferred:
             self._stop_deferred = True
             threading.Thread(target=self._stop_now, args=(drain, timeout),
                              name=f"{self.name}-stop", daemon=True).start()
+        return False
 
-    def _stop_now(self, drain: bool = False, timeout: float | None = None) -> None:
+    def _stop_now(self, drain: bool = False, timeout: float | None = None) -> bool:
         join_until = self._stop_begin(drain, timeout)
         if join_until is None:
-            return
-        me = threading.current_thread()
-        for t in self._threads:
-            if t is not me:
-                t.join(max(0.0, join_until - time.monotonic()))
-        self._end_stop(drain)
-        if drain:
-            _wait_sync(_until(self._drained_now, self._drain_deadline))
-            self._raise_if_failed()
+            # Stopped, or being stopped by another thread: wait for that to finish.
+            if self._stopper != threading.get_ident():
+                self._stop_done.wait(_JOIN_BUDGET + 1.0 + self.drain_timeout)
+            return self._drained_now()
+        try:
+            me = threading.current_thread()
+            for t in self._threads:
+                if t is not me:
+                    t.join(max(0.0, join_until - time.monotonic()))
+            self._end_stop(drain)
+            ok = True
+            if drain:
+                ok = _wait_sync(_until(self._drained_now, self._drain_deadline))
+                self._raise_if_failed()
+            return ok
+        finally:
+            self._stop_done.set()
 
     async def _stop_async(self, drain: bool, sleep: Callable[[float], Any]) -> None:
         """``stop`` without blocking an event loop (``sleep`` is the loop's)."""
         join_until = self._stop_begin(drain, None)
         if join_until is None:
             return
-        while not self._threads_done() and time.monotonic() < join_until:
-            await sleep(0.005)
-        self._end_stop(drain)
-        if drain:
-            await _wait_async(_until(self._drained_now, self._drain_deadline), sleep)
-            self._raise_if_failed()
+        try:
+            while not self._threads_done() and time.monotonic() < join_until:
+                await sleep(0.005)
+            self._end_stop(drain)
+            if drain:
+                await _wait_async(_until(self._drained_now, self._drain_deadline), sleep)
+                self._raise_if_failed()
+        finally:
+            self._stop_done.set()
 
     def _at_exit(self) -> None:
         self._stop_now()
@@ -388,9 +414,11 @@ class _ThreadService:
     def _face(self, loop: str | None) -> Any:
         from ._faces import face_for
 
+        return face_for(self, loop, self._start_if_new)
+
+    def _start_if_new(self) -> None:
         if not self._stopped:
             self.start()
-        return face_for(self, loop)
 
     def __enter__(self) -> Any:
         return self.start()
@@ -535,7 +563,7 @@ class CaptureService(_ThreadService):
                  overflow: Overflow | str = "block", name: str | None = None,
                  poll_interval: float = POLL_INTERVAL, drain_timeout: float = 2.0) -> None:
         self._started = self._stopped = False
-        srcs: list[Any] = [sources] if isinstance(sources, Source) else list(sources)  # type: ignore[arg-type]
+        srcs = self._members_of(sources, Source, "capture source")
         for s in srcs:
             if not isinstance(s, Source):
                 raise ConfigError(f"not a capture source (see netring_chan.contract.Source): {s!r}")
@@ -671,13 +699,13 @@ class CaptureService(_ThreadService):
                 yield b if cur is None else cur.set(b)
         except KeyboardInterrupt:
             # Ctrl-C while the consumer waited here: stop cleanly, then let it propagate.
-            if cur is not None:
-                self._give_back(cur)
             self._stop_now()
             raise
         finally:
-            if cur is not None:
-                self._give_back(cur)
+            if cur is not None:  # this generator's own cursor: no lock to take
+                rest = cur.take_rest()
+                if rest is not None:
+                    core.give_back(rest)
 
     if TYPE_CHECKING:
         def asyncio(self) -> AsyncioReceiver: ...
@@ -832,7 +860,7 @@ class InjectService(_ThreadService):
                  overflow: Overflow | str = "block", name: str | None = None,
                  drain_timeout: float = 2.0, poll_interval: float = POLL_INTERVAL) -> None:
         self._started = self._stopped = False
-        ss: list[Any] = [sinks] if isinstance(sinks, Sink) else list(sinks)  # type: ignore[arg-type]
+        ss = self._members_of(sinks, Sink, "sink")
         for s in ss:
             if not isinstance(s, Sink):
                 raise ConfigError(f"not an Injector or other sink (see netring_chan.contract.Sink): {s!r}")
