@@ -6,7 +6,8 @@ and handed out through the same validating walk and the same copy-out as a
 ``Capture``, so everything above the ring — the capture service and its
 faces, ``AsyncCapture`` — runs exactly as it does on a live interface.
 Failures can be injected: raise on the Nth batch (``fail_at``), vanish like a
-deleted interface (``vanish_at``), or stall (``stall()``/``resume()``).
+deleted interface (``vanish_at``: what was already queued is still handed out,
+then the error), or stall (``stall()``/``resume()``).
 
 ``MemorySink`` is a ``Sink`` that records what is sent: ``publish`` fills
 ``capacity`` slots, ``flush`` "transmits" them into ``sent`` (unless stalled),
@@ -99,8 +100,12 @@ class MemorySource(Resource):
     most ``packets_per_block`` each); up to ``max_blocks`` blocks wait to be
     taken, and a push that finds no room counts its frames as ``drops``.
     ``fail_at=N``: the Nth batch raises ``RingError`` (EIO) instead; every
-    later call too. ``vanish_at=N``: after N batches the source behaves like
-    an interface that was deleted: ``RingError`` (ENETDOWN). ``stall()``
+    later call too. ``vanish_at=N``: once N batches were taken the source
+    behaves like an interface that was deleted: a later ``push`` reaches
+    nothing (and is not counted), the blocks already waiting are still handed
+    out (a ring keeps them, and a ``Capture`` reads them before it reports
+    the error), then ``RingError`` (ENETDOWN), and every later call too. So
+    the accounting stays exact across a vanish, as on a live interface. ``stall()``
     makes the source hand out nothing until ``resume()`` (waits time out).
     ``snaplen`` truncates as a capture's does. ``label`` names it.
     """
@@ -133,6 +138,7 @@ class MemorySource(Resource):
         self._packets = 0
         self._drops = 0
         self._quiet = False
+        self._gone = False  # vanished (vanish_at): admits nothing, fails once empty
         self._stalled = False
         self._error: RingError | None = None
         self._scratch = Scratch()
@@ -144,7 +150,7 @@ class MemorySource(Resource):
 
     def push(self, frames: Iterable[Frame], *, timestamp_ns: int | None = None) -> int:
         """Queue ``frames`` as blocks; returns how many were admitted (the rest
-        counted as drops; none counted after ``quiesce()`` or ``close()``)."""
+        counted as drops; none counted after ``quiesce()``, ``close()`` or a vanish)."""
         datas = [bytes(f) for f in frames]
         for i, d in enumerate(datas):
             if not d or _BLK_HDR + _record_size(len(d)) > self.block_size:
@@ -153,7 +159,7 @@ class MemorySource(Resource):
         blocks = self._pack(datas, ts)
         admitted = 0
         with self._lock:
-            if self._quiet or self._closed:
+            if self._quiet or self._closed or self._gone:
                 return 0
             for frames_in, blk in blocks:
                 self._packets += frames_in
@@ -222,6 +228,9 @@ class MemorySource(Resource):
             raise ClosedError(f"memory source {self._label!r} is closed")
         if self._error is not None:
             raise self._error
+        if self._gone and not self._blocks:
+            self._fail(RingError(errno.ENETDOWN, f"memory source {self._label!r}: "
+                                 "interface went down or was removed"))
         if self._stalled or not self._blocks:
             if not self._blocks:
                 self._clear_wake()
@@ -229,11 +238,13 @@ class MemorySource(Resource):
         n = self._taken + 1
         if self._fail_at is not None and n >= self._fail_at:
             self._fail(RingError(errno.EIO, f"memory source {self._label!r}: injected failure at batch {n}"))
-        if self._vanish_at is not None and n > self._vanish_at:
-            self._fail(RingError(errno.ENETDOWN, f"memory source {self._label!r}: "
-                                 "interface went down or was removed"))
         blk = self._blocks.popleft()
         self._taken = n
+        if self._vanish_at is not None and n >= self._vanish_at and not self._gone:
+            # The interface is gone now: nothing more arrives; what waits is
+            # still handed out, then the error (readable at once if nothing waits).
+            self._gone = True
+            eventfd_signal(self._wake)
         return walk_block(Lease(ffi.from_buffer("uint8_t[]", blk), len(blk)), self._snaplen, self._scratch)
 
     def _fail(self, err: RingError) -> None:

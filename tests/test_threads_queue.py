@@ -19,6 +19,8 @@ from netring_chan._loops import loop_for
 from netring_chan._queue import BatchQueue, Overflow, ServiceError
 from netring_chan.errors import ClosedError, ConfigError
 
+pytestmark = pytest.mark.unprivileged  # CI runs these once more as an unprivileged user
+
 
 def item(n: int, tag: int = 0) -> list[int]:
     return [tag] * n

@@ -27,6 +27,8 @@ from netring_chan._lowlevel import ffi, lib
 from netring_chan.packet import PacketBatch
 from netring_chan.rings.afpacket.blocks import Lease, walk_block
 
+pytestmark = pytest.mark.unprivileged  # CI runs these once more as an unprivileged user
+
 BLK_HDR = ffi.sizeof("struct tpacket_block_desc")  # 48: BLK_HDR_LEN, already 8-aligned
 HDRLEN = (ffi.sizeof("struct tpacket3_hdr") + lib.TPACKET_ALIGNMENT - 1) & ~(lib.TPACKET_ALIGNMENT - 1)
 # Where the kernel puts the frame: netoff = TPACKET_ALIGN(TPACKET3_HDRLEN + 16), macoff = netoff - 14.
