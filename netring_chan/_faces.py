@@ -60,6 +60,8 @@ class _Face:
         self._closed = False
 
     def _check_open(self) -> None:
+        if self._svc._forked:
+            self._svc._check_started()  # raises: this is a child made by fork()
         if self._closed:
             raise self._loop.closed_resource(f"this {type(self).__name__} was closed")
 

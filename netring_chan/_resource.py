@@ -1,11 +1,15 @@
 """What every object that owns kernel resources shares: ``closed``, the
-context manager, and a ``ResourceWarning`` (then a close) when one is
-garbage-collected open."""
+context manager, a ``ResourceWarning`` (then a close) when one is
+garbage-collected open, and inertness in a child made by ``fork()``
+(see ``_fork``)."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import TYPE_CHECKING
+
+from . import _fork
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -17,6 +21,21 @@ class Resource:
     """Mixin: ``close()`` is the subclass's; ``_closed`` is False while open."""
 
     _closed = True  # until the constructor finished: a half-made object is not "open"
+    _forked = False  # True in a child made by fork(): unusable, never released there
+    _pid = 0
+
+    def _opened(self) -> None:
+        """Called by the subclass when the object is open (end of its constructor)."""
+        self._pid = os.getpid()
+        _fork.track(self)
+        self._closed = False
+
+    def _after_fork_in_child(self) -> None:
+        self._forked = True
+        self._closed = True
+
+    def _forked_error(self) -> Exception:
+        return _fork.forked_error(repr(self), self._pid)
 
     def close(self) -> None:
         raise NotImplementedError

@@ -93,6 +93,12 @@ def socket_error(fd: int) -> int:
     return int(val[0])
 
 
+def interface_gone(who: str) -> RingError:
+    """The one error for "the interface went down or was removed", whoever
+    met it (capture, injection, the bridge): ``RingError`` with ENETDOWN."""
+    return RingError(errno.ENETDOWN, f"{who}: interface went down or was removed")
+
+
 def pending_error(fd: int, who: str) -> RingError | None:
     """The socket's pending error (SO_ERROR, read and cleared) as a ``RingError``
     naming ``who``, or None. ENETDOWN is what a packet socket gets when its
@@ -100,8 +106,9 @@ def pending_error(fd: int, who: str) -> RingError | None:
     err = socket_error(fd)
     if not err:
         return None
-    what = "interface went down or was removed" if err == errno.ENETDOWN else os.strerror(err)
-    return RingError(err, f"{who}: {what}")
+    if err == errno.ENETDOWN:
+        return interface_gone(who)
+    return RingError(err, f"{who}: {os.strerror(err)}")
 
 
 def setsockopt_int(fd: int, level: int, opt: int, value: int, what: str, cap: str | None = None) -> None:

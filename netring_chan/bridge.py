@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Union
 
 from ._loops import loop_for
 from ._resource import Resource
-from ._sys import close_fd, eventfd, eventfd_signal
+from ._sys import close_fd, eventfd, eventfd_signal, pending_error
 from .errors import ClosedError, ConfigError
 from .packet import Direction, Packet
 from .rings.afpacket import Capture, Injector
@@ -174,7 +174,7 @@ class Bridge(Resource):
         self._running = threading.Lock()
         self._runner = 0  # thread id of the run()/arun() in progress
         self._close_after_run = False
-        self._closed = False
+        self._opened()
 
     # -- forwarding ----------------------------------------------------------
 
@@ -246,6 +246,8 @@ class Bridge(Resource):
     def _run_here(self) -> Iterator[None]:
         """One ``run``/``arun`` at a time; on the way out, a ``close()`` the
         callback asked for is carried out."""
+        if self._forked:
+            raise self._forked_error()
         if self._closed:
             raise ClosedError("bridge is closed")
         if not self._running.acquire(blocking=False):
@@ -260,6 +262,14 @@ class Bridge(Resource):
             self._running.release()
             if self._close_after_run:
                 self.close()
+
+    def _raise_pending(self) -> None:
+        """An interface that went down or vanished sets the capture socket's
+        error (and POLLERR): raise it, as a capture would."""
+        for leg in self._legs:
+            e = pending_error(leg.rx.fileno(), f"bridge capture on {leg.rx.interface!r}")
+            if e is not None:
+                raise e
 
     def _forward_all(self) -> bool:
         busy = False
@@ -291,9 +301,11 @@ class Bridge(Resource):
                     ms = max(1, int(left * 1000))
                 # select.poll retries EINTR itself (PEP 475) after running the
                 # signal handler, which may have called stop().
-                for fd, _ in poller.poll(ms):
+                for fd, ev in poller.poll(ms):
                     if fd == self._wake:
                         self._drain_wake()
+                    elif ev & (select.POLLERR | select.POLLHUP):
+                        self._raise_pending()
 
     async def arun(self, timeout: float | None = None) -> None:
         """``run()`` inside asyncio or trio (anyio on either), driven by
@@ -316,6 +328,8 @@ class Bridge(Resource):
                     left = 0  # a checkpoint: let other tasks run between blocks
                 await loop.wait_any_readable(fds, left)
                 self._drain_wake()
+                if not busy:
+                    self._raise_pending()
 
     def run_for(self, seconds: float) -> None:
         """``run()`` for ``seconds`` (or until ``stop()``)."""
@@ -347,7 +361,7 @@ class Bridge(Resource):
         Called from the callback, the bridge finishes the current block,
         and ``run()`` closes it on its way out.
         """
-        if self._closed:
+        if self._closed or self._forked:
             return
         self.stop()
         if self._runner == threading.get_ident():

@@ -252,6 +252,10 @@ class Packet(tuple):  # type: ignore[type-arg]
             v.u16[i * _W16 + _TPID], self.rxhash, self.hatype, self.source_address,
         )
 
+    def __reduce__(self) -> Any:
+        raise TypeError("a zero-copy Packet cannot be pickled: it is a view into ring memory that "
+                        "lives only while its batch is held; pickle packet.to_owned() (an OwnedPacket)")
+
     def __repr__(self) -> str:
         if self[0]._mv is None:
             return "<Packet (released)>"
@@ -404,6 +408,10 @@ class PacketBatch:
 
     def __del__(self) -> None:
         self.release()
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a PacketBatch cannot be pickled: it is ring memory lent by the kernel; "
+                        "pickle batch.to_owned() (an OwnedBatch)")
 
     def __repr__(self) -> str:
         state = "released" if self._meta is None else f"{self._n} packets"

@@ -62,6 +62,7 @@ from itertools import chain
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, Sequence
 
+from . import _fork
 from ._queue import BatchQueue, Overflow, ServiceError
 from ._sys import set_thread_name
 from .contract import Batch, Frame, Sink, Source
@@ -197,6 +198,8 @@ class _ThreadService:
     def __init__(self, name: str, poll_interval: float, drain_timeout: float) -> None:
         self._started = False
         self._stopped = False
+        self._forked = False
+        self._pid = 0
         self._stop_deferred = False
         self._stop_done = threading.Event()
         self._stopper = 0
@@ -248,7 +251,12 @@ class _ThreadService:
         """The first exception one of the service's threads raised, if any."""
         return self._core.error
 
+    def _check_not_forked(self) -> None:
+        if self._forked:
+            raise _fork.forked_error(repr(self), self._pid)
+
     def _check_started(self) -> None:
+        self._check_not_forked()
         if not self._started:
             raise ClosedError("the service is not started: use `with svc:` or svc.start()")
 
@@ -271,6 +279,8 @@ class _ThreadService:
         if self._started:
             return self
         self._started = True
+        self._pid = os.getpid()
+        _fork.track(self)
         done = _Countdown(len(self._members), self._core)
         for i in range(len(self._members)):
             name = self._thread_name(i)
@@ -346,7 +356,16 @@ class _ThreadService:
         """
         return self._stop_from(sys._getframe(1), drain, timeout)
 
+    def _after_fork_in_child(self) -> None:
+        # The threads did not come along, and their locks may be held for
+        # ever here: the child's copy is stopped and unusable (see _fork).
+        self._forked = True
+        self._stopped = True
+        _live.discard(self)
+
     def _stop_from(self, caller: FrameType | None, drain: bool = False, timeout: float | None = None) -> bool:
+        if self._forked:
+            return False
         if not _inside_library(caller):
             return self._stop_now(drain, timeout)
         _check_timeout(timeout)
@@ -618,6 +637,7 @@ class CaptureService(_ThreadService):
         Exact for a stopped service (the sources' counters are read when each
         closes, after its thread stopped); while running, a snapshot.
         """
+        self._check_not_forked()
         srcs = []
         for i, s in enumerate(self.sources):
             st = s.stats()
@@ -920,6 +940,7 @@ class InjectService(_ThreadService):
 
     def stats(self) -> InjectServiceStats:
         """The counters (see ``InjectServiceStats``); exact once stopped, a snapshot before."""
+        self._check_not_forked()
         c = self._core.counters()
         sent = rejected = ring_full = in_sink = left_in_sink = 0
         for sink in self.sinks:

@@ -194,3 +194,113 @@ def test_bridge_counts_every_frame_when_the_callback_raises(lab_factory: type[La
     assert st.forwarded == fail_at and st.lost >= 1 and st.received == st.forwarded + st.lost
     assert got == sent[:fail_at]  # what the callback passed before failing still went out
     assert seen[-1] == fail_at
+
+
+# -- process boundaries -------------------------------------------------------------------
+
+_FORK = """
+    import os, sys, warnings
+    warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() of a threaded process
+    import netring_chan as nc
+    iface = sys.argv[1]
+    frame = b"\\xff" * 6 + b"\\x02\\0\\0\\0\\0\\x01" + b"\\x88\\xb5" + bytes(46)
+    cap = nc.Capture(iface, block_timeout_ms=5)
+    svc = nc.CaptureService(nc.Capture(iface, block_timeout_ms=5)).start()
+    inj = nc.Injector(iface)
+    isvc = nc.InjectService(nc.Injector(iface)).start()
+    held = None
+    inj.send(frame, flush=True)
+    while held is None:
+        held = cap.next_batch_blocking(1.0)   # a block the parent holds across the fork
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        out = []
+        for name, f in [("Capture", cap.next_batch), ("stats", cap.stats), ("service", lambda: svc.get(0.1)),
+                        ("service stats", svc.stats), ("Injector", lambda: inj.send(frame)),
+                        ("InjectService", lambda: isvc.send(frame))]:
+            try:
+                f()
+                out.append(name + ":no-error")
+            except nc.ClosedError as e:
+                out.append(name + (":ok" if "fork" in str(e) else ":" + str(e)))
+        del held                              # the child's copy: must not release the parent's block
+        cap.close(); svc.stop(); inj.close(); isvc.stop()
+        os.write(w, " ".join(out).encode())
+        os._exit(0)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    child = os.read(r, 4096).decode()
+    # The parent is undisturbed: its held block is still its own, everything works.
+    data = bytes(held[0].data)
+    held.release()
+    inj.send(frame, flush=True)
+    ok_send = inj.wait_drained(1.0)
+    got = svc.get(2.0)
+    cap.close(); inj.close(); isvc.stop(); svc.stop()
+    print(status, child, data == frame, ok_send, bytes(got.data) == frame, svc.stats().balanced)
+"""
+
+
+def test_a_forked_child_gets_a_clear_error_and_the_parent_is_undisturbed(lab: Lab) -> None:
+    lab.ip("link", "set", lab.b, "promisc", "on")
+    out = _run_in(lab, _FORK, lab.a).split()
+    assert out[0] == "0", out
+    child = " ".join(out[1:-4])
+    for name in ("Capture", "stats", "service", "service stats", "Injector", "InjectService"):
+        assert f"{name}:ok" in child, child
+    assert out[-4:] == ["True", "True", "True", "True"], out
+
+
+def test_zero_copy_views_say_why_they_do_not_pickle() -> None:
+    import pickle
+
+    from netring_chan.testing import MemorySource
+
+    with MemorySource([seq_frame(i, 60) for i in range(3)]) as src:
+        batch = src.next_batch()
+        assert batch is not None
+        with batch:
+            for obj, use in ((batch, "to_owned"), (batch[0], "to_owned")):
+                with pytest.raises(TypeError, match=use):
+                    pickle.dumps(obj)
+            owned = pickle.loads(pickle.dumps(batch.to_owned()))
+        assert [p.data for p in owned] == [seq_frame(i, 60) for i in range(3)]
+
+
+# -- one cause, one error ------------------------------------------------------------------
+
+
+def test_a_vanished_interface_reads_the_same_everywhere(lab_factory: type[Lab]) -> None:
+    """Capture, injection and the bridge all report a deleted interface as
+    RingError(ENETDOWN) 'interface went down or was removed'."""
+    import errno
+
+    errors: list[BaseException] = []
+    lab = lab_factory(pairs=2)
+    (a0, b0), (a1, b1) = lab.ifaces
+    with lab.inside():
+        cap = nc.Capture(a0, block_timeout_ms=5)
+        inj = nc.Injector(a0, frame_count=4)
+        br = nc.Bridge(a1, b1)
+        lab.ip("link", "del", a0)
+        lab.ip("link", "del", a1)
+        try:
+            cap.next_batch_blocking(1.0)
+        except nc.RingError as e:
+            errors.append(e)
+        try:
+            inj.send(seq_frame(0, 60), flush=True)
+            inj.flush()
+        except nc.RingError as e:
+            errors.append(e)
+        try:
+            br.run_for(1.0)
+        except nc.RingError as e:
+            errors.append(e)
+        for o in (cap, inj, br):
+            o.close()
+    assert len(errors) == 3, errors
+    for e in errors:
+        assert isinstance(e, nc.RingError) and e.errno == errno.ENETDOWN, repr(e)
+        assert "interface went down or was removed" in str(e), str(e)

@@ -16,6 +16,7 @@ import threading
 from typing import Any, Callable
 
 from .._lowlevel import ffi, lib
+from .. import _fork
 from .._sys import check
 from ..errors import ConfigError
 
@@ -69,11 +70,19 @@ class Mapping:
         self._lock = threading.RLock()
         self._leases = 0
         self._closing = False
+        # In a child made by fork() the mapping is shared with the parent:
+        # the child never hands a region back or unmaps (see _fork).
+        self._forked = False
+        _fork.track(self)
         flags = lib.MAP_SHARED | (lib.MAP_POPULATE if populate else 0)
         addr = lib.mmap(ffi.NULL, size, lib.PROT_READ | lib.PROT_WRITE, flags, fd, 0)
         if addr == ffi.cast("void *", -1):
             check(-1, f"mmap of a {size}-byte ring")
         self.addr: Any = ffi.cast("uint8_t *", addr)
+
+    def _after_fork_in_child(self) -> None:
+        self._forked = True
+        self._lock = threading.RLock()
 
     @property
     def unmapped(self) -> bool:
@@ -88,6 +97,8 @@ class Mapping:
             ptr = self.addr + offset
 
         def _free(_p: Any, self: Mapping = self) -> None:
+            if self._forked:
+                return
             try:
                 on_free()
             finally:
@@ -104,6 +115,8 @@ class Mapping:
 
         Returns True if the mapping is gone on return.
         """
+        if self._forked:
+            return False
         with self._lock:
             self._closing = True
             now = self._leases == 0

@@ -230,7 +230,7 @@ class Capture(Resource):
         self.fanout_group_id: int | None = None
 
         open_packet_socket(self._setup, lambda: self._mapping)
-        self._closed = False
+        self._opened()
 
     @classmethod
     def open(cls, interface: str, **options: Any) -> Capture:
@@ -341,8 +341,21 @@ class Capture(Resource):
     def _use(self) -> _Active:
         return _Active(self)
 
+    def _after_fork_in_child(self) -> None:
+        # Fresh locks: one a parent thread held at the fork stays held here.
+        super()._after_fork_in_child()
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._teardown_lock = threading.Lock()
+        self._stats_lock = threading.RLock()
+        self._active = {}
+        self._torn_down = True
+        self._ring.lock = threading.Lock()
+
     def fileno(self) -> int:
         """The socket fd (readable when a block is ready), for event loops."""
+        if self._forked:
+            raise self._forked_error()
         if self._closed:
             raise ClosedError("capture is closed")
         return self._fd
@@ -469,6 +482,8 @@ class Capture(Resource):
 
     def stats(self) -> CaptureStats:
         """Cumulative kernel counters (see ``CaptureStats``) and the delta since the last call."""
+        if self._forked:
+            raise self._forked_error()
         # Never hold _stats_lock while entering or leaving a call: leaving
         # may run the teardown, which takes _teardown_lock then _stats_lock.
         try:
@@ -497,6 +512,8 @@ class Capture(Resource):
         Batches still held keep their memory mapped (and readable) until they
         are released; the socket stops receiving at once.
         """
+        if self._forked:
+            return  # a child's copy: nothing of the parent's is touched
         with self._lock:
             if not self._closed:
                 self._closed = True
@@ -569,6 +586,8 @@ class _Active:
             closed = c._closed
         if closed:
             self.__exit__()
+            if c._forked:
+                raise c._forked_error()
             raise ClosedError(f"capture on {c.interface!r} is closed")
 
     def __exit__(self, *exc: object) -> None:

@@ -67,7 +67,7 @@ from ..._config import resolve
 from ..._lowlevel import ffi, lib
 from ..._resource import Resource
 from ..._sys import (
-    close_fd, eventfd, eventfd_signal, ifindex, poll_wait, raise_errno, retry_eintr,
+    close_fd, eventfd, eventfd_signal, ifindex, interface_gone, poll_wait, raise_errno, retry_eintr,
     setsockopt_int,
 )
 from ...contract import Frame, TxStats, publish_all
@@ -223,6 +223,10 @@ class TxSlot:
                 pass
         self._owner = None
 
+    def __reduce__(self) -> Any:
+        raise TypeError("a TxSlot cannot be pickled: it is a slot of a TX ring in this process; "
+                        "pickle the frame's bytes (bytes(slot.data))")
+
     def __enter__(self) -> TxSlot:
         return self
 
@@ -283,7 +287,7 @@ class Injector(Resource):
         except BaseException:
             close_fd(self._wake)
             raise
-        self._closed = False
+        self._opened()
 
     # -- setup ---------------------------------------------------------------
 
@@ -399,11 +403,22 @@ class Injector(Resource):
 
     def fileno(self) -> int:
         """The socket fd (POLLOUT is a hint that slots may be free)."""
+        if self._forked:
+            raise self._forked_error()
         if self._closed:
             raise ClosedError("injector is closed")
         return self._fd
 
+    def _after_fork_in_child(self) -> None:
+        # Fresh locks: one a parent thread held at the fork stays held here.
+        super()._after_fork_in_child()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._open = None
+
     def _check_open(self) -> None:
+        if self._forked:
+            raise self._forked_error()
         if self._closed or self._closing:
             raise ClosedError(f"injector on {self.interface!r} is closed")
 
@@ -675,8 +690,8 @@ class Injector(Resource):
                     except OSError:
                         pass
                     continue
-            if err in (errno.ENETDOWN, errno.ENXIO):
-                raise RingError(err, f"send on {self.interface!r}: interface is down or gone")
+            if err in (errno.ENETDOWN, errno.ENXIO):  # ENXIO: the device was unregistered
+                raise interface_gone(f"injector on {self.interface!r}")
             raise_errno(err, f"sendto (TX ring kick) on {self.interface!r}")
         self._reap()
         return total
@@ -765,6 +780,8 @@ class Injector(Resource):
 
     def stats(self) -> InjectorStats:
         """Counters since the injector opened (see ``InjectorStats``)."""
+        if self._forked:
+            raise self._forked_error()
         with self._lock:
             if not self._closed:
                 self._reap()
@@ -779,7 +796,7 @@ class Injector(Resource):
         a slot still open is discarded. Frames still queued after the
         timeout are not sent (``stats().pending`` tells how many).
         """
-        if self._closed or self._closing:
+        if self._closed or self._closing or self._forked:
             return
         self._closing = True
         if self._wake >= 0:
