@@ -59,6 +59,9 @@ class _Face:
         self._group.open += 1
         self._closed = False
 
+    def _is_closed(self) -> bool:
+        return self._closed
+
     def _check_open(self) -> None:
         if self._svc._forked:
             self._svc._check_started()  # raises: this is a child made by fork()
@@ -75,6 +78,7 @@ class _Face:
         with loop.shielded():
             if not self._closed:
                 self._closed = True
+                self._loop.wake()  # a task waiting on this face sees it closed
                 self._release()
                 self._group.open -= 1
                 self._group.closing = True
@@ -132,7 +136,7 @@ class Receiver(_Face):
 
     async def _next_batch(self) -> OwnedBatch:
         try:
-            b: OwnedBatch = await self._loop.get_batch(self._core)
+            b: OwnedBatch = await self._loop.get_batch(self._core, self._is_closed)
         except ClosedError:
             raise self._loop.end_of_stream() from None
         return b
@@ -251,7 +255,8 @@ class Sender(_Face):
         try:  # fast path: room now (no listener, no future)
             r = svc._admit_nowait(item)
         except queue.Full:
-            return await self._loop.wait_queue(self._core, functools.partial(svc._admit_nowait, item))
+            return await self._loop.wait_queue(self._core, functools.partial(svc._admit_nowait, item),
+                                               self._is_closed)
         await self._loop.cancel_shielded_checkpoint()
         return r
 
@@ -264,7 +269,8 @@ class Sender(_Face):
         svc = self._svc
         n = 0
         for item in svc._items(frames):
-            if await self._loop.wait_queue(self._core, functools.partial(svc._admit_nowait, item)):
+            if await self._loop.wait_queue(self._core, functools.partial(svc._admit_nowait, item),
+                                           self._is_closed):
                 n += len(item)
         return n
 

@@ -24,6 +24,7 @@ Neither asyncio nor trio is imported until a ``Loop`` for it is made.
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Protocol, Sequence, TypeVar
 
@@ -94,11 +95,18 @@ class Loop(Protocol):
     def lock(self) -> Any:
         """A new async lock of this loop."""
 
-    async def wait_queue(self, q: BatchQueue[Any], attempt: Callable[[], R]) -> R:
-        """Retry ``attempt`` until it stops raising ``queue.Empty``/``queue.Full``."""
+    async def wait_queue(self, q: BatchQueue[Any], attempt: Callable[[], R],
+                         closed: Callable[[], bool] = ...) -> R:
+        """Retry ``attempt`` until it stops raising ``queue.Empty``/``queue.Full``;
+        ``closed_resource`` once ``closed()`` (checked before each attempt)."""
 
-    async def get_batch(self, q: BatchQueue[Any]) -> Any:
-        """The next item of ``q`` (``ClosedError``/``ServiceError`` at its end)."""
+    async def get_batch(self, q: BatchQueue[Any], closed: Callable[[], bool]) -> Any:
+        """The next item of ``q`` (``ClosedError``/``ServiceError`` at its end);
+        ``closed_resource`` once ``closed()``; a cancelled call takes nothing."""
+
+    def wake(self) -> None:
+        """Wake every ``wait_queue``/``get_batch`` waiting in this loop object
+        (they then see ``closed()``): for a face closed by another task."""
 
     def end_of_stream(self) -> BaseException:
         """What ``receive()`` raises when a stream has ended."""
@@ -118,6 +126,26 @@ def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
         fut.set_result(value)
 
 
+def _done(fut: asyncio.Future[bool], _task: object) -> None:
+    _resolve(fut, True)
+
+
+def _give_back_result(q: BatchQueue[Any], task: asyncio.Task[Any]) -> None:
+    """An abandoned get that still took an item puts it back (in order)."""
+    if task.cancelled():
+        return
+    if task.exception() is None:
+        q.give_back(task.result())
+
+
+def _abandon(q: BatchQueue[Any], task: asyncio.Task[Any]) -> None:
+    if task.done():
+        _give_back_result(q, task)
+    else:
+        task.cancel()
+        task.add_done_callback(functools.partial(_give_back_result, q))
+
+
 class AsyncioLoop:
     """Waits on one future at a time; ``notify_closing`` resolves it.
 
@@ -134,6 +162,7 @@ class AsyncioLoop:
         self._aio = asyncio
         self._fut: asyncio.Future[bool] | None = None
         self._fds: list[tuple[asyncio.AbstractEventLoop, int, bool]] = []
+        self._waiters: set[asyncio.Future[bool]] = set()
 
     def _unregister(self) -> None:
         fds, self._fds = self._fds, []
@@ -196,12 +225,19 @@ class AsyncioLoop:
     def lock(self) -> Any:
         return self._aio.Lock()
 
-    async def wait_queue(self, q: BatchQueue[Any], attempt: Callable[[], R]) -> R:
+    def wake(self) -> None:
+        for fut in list(self._waiters):
+            _resolve(fut, False)
+
+    async def wait_queue(self, q: BatchQueue[Any], attempt: Callable[[], R],
+                         closed: Callable[[], bool] = lambda: False) -> R:
         # Listen before attempting, so a change between the attempt and the
         # wait still wakes us; an attempt happens whole or not at all, so a
         # cancelled wait loses nothing.
         loop = self._aio.get_running_loop()
         while True:
+            if closed():
+                raise self.closed_resource("the face was closed")
             fut: asyncio.Future[bool] = loop.create_future()
 
             def wake(fut: asyncio.Future[bool] = fut) -> None:
@@ -211,22 +247,48 @@ class AsyncioLoop:
                     pass
 
             q.add_listener(wake)
+            self._waiters.add(fut)
             try:
                 try:
                     return attempt()
                 except (queue.Empty, queue.Full):
                     await fut
             finally:
+                self._waiters.discard(fut)
                 q.remove_listener(wake)
 
-    async def get_batch(self, q: BatchQueue[Any]) -> Any:
-        item = await q.get_async()  # janus' async side
+    async def get_batch(self, q: BatchQueue[Any], closed: Callable[[], bool]) -> Any:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            item = await self._get_waiting(q, closed)
         try:
             await self._aio.sleep(0)  # a schedule point per batch, even when the queue is never empty
         except BaseException:
             q.give_back(item)  # cancelled after the take: the batch goes back, nothing is lost
             raise
         return item
+
+    async def _get_waiting(self, q: BatchQueue[Any], closed: Callable[[], bool]) -> Any:
+        """Wait through janus' async side, or until ``wake()``."""
+        loop = self._aio.get_running_loop()
+        while True:
+            if closed():
+                raise self.closed_resource("the face was closed")
+            task = loop.create_task(q.get_async())
+            fut: asyncio.Future[bool] = loop.create_future()
+            task.add_done_callback(functools.partial(_done, fut))
+            self._waiters.add(fut)
+            try:
+                await fut
+            except BaseException:  # cancelled: nothing taken stays taken
+                _abandon(q, task)
+                raise
+            finally:
+                self._waiters.discard(fut)
+            if task.done():
+                return task.result()  # ClosedError/ServiceError at the end of the queue
+            _abandon(q, task)  # woken by wake(): look at closed() again
 
     def end_of_stream(self) -> BaseException:
         return ClosedError("the service is stopped")
@@ -253,6 +315,7 @@ class TrioLoop:
 
         self._trio: Any = trio
         self._sleep_scope: Any = None
+        self._events: set[Any] = set()
 
     async def wait_fd(self, fd: int, *, writable: bool = False, timeout: float | None = None) -> bool:
         trio = self._trio
@@ -314,11 +377,18 @@ class TrioLoop:
     def lock(self) -> Any:
         return self._trio.Lock()
 
-    async def wait_queue(self, q: BatchQueue[Any], attempt: Callable[[], R]) -> R:
+    def wake(self) -> None:
+        for event in list(self._events):
+            event.set()
+
+    async def wait_queue(self, q: BatchQueue[Any], attempt: Callable[[], R],
+                         closed: Callable[[], bool] = lambda: False) -> R:
         trio = self._trio
         token = trio.lowlevel.current_trio_token()
         while True:
             await trio.lowlevel.checkpoint_if_cancelled()
+            if closed():
+                raise self.closed_resource("the face was closed")
             event = trio.Event()
 
             def wake(event: Any = event) -> None:
@@ -328,6 +398,7 @@ class TrioLoop:
                     pass
 
             q.add_listener(wake)
+            self._events.add(event)
             try:
                 try:
                     r = attempt()
@@ -335,12 +406,13 @@ class TrioLoop:
                     await event.wait()
                     continue
             finally:
+                self._events.discard(event)
                 q.remove_listener(wake)
             await trio.lowlevel.cancel_shielded_checkpoint()
             return r
 
-    async def get_batch(self, q: BatchQueue[Any]) -> Any:
-        return await self.wait_queue(q, q.get_nowait)
+    async def get_batch(self, q: BatchQueue[Any], closed: Callable[[], bool]) -> Any:
+        return await self.wait_queue(q, q.get_nowait, closed)
 
     def end_of_stream(self) -> BaseException:
         err: BaseException = self._trio.EndOfChannel()

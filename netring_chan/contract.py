@@ -41,12 +41,15 @@ class RxStats:
     ``packets``: frames the source accepted, *including* the ``drops`` it had
     no room for; ``received = packets - drops`` were handed out (or are
     waiting to be). ``freezes``: times the source was full and stopped
-    accepting (AF_PACKET: the kernel froze its queue).
+    accepting (AF_PACKET: the kernel froze its queue). ``lost``: accepted
+    and then never handed out because the source failed (a malformed ring
+    block is skipped whole, an error ended the source with packets still in it).
     """
 
     packets: int
     drops: int
     freezes: int = 0
+    lost: int = 0
 
     @property
     def received(self) -> int:

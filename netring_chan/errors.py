@@ -61,7 +61,12 @@ class RingFullError(NetringError, BlockingIOError):
 
 
 class MalformedBlockError(NetringError, ValueError):
-    """A ring block (or file record) failed bounds checking; nothing of it was trusted."""
+    """A ring block (or file record) failed bounds checking; nothing of it was trusted.
+
+    ``packets``: how many packets the block claimed (they are lost).
+    """
+
+    packets = 0
 
 
 class ReleasedError(NetringError, ValueError):

@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 
 from ._lowlevel import ffi, lib
 from ._resource import Resource
-from ._sys import close_fd, eventfd, eventfd_signal
+from ._sys import close_fd, eventfd, eventfd_signal, interface_gone
 from .contract import Frame, RxStats, TxStats
 from .errors import ClosedError, ConfigError, RingError, RingFullError
 from .packet import PacketBatch
@@ -132,8 +132,9 @@ class MemorySource(Resource):
         self._label = label
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
-        self._blocks: collections.deque[bytearray] = collections.deque()
+        self._blocks: collections.deque[tuple[int, bytearray]] = collections.deque()  # (packets, block)
         self._seq = 0
+        self._lost = 0
         self._taken = 0
         self._packets = 0
         self._drops = 0
@@ -166,7 +167,11 @@ class MemorySource(Resource):
                 if len(self._blocks) >= self.max_blocks:
                     self._drops += frames_in
                     continue
-                self._blocks.append(blk)
+                # Numbered as admitted, so a gap in seq_num means what it does
+                # on a ring (a block never seen), never a push that was dropped.
+                self._seq += 1
+                ffi.cast("struct tpacket_block_desc *", ffi.from_buffer(blk)).hdr.bh1.seq_num = self._seq
+                self._blocks.append((frames_in, blk))
                 admitted += frames_in
             self._ready.notify_all()
         if admitted:
@@ -182,10 +187,9 @@ class MemorySource(Resource):
                     and (self.packets_per_block is None or j - i < self.packets_per_block):
                 used += _record_size(len(datas[j]))
                 j += 1
-            self._seq += 1
             run = datas[i:j]
             out.append((len(run), tpacket_v3_block(run, [ts + k for k in range(i, j)],
-                                                   size=self.block_size, seq=self._seq)))
+                                                   size=self.block_size, seq=0)))
             i = j
         return out
 
@@ -229,16 +233,18 @@ class MemorySource(Resource):
         if self._error is not None:
             raise self._error
         if self._gone and not self._blocks:
-            self._fail(RingError(errno.ENETDOWN, f"memory source {self._label!r}: "
-                                 "interface went down or was removed"))
+            self._fail(interface_gone(f"memory source {self._label!r}"))
         if self._stalled or not self._blocks:
             if not self._blocks:
                 self._clear_wake()
             return None
         n = self._taken + 1
         if self._fail_at is not None and n >= self._fail_at:
+            # The failing batch, and every one behind it, is never handed out: lost.
+            self._lost += sum(k for k, _ in self._blocks)
+            self._blocks.clear()
             self._fail(RingError(errno.EIO, f"memory source {self._label!r}: injected failure at batch {n}"))
-        blk = self._blocks.popleft()
+        _, blk = self._blocks.popleft()
         self._taken = n
         if self._vanish_at is not None and n >= self._vanish_at and not self._gone:
             # The interface is gone now: nothing more arrives; what waits is
@@ -280,7 +286,7 @@ class MemorySource(Resource):
 
     def stats(self) -> RxStats:
         with self._lock:
-            return RxStats(self._packets, self._drops, 0)
+            return RxStats(self._packets, self._drops, 0, self._lost)
 
     def close(self) -> None:
         with self._lock:
@@ -427,8 +433,7 @@ class MemorySink(Resource):
         n = 0
         while self._queue:
             if self._fail_at is not None and self._counts[1] + 1 >= self._fail_at:
-                self._error = RingError(errno.ENETDOWN, f"send on memory sink {self._label!r}: "
-                                        "interface is down or gone")
+                self._error = interface_gone(f"memory sink {self._label!r}")
                 self._changed.notify_all()
                 raise self._error
             self.sent.append(self._queue.popleft())

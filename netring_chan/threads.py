@@ -474,6 +474,7 @@ class SourceStats:
     packets: int  # frames the source accepted, including ``drops``
     drops: int  # frames it had no room for
     freezes: int  # times it was full and stopped accepting
+    lost: int = 0  # accepted, then never handed out because the source failed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -485,7 +486,8 @@ class ServiceStats:
     ``peak_queued``: the largest queue depth while running (at most
     ``capacity`` unless a single batch is larger than ``capacity``).
     For a finished run ``kernel_packets == delivered + kernel_drops +
-    queue_drops + queued`` (see ``balanced``).
+    queue_drops + queued + lost`` (see ``balanced``); ``lost`` is non-zero
+    only when a source failed with packets still in it.
     """
 
     sources: tuple[SourceStats, ...]
@@ -508,9 +510,14 @@ class ServiceStats:
         return sum(s.freezes for s in self.sources)
 
     @property
+    def lost(self) -> int:
+        return sum(s.lost for s in self.sources)
+
+    @property
     def balanced(self) -> bool:
         """Whether every packet the sources accepted is accounted for."""
-        return self.kernel_packets == self.delivered + self.kernel_drops + self.queue_drops + self.queued
+        return self.kernel_packets == (self.delivered + self.kernel_drops + self.queue_drops + self.queued
+                                       + self.lost)
 
 
 def _put(core: BatchQueue[OwnedBatch], batch: Batch, index: int) -> None:
@@ -641,7 +648,7 @@ class CaptureService(_ThreadService):
         srcs = []
         for i, s in enumerate(self.sources):
             st = s.stats()
-            srcs.append(SourceStats(self._thread_name(i), st.packets, st.drops, st.freezes))
+            srcs.append(SourceStats(self._thread_name(i), st.packets, st.drops, st.freezes, st.lost))
         c = self._core.counters()
         return ServiceStats(tuple(srcs), c.dropped, c.delivered, c.queued, c.peak, c.capacity)
 

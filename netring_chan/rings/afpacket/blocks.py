@@ -96,5 +96,9 @@ def walk_block(lease: Lease, snaplen: int, scratch: Scratch | None = None) -> Pa
         del lease
         if scratch is not None:
             scratch.put_meta(mv)
-        raise MalformedBlockError(msg)
+        err = MalformedBlockError(msg)
+        # The kernel's claim, capped by what the block could hold: the
+        # packets lost with it, for the accounting.
+        err.packets = min(int(info.num_pkts), cap)
+        raise err
     return PacketBatch(lease.owner, mv, n, info, snaplen, scratch)

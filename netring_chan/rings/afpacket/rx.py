@@ -223,7 +223,8 @@ class Capture(Resource):
         self._teardown_lock = threading.Lock()
         self._cursor = PacketCursor()
         self._totals = [0, 0, 0]
-        self._last = [0, 0, 0]
+        self._lost = 0  # packets in malformed blocks, skipped whole
+        self._last = [0, 0, 0, 0]
         self._stats_lock = threading.RLock()
         self._filter_keep: Any = None
         self.malformed_blocks = 0
@@ -390,8 +391,10 @@ class Capture(Resource):
             return None
         try:
             return walk_block(lease, self._snaplen, self._ring.scratch)
-        except MalformedBlockError:
+        except MalformedBlockError as e:
             self.malformed_blocks += 1
+            with self._stats_lock:
+                self._lost += e.packets
             del lease  # skipped: back to the kernel now (see PacketBatch._walk)
             raise
 
@@ -493,9 +496,10 @@ class Capture(Resource):
         except ClosedError:
             pass  # the teardown read the counters one last time
         with self._stats_lock:
-            (p, dr, fr), (lp, ldr, lfr) = self._totals, self._last
-            self._last = list(self._totals)
-            return CaptureStats(p, dr, fr, delta=CaptureStats(p - lp, dr - ldr, fr - lfr))
+            (p, dr, fr), (lp, ldr, lfr, llost) = self._totals, self._last
+            lost = self._lost
+            self._last = [*self._totals, lost]
+            return CaptureStats(p, dr, fr, lost, delta=CaptureStats(p - lp, dr - ldr, fr - lfr, lost - llost))
 
     def _read_kernel_stats(self) -> None:
         st = ffi.new("struct tpacket_stats_v3 *")
