@@ -102,9 +102,11 @@ class BatchQueue(Generic[T]):
         self._peak = 0
         self._delivered = 0
         self._dropped = 0
-        self._closing = False
-        self._closed = False
-        self._error: BaseException | None = None
+        # Read by the service threads without the lock (a stale read only
+        # delays them by one poll interval); written under it.
+        self.closing = False  # no more waiting for room: producers finish
+        self.closed = False  # no more items: consumers get the rest, then the end
+        self.error: BaseException | None = None  # the first failure of a thread
         self._error_thread = ""
         self._listeners: list[Callable[[], None]] = []
 
@@ -134,14 +136,14 @@ class BatchQueue(Generic[T]):
         # Called with _lock held.
         self._jq.sync_q.put_nowait(item)
         self._queued += n
-        if not self._closing and self._queued > self._peak:
+        if not self.closing and self._queued > self._peak:
             self._peak = self._queued
 
     def _try_put(self, item: T, n: int) -> bool | None:
         """Admit, drop or (None) say the caller must wait. ``_lock`` held."""
-        if self._closed:
+        if self.closed:
             raise self._end()  # ServiceError (with its cause) if a thread failed
-        if self._closing or self._queued == 0 or self._queued + n <= self.capacity:
+        if self.closing or self._queued == 0 or self._queued + n <= self.capacity:
             self._admit(item, n)
             return True
         if self.overflow is Overflow.DROP:
@@ -197,9 +199,9 @@ class BatchQueue(Generic[T]):
 
     def _end(self) -> ClosedError | ServiceError:
         """What a consumer raises once the queue is closed and empty."""
-        if self._error is not None:
-            err = ServiceError(self._error_thread, self._error)
-            err.__cause__ = self._error
+        if self.error is not None:
+            err = ServiceError(self._error_thread, self.error)
+            err.__cause__ = self.error
             return err
         return ClosedError("the service is stopped")
 
@@ -221,7 +223,7 @@ class BatchQueue(Generic[T]):
             try:
                 item = self._jq.sync_q.get_nowait()
             except janus.SyncQueueShutDown:
-                raise self._end() from self._error
+                raise self._end() from self.error
             self._taken(item)
         self._notify()
         return item
@@ -237,7 +239,7 @@ class BatchQueue(Generic[T]):
             except janus.SyncQueueEmpty:
                 raise queue.Empty from None
             except janus.SyncQueueShutDown:
-                raise self._end() from self._error
+                raise self._end() from self.error
             self._taken(item)
         self._notify()
         return item
@@ -249,7 +251,7 @@ class BatchQueue(Generic[T]):
             try:
                 item = await self._jq.async_q.get()
             except janus.AsyncQueueShutDown:
-                raise self._end() from self._error
+                raise self._end() from self.error
             self._taken(item)
         self._notify()
         return item
@@ -291,22 +293,10 @@ class BatchQueue(Generic[T]):
 
     # -- stop and errors ----------------------------------------------------------
 
-    @property
-    def closing(self) -> bool:
-        return self._closing
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def error(self) -> BaseException | None:
-        return self._error
-
     def begin_close(self) -> None:
         """No more waiting for room: producers finish, admitting beyond the bound."""
         with self._lock:
-            self._closing = True
+            self.closing = True
             self._room.notify_all()
         self._notify()
 
@@ -318,8 +308,8 @@ class BatchQueue(Generic[T]):
         consumer is the failed thread (the injection direction).
         """
         with self._lock:
-            if self._error is None:
-                self._error = exc
+            if self.error is None:
+                self.error = exc
                 self._error_thread = thread
         if finish:
             self.finish_close()
@@ -329,10 +319,10 @@ class BatchQueue(Generic[T]):
     def finish_close(self) -> None:
         """No more items: consumers get what is queued, then the end (or the error)."""
         with self._lock:
-            self._closing = True
-            if self._closed:
+            self.closing = True
+            if self.closed:
                 return
-            self._closed = True
+            self.closed = True
             self._room.notify_all()
             self._jq.shutdown()
         self._notify()

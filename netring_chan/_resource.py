@@ -10,6 +10,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from . import _fork
+from .errors import ClosedError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -36,6 +37,13 @@ class Resource:
 
     def _forked_error(self) -> Exception:
         return _fork.forked_error(repr(self), self._pid)
+
+    def _check_usable(self, what: str) -> None:
+        """``ClosedError`` if closed (saying so if this is a forked child)."""
+        if self._forked:
+            raise self._forked_error()
+        if self._closed:
+            raise ClosedError(f"{what} is closed")
 
     def close(self) -> None:
         raise NotImplementedError

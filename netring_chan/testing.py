@@ -26,7 +26,7 @@ import os
 import socket
 import threading
 import time
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from ._lowlevel import ffi, lib
 from ._resource import Resource
@@ -93,7 +93,71 @@ def _positive(name: str, v: object, *, none_ok: bool = False) -> None:
         raise ConfigError(f"{name} must be a positive int{' or None' if none_ok else ''}, got {v!r}")
 
 
-class MemorySource(Resource):
+class _InMemory(Resource):
+    """What both in-memory ends share: a lock and a condition, a label, an
+    eventfd for readiness, ``stall()``/``resume()``, bounded waits, close."""
+
+    _kind = "memory end"
+
+    def __init__(self, label: str) -> None:
+        if not isinstance(label, str) or not label:
+            raise ConfigError(f"label must be a non-empty str, got {label!r}")
+        self._label = label
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._stalled = False
+        self._wake = eventfd()
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    def _closed_error(self) -> ClosedError:
+        return ClosedError(f"{self._kind} {self._label!r} is closed")
+
+    def fileno(self) -> int:
+        """An eventfd: readiness is a hint, as the contract allows."""
+        if self._closed:
+            raise self._closed_error()
+        return self._wake
+
+    def stall(self) -> None:
+        """Make no progress until ``resume()`` (waits time out)."""
+        with self._lock:
+            self._stalled = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self._stalled = False
+            self._cond.notify_all()
+        eventfd_signal(self._wake)
+
+    def _wait(self, ready: Callable[[], bool], timeout: float | None) -> bool:
+        """Wait (lock held) until ``ready()`` (True) or ``timeout`` s passed (False)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not ready():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            self._cond.wait(left)
+        return True
+
+    def _close_end(self) -> bool:
+        """Mark closed and wake every waiter; False if it already was."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._closed = True
+            self._cond.notify_all()
+        wake, self._wake = self._wake, -1
+        close_fd(wake)
+        return True
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._label!r}{' closed' if self._closed else ''}>"
+
+
+class MemorySource(_InMemory):
     """A ``Source`` of frames pushed from Python, as TPACKET_V3 blocks.
 
     ``push(frames)`` packs the frames into blocks of ``block_size`` bytes (at
@@ -110,6 +174,8 @@ class MemorySource(Resource):
     ``snaplen`` truncates as a capture's does. ``label`` names it.
     """
 
+    _kind = "memory source"
+
     def __init__(self, frames: Iterable[Frame] = (), *, block_size: int = 1 << 16,
                  packets_per_block: int | None = None, max_blocks: int = 64, snaplen: int | None = None,
                  fail_at: int | None = None, vanish_at: int | None = None, label: str = "memory") -> None:
@@ -121,17 +187,13 @@ class MemorySource(Resource):
         _positive("snaplen", snaplen, none_ok=True)
         _positive("fail_at", fail_at, none_ok=True)
         _positive("vanish_at", vanish_at, none_ok=True)
-        if not isinstance(label, str) or not label:
-            raise ConfigError(f"label must be a non-empty str, got {label!r}")
+        super().__init__(label)
         self.block_size = block_size
         self.packets_per_block = packets_per_block
         self.max_blocks = max_blocks
         self._snaplen = snaplen or 0xFFFFFFFF
         self._fail_at = fail_at
         self._vanish_at = vanish_at
-        self._label = label
-        self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)
         self._blocks: collections.deque[tuple[int, bytearray]] = collections.deque()  # (packets, block)
         self._seq = 0
         self._lost = 0
@@ -140,10 +202,8 @@ class MemorySource(Resource):
         self._drops = 0
         self._quiet = False
         self._gone = False  # vanished (vanish_at): admits nothing, fails once empty
-        self._stalled = False
         self._error: RingError | None = None
         self._scratch = Scratch()
-        self._wake = eventfd()
         self._closed = False
         self.push(frames)
 
@@ -173,7 +233,7 @@ class MemorySource(Resource):
                 ffi.cast("struct tpacket_block_desc *", ffi.from_buffer(blk)).hdr.bh1.seq_num = self._seq
                 self._blocks.append((frames_in, blk))
                 admitted += frames_in
-            self._ready.notify_all()
+            self._cond.notify_all()
         if admitted:
             eventfd_signal(self._wake)
         return admitted
@@ -193,17 +253,6 @@ class MemorySource(Resource):
             i = j
         return out
 
-    def stall(self) -> None:
-        """Hand out nothing until ``resume()`` (blocking waits time out)."""
-        with self._lock:
-            self._stalled = True
-
-    def resume(self) -> None:
-        with self._lock:
-            self._stalled = False
-            self._ready.notify_all()
-        eventfd_signal(self._wake)
-
     @property
     def pending(self) -> int:
         """Blocks waiting to be taken."""
@@ -212,16 +261,6 @@ class MemorySource(Resource):
 
     # -- the Source contract -------------------------------------------------
 
-    @property
-    def label(self) -> str:
-        return self._label
-
-    def fileno(self) -> int:
-        """An eventfd, readable while blocks wait (or the source failed)."""
-        if self._closed:
-            raise ClosedError(f"memory source {self._label!r} is closed")
-        return self._wake
-
     def next_batch(self) -> PacketBatch | None:
         with self._lock:
             return self._take()
@@ -229,7 +268,7 @@ class MemorySource(Resource):
     def _take(self) -> PacketBatch | None:
         # _lock held.
         if self._closed:
-            raise ClosedError(f"memory source {self._label!r} is closed")
+            raise self._closed_error()
         if self._error is not None:
             raise self._error
         if self._gone and not self._blocks:
@@ -265,18 +304,19 @@ class MemorySource(Resource):
             pass
 
     def next_batch_blocking(self, timeout: float | None = None) -> PacketBatch | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        got: list[PacketBatch] = []
+
+        def ready() -> bool:
+            if self._closed:
+                return True
+            b = self._take()
+            if b is not None:
+                got.append(b)
+            return bool(got)
+
         with self._lock:
-            while True:
-                if self._closed:
-                    return None
-                b = self._take()
-                if b is not None:
-                    return b
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return None
-                self._ready.wait(left)
+            self._wait(ready, timeout)
+        return got[0] if got else None
 
     def quiesce(self) -> float:
         """Admit nothing more (a later ``push`` counts nothing); nothing is in flight."""
@@ -289,19 +329,10 @@ class MemorySource(Resource):
             return RxStats(self._packets, self._drops, 0, self._lost)
 
     def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._ready.notify_all()
-        wake, self._wake = self._wake, -1
-        close_fd(wake)
-
-    def __repr__(self) -> str:
-        return f"<MemorySource {self._label!r}{' closed' if self._closed else ''}>"
+        self._close_end()
 
 
-class MemorySink(Resource):
+class MemorySink(_InMemory):
     """A ``Sink`` that records what it sends.
 
     ``capacity`` slots; ``publish`` fills them, ``flush`` sends them (into
@@ -312,6 +343,8 @@ class MemorySink(Resource):
     like a deleted interface), and so does every later call. Frames must be
     bytes-like and ``min_frame``..``max_frame`` bytes long.
     """
+
+    _kind = "memory sink"
 
     def __init__(self, *, capacity: int = 256, max_frame: int = 1514, min_frame: int = 14,
                  fail_at: int | None = None, keep: int = 100_000, drain_timeout: float = 1.0,
@@ -325,43 +358,23 @@ class MemorySink(Resource):
             raise ConfigError(f"min_frame ({min_frame}) must not exceed max_frame ({max_frame})")
         if not isinstance(drain_timeout, (int, float)) or isinstance(drain_timeout, bool) or drain_timeout < 0:
             raise ConfigError(f"drain_timeout must be a number >= 0, got {drain_timeout!r}")
-        self._capacity = capacity
+        super().__init__(label)
+        #: the Sink contract's capacity and drain_timeout
+        self.capacity = capacity
+        self.drain_timeout = float(drain_timeout)
         self.max_frame = max_frame
         self.min_frame = min_frame
         self._fail_at = fail_at
-        self._drain_timeout = float(drain_timeout)
-        self._label = label
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
         self._queue: collections.deque[bytes] = collections.deque()
         self.sent: collections.deque[bytes] = collections.deque(maxlen=keep)
         self._counts = [0, 0, 0, 0]  # queued, sent, rejected, ring_full
-        self._stalled = False
         self._error: RingError | None = None
-        self._wake = eventfd()
         eventfd_signal(self._wake)  # always "writable" and readable: readiness is only a hint
         self._closed = False
 
-    @property
-    def label(self) -> str:
-        return self._label
-
-    @property
-    def capacity(self) -> int:
-        return self._capacity
-
-    @property
-    def drain_timeout(self) -> float:
-        return self._drain_timeout
-
-    def fileno(self) -> int:
-        if self._closed:
-            raise ClosedError(f"memory sink {self._label!r} is closed")
-        return self._wake
-
     def _check_open(self) -> None:
         if self._closed:
-            raise ClosedError(f"memory sink {self._label!r} is closed")
+            raise self._closed_error()
         if self._error is not None:
             raise self._error
 
@@ -375,14 +388,18 @@ class MemorySink(Resource):
             raise ValueError(f"frame of {n} bytes is outside {self.min_frame}..{self.max_frame} bytes")
         return n
 
+    def _make_room(self) -> int:
+        """Free slots now (lock held); when full, push out what is queued, as a TX ring's kick does."""
+        self._check_open()
+        if len(self._queue) >= self.capacity:
+            self._flush_locked()
+        return self.capacity - len(self._queue)
+
     def publish(self, frames: Sequence[Frame]) -> int:
         if not frames:
             return 0
         with self._lock:
-            self._check_open()
-            if len(self._queue) >= self._capacity:
-                self._flush_locked()  # full: push what is queued out, as a TX ring's kick does
-            room = self._capacity - len(self._queue)
+            room = self._make_room()
             if room <= 0:
                 self.check_frame(frames[0])
                 self._counts[3] += 1
@@ -402,25 +419,13 @@ class MemorySink(Resource):
 
     def room(self) -> int:
         with self._lock:
-            self._check_open()
-            if len(self._queue) >= self._capacity:
-                self._flush_locked()
-            return self._capacity - len(self._queue)
+            return self._make_room()
 
     def wait_room(self, timeout: float | None = None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while True:
-                self._check_open()
-                if len(self._queue) >= self._capacity:
-                    self._flush_locked()
-                if len(self._queue) < self._capacity:
-                    return
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise RingFullError(errno.EAGAIN, f"no room in memory sink {self._label!r} in time"
-                                        f"{' (stalled)' if self._stalled else ''}")
-                self._changed.wait(left)
+            if not self._wait(lambda: self._make_room() > 0, timeout):
+                raise RingFullError(errno.EAGAIN, f"no room in memory sink {self._label!r} in time"
+                                    f"{' (stalled)' if self._stalled else ''}")
 
     def flush(self) -> int:
         with self._lock:
@@ -434,36 +439,22 @@ class MemorySink(Resource):
         while self._queue:
             if self._fail_at is not None and self._counts[1] + 1 >= self._fail_at:
                 self._error = interface_gone(f"memory sink {self._label!r}")
-                self._changed.notify_all()
+                self._cond.notify_all()
                 raise self._error
             self.sent.append(self._queue.popleft())
             self._counts[1] += 1
             n += 1
-        self._changed.notify_all()
+        self._cond.notify_all()
         return n
 
     def wait_drained(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while True:
-                self._check_open()
-                self._flush_locked()
-                if not self._queue:
-                    return True
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._changed.wait(left)
+        def drained() -> bool:
+            self._check_open()
+            self._flush_locked()
+            return not self._queue
 
-    def stall(self) -> None:
-        """``flush`` sends nothing until ``resume()``."""
         with self._lock:
-            self._stalled = True
-
-    def resume(self) -> None:
-        with self._lock:
-            self._stalled = False
-            self._changed.notify_all()
+            return self._wait(drained, timeout)
 
     def stats(self) -> TxStats:
         with self._lock:
@@ -471,22 +462,12 @@ class MemorySink(Resource):
             return TxStats(q, s, r, f)
 
     def close(self, timeout: float | None = None) -> None:
-        """Send what is queued (unless stalled or failed; waiting at most
-        ``timeout``, default ``drain_timeout``), then close. Idempotent.
-        Frames still queued stay counted as pending."""
+        """Send what is queued (unless stalled or failed), then close.
+        Idempotent. Frames still queued stay counted as pending."""
         with self._lock:
-            if self._closed:
-                return
-            try:
-                if self._error is None:
+            if not self._closed and self._error is None:
+                try:
                     self._flush_locked()
-            except RingError:
-                pass
-            self._closed = True
-            self._changed.notify_all()
-        wake, self._wake = self._wake, -1
-        close_fd(wake)
-
-    def __repr__(self) -> str:
-        return f"<MemorySink {self._label!r}{' closed' if self._closed else ''}>"
-
+                except RingError:
+                    pass
+        self._close_end()

@@ -496,22 +496,16 @@ class ServiceStats:
     queued: int
     peak_queued: int
     capacity: int
+    # Totals over the sources (filled in from ``sources``).
+    kernel_packets: int = dataclasses.field(init=False)
+    kernel_drops: int = dataclasses.field(init=False)
+    kernel_freezes: int = dataclasses.field(init=False)
+    lost: int = dataclasses.field(init=False)
 
-    @property
-    def kernel_packets(self) -> int:
-        return sum(s.packets for s in self.sources)
-
-    @property
-    def kernel_drops(self) -> int:
-        return sum(s.drops for s in self.sources)
-
-    @property
-    def kernel_freezes(self) -> int:
-        return sum(s.freezes for s in self.sources)
-
-    @property
-    def lost(self) -> int:
-        return sum(s.lost for s in self.sources)
+    def __post_init__(self) -> None:
+        for total, field in (("kernel_packets", "packets"), ("kernel_drops", "drops"),
+                             ("kernel_freezes", "freezes"), ("lost", "lost")):
+            object.__setattr__(self, total, sum(getattr(s, field) for s in self.sources))
 
     @property
     def balanced(self) -> bool:

@@ -355,10 +355,7 @@ class Capture(Resource):
 
     def fileno(self) -> int:
         """The socket fd (readable when a block is ready), for event loops."""
-        if self._forked:
-            raise self._forked_error()
-        if self._closed:
-            raise ClosedError("capture is closed")
+        self._check_usable(f"capture on {self.interface!r}")
         return self._fd
 
     @property

@@ -403,10 +403,7 @@ class Injector(Resource):
 
     def fileno(self) -> int:
         """The socket fd (POLLOUT is a hint that slots may be free)."""
-        if self._forked:
-            raise self._forked_error()
-        if self._closed:
-            raise ClosedError("injector is closed")
+        self._check_usable(f"injector on {self.interface!r}")
         return self._fd
 
     def _after_fork_in_child(self) -> None:
