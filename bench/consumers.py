@@ -366,7 +366,10 @@ def _svc_asyncio(bulk: bool) -> tuple[Callable[[LiveCtx], Result], Callable[[Dra
                 async def watch() -> None:
                     while not ctx.finished():
                         await asyncio.sleep(0.05)
-                    await rx.aclose()  # stops the service; what is queued still comes
+                    # Stop the service (off the loop); the face then gives what
+                    # is queued and ends. (rx.aclose() now also closes the face
+                    # itself, which would end the loop before the queue is empty.)
+                    await asyncio.to_thread(svc.stop)
 
                 w = asyncio.create_task(watch())
                 if bulk:
@@ -502,7 +505,7 @@ def _aio(flavour: str, bulk: bool) -> tuple[Callable[[LiveCtx], Result], Callabl
         import netring_chan as nc
 
         cls = nc.AsyncCapture if flavour == "asyncio" else nc.TrioCapture
-        return cls(cap, owns_source=True)
+        return cls(cap, owns=True)
 
     def runner() -> tuple[Callable[[Callable[[], Any]], Any], Callable[[float], Any]]:
         if flavour == "asyncio":

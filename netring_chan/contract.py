@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from .packet import OwnedBatch
 
-__all__ = ["Batch", "Source", "Sink", "RxStats", "TxStats", "Frame", "publish_all"]
+__all__ = ["Batch", "Source", "Sink", "RxStats", "TxStats", "Frame", "publish_all", "check_each"]
 
 Frame = Union[bytes, bytearray, memoryview]
 
@@ -137,7 +137,9 @@ class Sink(_End, Protocol):
     """Where frames go.
 
     ``check_frame(frame)`` validates one frame without queueing it and
-    returns its length (``TypeError``/``ValueError`` naming the problem).
+    returns its length (``TypeError``/``ValueError`` naming the problem);
+    ``check_frames(frames)`` validates a run, naming the first bad frame by
+    its index.
     ``publish(frames)`` queues, without waiting, as many leading frames as
     there is room for now and returns how many (0: no room); it raises for
     ``frames[0]`` if that frame is invalid, and stops before a later invalid
@@ -156,6 +158,7 @@ class Sink(_End, Protocol):
     @property
     def drain_timeout(self) -> float: ...
     def check_frame(self, frame: Frame) -> int: ...
+    def check_frames(self, frames: Sequence[Frame]) -> None: ...
     def publish(self, frames: Sequence[Frame]) -> int: ...
     def room(self) -> int: ...
     def wait_room(self, timeout: float | None = None) -> None: ...
@@ -163,6 +166,15 @@ class Sink(_End, Protocol):
     def wait_drained(self, timeout: float | None = None) -> bool: ...
     def stats(self) -> TxStats: ...
     def close(self, timeout: float | None = None) -> None: ...
+
+
+def check_each(sink: Sink, frames: Sequence[Frame]) -> None:
+    """``check_frames`` done frame by frame: the error names the frame's index."""
+    for i, f in enumerate(frames):
+        try:
+            sink.check_frame(f)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"frame {i}: {e}") from None
 
 
 def publish_all(sink: Sink, frames: Sequence[Frame], timeout: float | None = None) -> int:

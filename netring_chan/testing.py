@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Sequence
 from ._lowlevel import ffi, lib
 from ._resource import Resource
 from ._sys import close_fd, eventfd, eventfd_signal, interface_gone
-from .contract import Frame, RxStats, TxStats
+from .contract import Frame, RxStats, TxStats, check_each
 from .errors import ClosedError, ConfigError, RingError, RingFullError
 from .packet import PacketBatch
 from .rings.afpacket.blocks import Lease, Scratch, walk_block
@@ -387,6 +387,9 @@ class MemorySink(_InMemory):
         if not self.min_frame <= n <= self.max_frame:
             raise ValueError(f"frame of {n} bytes is outside {self.min_frame}..{self.max_frame} bytes")
         return n
+
+    def check_frames(self, frames: Sequence[Frame]) -> None:
+        check_each(self, frames)
 
     def _make_room(self) -> int:
         """Free slots now (lock held); when full, push out what is queued, as a TX ring's kick does."""

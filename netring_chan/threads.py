@@ -999,29 +999,35 @@ class InjectService(_ThreadService):
 
     # -- submission (shared by every face) -------------------------------------------------
 
-    def _check(self, frame: object, what: str = "frame") -> bytes:
-        """The frame as ``bytes`` (a copy unless it already is), or a clear exception."""
-        if isinstance(frame, bytes):
-            b = frame
-        elif isinstance(frame, str):
-            raise TypeError(f"{what} must be a bytes-like object, got str {frame[:20]!r}")
-        else:
-            try:
-                b = memoryview(frame).tobytes()  # type: ignore[arg-type]
-            except TypeError:
-                raise TypeError(f"{what} must be a bytes-like object, got {type(frame).__name__}") from None
+    def _check(self, frame: object) -> bytes:
+        """One frame as ``bytes`` (a copy unless it already is), or a clear exception."""
+        b = frame if type(frame) is bytes else self._bytes(frame, None)
         for sink in self.sinks:
             try:
                 sink.check_frame(b)
             except ValueError as e:
-                raise ValueError(f"{what}: {e}") from None
+                raise ValueError(f"frame: {e}") from None
         return b
+
+    @staticmethod
+    def _bytes(frame: object, index: int | None) -> bytes:
+        what = "frame" if index is None else f"frame {index}"
+        if isinstance(frame, str):
+            raise TypeError(f"{what} must be a bytes-like object, got str {frame[:20]!r}")
+        try:
+            return memoryview(frame).tobytes()  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(f"{what} must be a bytes-like object, got {type(frame).__name__}") from None
 
     def _items(self, frames: Iterable[Frame]) -> list[list[bytes]]:
         """Every frame checked (nothing is queued if one is bad), in queue-sized chunks."""
         if isinstance(frames, (bytes, bytearray, memoryview, str)):
             raise TypeError("send_many takes an iterable of frames, not a single frame")
-        checked = [self._check(f, f"frame {i}") for i, f in enumerate(frames)]
+        given = list(frames)
+        checked: list[bytes] = given if all(type(f) is bytes for f in given) \
+            else [self._bytes(f, i) for i, f in enumerate(given)]  # type: ignore[assignment]
+        for sink in self.sinks:
+            sink.check_frames(checked)
         step = min(_BATCH, self.capacity)
         return [checked[i:i + step] for i in range(0, len(checked), step)]
 
