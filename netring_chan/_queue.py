@@ -41,6 +41,7 @@ from typing import Callable, Generic, Sized, TypeVar
 
 import janus
 
+from ._sys import check_timeout, deadline_after
 from .errors import ClosedError, ConfigError, NetringError
 
 __all__ = ["Overflow", "ServiceError", "BatchQueue", "QueueCounters"]
@@ -170,7 +171,7 @@ class BatchQueue(Generic[T]):
         ``timeout`` seconds (``None``: wait as long as it takes).
         """
         n = len(item)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         with self._lock:
             while True:
                 r = self._try_put(item, n)
@@ -230,8 +231,7 @@ class BatchQueue(Generic[T]):
 
     def get(self, timeout: float | None = None) -> T:
         """Wait up to ``timeout`` seconds for an item (``queue.Empty`` on timeout)."""
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+        check_timeout(timeout)
         item = self._take_front()
         if item is None:
             try:
@@ -273,7 +273,7 @@ class BatchQueue(Generic[T]):
 
     def wait_empty(self, timeout: float | None) -> bool:
         """Wait until consumers took everything queued (True) or ``timeout`` s passed."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         with self._lock:
             while self._queued:
                 left = None if deadline is None else deadline - time.monotonic()

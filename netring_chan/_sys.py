@@ -48,6 +48,24 @@ def check(rc: int, what: str, **kw: str) -> int:
     return rc
 
 
+def check_timeout(timeout: object, what: str = "timeout") -> None:
+    """``ConfigError`` unless ``timeout`` is ``None`` or a number of seconds >= 0
+    (a bool, a string or NaN is refused, not coerced)."""
+    if timeout is None:
+        return
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout >= 0:
+        raise ConfigError(f"{what} must be a number >= 0 (seconds) or None, got {timeout!r}")
+
+
+def deadline_after(timeout: float | None, what: str = "timeout") -> float | None:
+    """The ``time.monotonic()`` value ``timeout`` seconds from now (``None``:
+    never), after checking ``timeout`` (``check_timeout``)."""
+    if timeout is None:
+        return None
+    check_timeout(timeout, what)
+    return time.monotonic() + timeout
+
+
 def retry_eintr(call: Callable[[], int], what: str) -> int:
     """Run a C call that returns -1/errno, retrying on EINTR."""
     while True:

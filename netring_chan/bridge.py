@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Union
 
 from ._loops import loop_for
 from ._resource import Resource
-from ._sys import close_fd, eventfd, eventfd_signal, pending_error
+from ._sys import close_fd, eventfd, eventfd_signal, pending_error, deadline_after
 from .errors import ClosedError, ConfigError
 from .packet import Direction, Packet
 from .rings.afpacket import Capture, Injector
@@ -284,7 +284,7 @@ class Bridge(Resource):
         but open). Only one ``run`` at a time.
         """
         with self._run_here():
-            deadline = None if timeout is None else time.monotonic() + timeout
+            deadline = deadline_after(timeout)
             poller = select.poll()
             for leg in self._legs:
                 poller.register(leg.rx.fileno(), select.POLLIN)
@@ -317,7 +317,7 @@ class Bridge(Resource):
         """
         loop = loop_for()
         with self._run_here():
-            deadline = None if timeout is None else time.monotonic() + timeout
+            deadline = deadline_after(timeout)
             fds = [leg.rx.fileno() for leg in self._legs] + [self._wake]
             while not self._stop:
                 busy = self._forward_all()

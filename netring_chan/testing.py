@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Sequence
 
 from ._lowlevel import ffi, lib
 from ._resource import Resource
-from ._sys import close_fd, eventfd, eventfd_signal, interface_gone
+from ._sys import close_fd, eventfd, eventfd_signal, interface_gone, deadline_after
 from .contract import Frame, RxStats, TxStats, check_each
 from .errors import ClosedError, ConfigError, RingError, RingFullError
 from .packet import PacketBatch
@@ -134,7 +134,7 @@ class _InMemory(Resource):
 
     def _wait(self, ready: Callable[[], bool], timeout: float | None) -> bool:
         """Wait (lock held) until ``ready()`` (True) or ``timeout`` s passed (False)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         while not ready():
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:

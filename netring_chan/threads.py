@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, 
 
 from . import _fork
 from ._queue import BatchQueue, Overflow, ServiceError
-from ._sys import set_thread_name
+from ._sys import check_timeout, deadline_after, set_thread_name
 from .contract import Batch, Frame, Sink, Source
 from .errors import ClosedError, ConfigError
 from .packet import OwnedBatch, OwnedPacket, PacketCursor
@@ -91,12 +91,6 @@ _JOIN_BUDGET = 0.8
 _BATCH = 64
 # Polling period of the waits that have nothing to wait on (counters).
 _SETTLE_POLL = 0.002
-
-
-def _check_timeout(timeout: float | None, what: str = "timeout") -> None:
-    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
-                                or timeout < 0):
-        raise ConfigError(f"{what} must be a number >= 0 (seconds) or None, got {timeout!r}")
 
 
 # Waits with nothing to wait on but counters, written once for threads and
@@ -208,7 +202,7 @@ class _ThreadService:
         if not isinstance(poll_interval, (int, float)) or isinstance(poll_interval, bool) \
                 or not 0 < poll_interval <= 0.5:
             raise ConfigError(f"poll_interval must be in (0, 0.5] seconds, got {poll_interval!r}")
-        _check_timeout(drain_timeout, "drain_timeout")
+        check_timeout(drain_timeout, "drain_timeout")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty str, got {name!r}")
         self.name = name
@@ -325,7 +319,7 @@ class _ThreadService:
         return not any(t.is_alive() for t in self._threads)
 
     def _stop_begin(self, drain: bool, timeout: float | None) -> float | None:
-        _check_timeout(timeout)
+        check_timeout(timeout)
         if self._stopped:
             return None
         self._stopped = True
@@ -368,7 +362,7 @@ class _ThreadService:
             return False
         if not _inside_library(caller):
             return self._stop_now(drain, timeout)
-        _check_timeout(timeout)
+        check_timeout(timeout)
         if not self._stopped and not self._stop_deferred:
             self._stop_deferred = True
             threading.Thread(target=self._stop_now, args=(drain, timeout),
@@ -621,7 +615,7 @@ class CaptureService(_ThreadService):
     def wait_drained(self, timeout: float | None = None) -> bool:
         """Wait until consumers have taken everything queued now (True), or
         ``timeout`` s passed (False). Does not stop the service."""
-        _check_timeout(timeout)
+        check_timeout(timeout)
         self._check_started()
         return self._core.wait_empty(timeout)
 
@@ -666,6 +660,8 @@ class CaptureService(_ThreadService):
 
     def get(self, timeout: float | None = None) -> OwnedPacket:
         """The next packet; waits up to ``timeout`` s (``queue.Empty`` on timeout)."""
+        if timeout is not None:
+            check_timeout(timeout)
         lock = self._cursor_lock
         if lock.acquire(False):  # fast path: the next packet of the current batch
             p = self._cursor.next()
@@ -676,7 +672,7 @@ class CaptureService(_ThreadService):
 
     def _get_slow(self, timeout: float | None) -> OwnedPacket:
         self._check_started()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         cur, lock = self._cursor, self._cursor_lock
         while True:
             with lock:
@@ -695,11 +691,13 @@ class CaptureService(_ThreadService):
 
     def batches(self, timeout: float | None = None) -> Iterator[OwnedBatch]:
         """Owned batches until stop (or ``timeout`` s without one)."""
+        check_timeout(timeout)
         self._check_started()
         return self._each(timeout, None)
 
     def packets(self, timeout: float | None = None) -> Iterator[OwnedPacket]:
         """Owned packets until stop (or ``timeout`` s without a batch)."""
+        check_timeout(timeout)
         self._check_started()
         # chain.from_iterable steps through each batch's packets in C; the
         # generator runs once per batch and its cursor still sees how far
@@ -992,10 +990,10 @@ class InjectService(_ThreadService):
         return r
 
     def _drain_steps(self, timeout: float | None) -> Steps:
-        _check_timeout(timeout)
+        check_timeout(timeout)
         self._check_started()
         target = self.stats().submitted
-        return _until(lambda: self._settled(target), None if timeout is None else time.monotonic() + timeout)
+        return _until(lambda: self._settled(target), deadline_after(timeout))
 
     # -- submission (shared by every face) -------------------------------------------------
 

@@ -734,3 +734,33 @@ def test_inject_sink_failure_reaches_producers(face: str) -> None:
     assert st.discarded == n[0] - 5
     with pytest.raises(nc.ServiceError):
         svc.send(sent[0])  # and every later submission
+
+
+# -- bad input is named, never coerced -------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["1", -1, float("nan"), True])
+def test_every_timeout_is_checked_the_same_way(bad: object) -> None:
+    src = MemorySource(frames(4))
+    with capture(src, capacity=100) as svc:
+        calls = [lambda: svc.get(bad), lambda: svc.get_batch(bad), lambda: next(svc.packets(bad)),
+                 lambda: next(svc.batches(bad)), lambda: svc.wait_drained(bad), lambda: svc.stop(timeout=bad)]
+        for call in calls:
+            with pytest.raises(nc.ConfigError, match="timeout must be a number >= 0"):
+                call()
+    sink = MemorySink()
+    with nc.InjectService(sink) as tx:
+        for call in (lambda: tx.send(frames(1)[0], bad), lambda: tx.wait_drained(bad)):
+            with pytest.raises(nc.ConfigError, match="timeout must be a number >= 0"):
+                call()
+    with MemorySink() as sink, pytest.raises(nc.ConfigError, match="drain_timeout"):
+        nc.InjectService(sink, drain_timeout=bad)
+
+
+def test_frames_of_the_wrong_kind_are_named_by_index() -> None:
+    with nc.InjectService(MemorySink()) as tx:
+        with pytest.raises(TypeError, match="frame 1 must be a bytes-like object, got NoneType"):
+            tx.send_many([frames(1)[0], None])  # type: ignore[list-item]
+        with pytest.raises(ValueError, match="frame 2: empty frame"):
+            tx.send_many([frames(1)[0], frames(1)[0], b""])
+        assert tx.stats().submitted == 0

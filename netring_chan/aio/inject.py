@@ -22,6 +22,7 @@ import time
 import warnings
 from typing import Any, Iterable
 
+from .._sys import deadline_after
 from .._loops import Loop, loop_for
 from ..contract import Frame, Sink, TxStats
 from ._own import adopt
@@ -123,7 +124,7 @@ class AsyncInjector:
                 self._check()
                 k = sink.publish(frames[n:] if n else frames)
                 if not k:
-                    deadline = None if timeout is None else time.monotonic() + timeout
+                    deadline = deadline_after(timeout)
                     while not k:
                         await self._wait_room(loop, deadline)
                         k = sink.publish(frames[n:] if n else frames)
@@ -143,7 +144,7 @@ class AsyncInjector:
         """Flush and wait until every queued frame is sent; False on timeout."""
         loop = self._the_loop()
         self._check()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         async with self._lock:
             while True:
                 self._check()

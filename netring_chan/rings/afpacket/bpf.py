@@ -113,6 +113,8 @@ def compile_filter(expression: str, *, snaplen: int = 262144, optimize: bool = T
     """Compile a tcpdump expression for Ethernet with the system libpcap."""
     if not isinstance(expression, str):
         raise FilterError(f"filter expression must be str, not {type(expression).__name__}")
+    if not isinstance(snaplen, int) or isinstance(snaplen, bool) or not 0 < snaplen <= 0x7FFFFFFF:
+        raise FilterError(f"snaplen must be an int in 1..2147483647, got {snaplen!r}")
     if "\0" in expression:
         # pcap_compile reads a C string: it would compile only the part
         # before the NUL, a wider filter than the one asked for.

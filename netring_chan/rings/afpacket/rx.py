@@ -33,6 +33,7 @@ from ..._config import resolve
 from ..._lowlevel import ffi, lib
 from ..._resource import Resource
 from ..._sys import (
+    check_timeout, deadline_after,
     check, close_fd, eventfd, eventfd_signal, ifindex, poll_wait, raise_errno,
     pending_error, setsockopt_int, setsockopt_struct,
 )
@@ -402,7 +403,7 @@ class Capture(Resource):
         another thread. Signals do not interrupt it (EINTR is retried). An
         interface that goes down or disappears raises ``RingError``.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         stale = False
         backoff = _STALE_BACKOFF_MIN
         with self._use():
@@ -446,7 +447,10 @@ class Capture(Resource):
         Stops after ``count`` packets, after ``duration`` seconds, after
         ``idle_timeout`` seconds without a block, or when the capture closes.
         """
-        end = None if duration is None else time.monotonic() + duration
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+            raise ConfigError(f"count must be an int >= 0 or None, got {count!r}")
+        check_timeout(idle_timeout, "idle_timeout")
+        end = deadline_after(duration, "duration")
         left = count
         # A block holds many packets; those past ``count`` wait here for the
         # next call instead of being thrown away with the block.

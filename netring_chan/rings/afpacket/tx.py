@@ -67,6 +67,7 @@ from ..._config import resolve
 from ..._lowlevel import ffi, lib
 from ..._resource import Resource
 from ..._sys import (
+    check_timeout, deadline_after,
     close_fd, eventfd, eventfd_signal, ifindex, interface_gone, poll_wait, raise_errno, retry_eintr,
     setsockopt_int,
 )
@@ -409,7 +410,7 @@ class Injector(Resource):
         ``RingFullError`` saying why on timeout (a retained view pinning the
         next slot is named); ``ClosedError`` if the injector is closed meanwhile.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         while True:
             with self._lock:
                 self._check_open()
@@ -613,7 +614,7 @@ class Injector(Resource):
             raise ValueError(f"length must be an int, got {length!r}")
         # A tag is only known at send(); allow its 4 bytes here.
         self._check_len(length, b"\0" * 12 + TPID_8021Q)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         counted = False
         while True:
             with self._lock:
@@ -775,7 +776,7 @@ class Injector(Resource):
 
         True when the ring is empty, False on timeout.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         return self._drain(deadline, wake=True)
 
     def _drain(self, deadline: float | None, wake: bool) -> bool:
@@ -813,6 +814,7 @@ class Injector(Resource):
         a slot still open is discarded. Frames still queued after the
         timeout are not sent (``stats().pending`` tells how many).
         """
+        check_timeout(timeout)
         if self._closed or self._closing or self._forked:
             return
         self._closing = True
