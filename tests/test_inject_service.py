@@ -25,6 +25,7 @@ import trio
 
 from inject_helpers import SIZES, Receiver, loss_report, seq_frame, softnet_drops
 from lab import Lab, sh
+from service_checks import finished, our_threads
 import netring_chan as nc
 
 
@@ -45,28 +46,11 @@ def fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
-def our_threads(svc: nc.InjectService) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith(svc.name)]
-
-
 def wait_for(cond: Callable[[], bool], timeout: float = 3.0) -> None:
     end = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < end, "condition not met in time"
         time.sleep(0.01)
-
-
-def finished(svc: nc.InjectService, **expect: int) -> nc.InjectServiceStats:
-    """The stopped service's stats: the equality holds, nothing in flight, fields as expected."""
-    st = svc.stats()
-    assert st.in_flight == 0 and st.queued == 0, st
-    assert st.submitted == st.sent + st.rejected + st.queue_drops + st.discarded, st
-    assert st.balanced
-    for k, v in expect.items():
-        assert getattr(st, k) == v, (k, st)
-    assert all(inj.closed for inj in svc.injectors)
-    assert not our_threads(svc)
-    return st
 
 
 # -- each face delivers every frame, byte-exact and in order ---------------------------------

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import trio
 
+from service_checks import finished, our_threads
 import netring_chan as nc
 from netring_chan.testing import MemorySink, MemorySource
 
@@ -49,28 +50,12 @@ def wait_for(cond: Callable[[], bool], timeout: float = 3.0) -> None:
         time.sleep(0.005)
 
 
-def our_threads(svc: Any) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith(svc.name + "-")]
-
-
 def balanced(svc: nc.CaptureService, packets: int | None = None) -> nc.ServiceStats:
     st = svc.stats()
     assert st.kernel_packets == st.delivered + st.kernel_drops + st.queue_drops + st.queued + st.lost, st
     assert st.balanced
     if packets is not None:
         assert st.kernel_packets == packets, st
-    return st
-
-
-def finished(svc: nc.InjectService, **expect: int) -> nc.InjectServiceStats:
-    st = svc.stats()
-    assert st.in_flight == 0 and st.queued == 0, st
-    assert st.submitted == st.sent + st.rejected + st.queue_drops + st.discarded, st
-    assert st.balanced
-    for k, v in expect.items():
-        assert getattr(st, k) == v, (k, st)
-    assert all(s.closed for s in svc.sinks)
-    assert not our_threads(svc)
     return st
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import pytest
 import trio
 
+from service_checks import our_threads
 import netring_chan as nc
 from lab import ETH_P_LAB, Lab, frame, mac
 
@@ -44,10 +45,6 @@ def service(lab: Lab, n_sources: int = 1, **kw: Any) -> nc.CaptureService:
     opts = dict(SMALL)
     opts.update(kw.pop("ring", {}))
     return nc.CaptureService(nc.Capture(lab.a, **opts), **kw)
-
-
-def our_threads(svc: nc.CaptureService) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith(svc.name)]
 
 
 def fds() -> set[str]:
