@@ -39,7 +39,8 @@ numbers.
 C helpers, one module per concern (:data:`HELPERS`), each the cdef of the C
 file of the same name in ``c/``: ``walk`` (RX block walker, struct nc_pkt),
 ``copyout`` (owned copies; after ``walk``), ``poll`` (ring fd + eventfd),
-``txring`` (PACKET_TX_RING slots), ``netdev`` (interface MTU and type).
+``txring`` (PACKET_TX_RING slots), ``netdev`` (interface MTU and type),
+``pcapfile`` (pcap/pcapng records a batch per call; after ``copyout``).
 Everything in them knows nothing of Python objects: cffi calls them with the
 GIL released, and the Python side owns every buffer passed in.
 
@@ -77,7 +78,7 @@ from cffi import FFI
 HERE = pathlib.Path(__file__).resolve().parent
 
 HEADERS = ("libc", "if_ether", "if_packet", "filter", "net_tstamp", "if_xdp", "bpf")
-HELPERS = ("walk", "copyout", "poll", "txring", "netdev")
+HELPERS = ("walk", "copyout", "poll", "txring", "netdev", "pcapfile")
 
 
 def load_module(name: str) -> ModuleType:
