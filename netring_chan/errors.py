@@ -21,6 +21,7 @@ __all__ = [
     "FilterError",
     "LibpcapMissingError",
     "RingFullError",
+    "FileFormatError",
 ]
 
 
@@ -75,6 +76,16 @@ class ReleasedError(NetringError, ValueError):
 
 class ClosedError(NetringError, ValueError):
     """The ring, socket or service was used after ``close()``."""
+
+
+class FileFormatError(NetringError, ValueError):
+    """A capture file is not pcap/pcapng or is malformed; ``path`` and
+    ``offset`` (of the bad record, in bytes) say where, the message what."""
+
+    def __init__(self, path: str, offset: int, what: str) -> None:
+        super().__init__(f"{path}: at offset {offset}: {what}")
+        self.path = path
+        self.offset = offset
 
 
 class FilterError(ConfigError):
