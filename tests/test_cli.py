@@ -1,0 +1,252 @@
+"""The command, driven as a user drives it: subprocesses inside a veth lab.
+
+``python -m netring_chan ...`` (and once the installed ``netring-chan``
+script) runs in the lab's namespace through ``ip netns exec``; frames come
+from the lab's stdlib sender on the peer end; files are read back by
+tshark. Ctrl-C is a real SIGINT.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import netring_chan as nc
+from lab import Lab, frame, mac
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONWARNINGS": "error", "COLUMNS": "200"}
+LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{6} (\S+)\s+(.*) length (\d+)$")
+
+
+def _cmd(lab: Lab | None, *args: str) -> list[str]:
+    base = [sys.executable, "-m", "netring_chan", *args]
+    return base if lab is None else ["ip", "netns", "exec", lab.ns, *base]
+
+
+def _start(lab: Lab, *args: str, ready: str = "capturing on", **kw: Any) -> subprocess.Popen[str]:
+    """Start the command and wait until it says it is capturing."""
+    proc = subprocess.Popen(_cmd(lab, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV, cwd=ROOT, **kw)
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    if not first.startswith(ready):
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"no {ready!r} line: {first!r}\n{out}\n{err}")
+    return proc
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 15) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out, err
+
+
+def _run(lab: Lab | None, *args: str, timeout: float = 20, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_cmd(lab, *args), capture_output=True, text=True, env=ENV, cwd=ROOT,
+                          timeout=timeout, **kw)
+
+
+def _udp4(src: bytes, dst: bytes, sport: int, dport: int, payload: bytes) -> bytes:
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + len(payload), 1, 0, 64, 17, 0,
+                     bytes([10, 0, 0, 2]), bytes([10, 0, 0, 1]))
+    return frame(dst, src, ip + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload, 0x0800)
+
+
+def _frames(n: int) -> list[bytes]:
+    return [frame(mac(1), mac(2), struct.pack("!I", i) + bytes(42 + i)) for i in range(n)]
+
+
+def _summary_ok(err: str, packets: int) -> None:
+    assert re.search(rf"^{packets} packets \(\d+ bytes\) captured on ", err, re.M), err
+    m = re.search(r"accounting: kernel packets (\d+) = delivered (\d+) \+ kernel drops (\d+) \+ queue drops "
+                  r"(\d+) \+ queued (\d+) \+ lost (\d+) \(balanced\)", err)
+    assert m, err
+    kp, dl, kd, qd, q, lost = map(int, m.groups())
+    assert kp == dl + kd + qd + q + lost and kd == qd == lost == 0
+
+
+# -- capture -------------------------------------------------------------------------
+
+
+@pytest.mark.privileged
+def test_capture_count_prints_one_line_per_packet(lab: Lab) -> None:
+    proc = _start(lab, "capture", "-i", lab.a, "-c", "6")
+    sent = _frames(5) + [_udp4(mac(2), mac(1), 5353, 53, b"q" * 30)]
+    lab.send(sent)
+    rc, out, err = _finish(proc)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 6, out
+    parsed = [LINE.match(ln) for ln in lines]
+    assert all(parsed), out
+    assert [int(m.group(3)) for m in parsed if m] == [len(f) for f in sent]
+    assert all(m.group(1) == "in" for m in parsed if m)
+    for m in parsed[:5]:
+        assert m is not None and m.group(2) == "02:00:00:00:00:02 > 02:00:00:00:00:01 ethertype 0x88b5 (local-exp-1)"
+    assert parsed[5] is not None and parsed[5].group(2) == "10.0.0.2:5353 > 10.0.0.1:53 UDP"
+    _summary_ok(err, 6)
+
+
+@pytest.mark.privileged
+def test_capture_filter_and_duration(lab: Lab) -> None:
+    t0 = time.monotonic()
+    proc = _start(lab, "capture", "-i", lab.a, "--duration", "1.5", "-f", "udp")
+    lab.send(_frames(3) + [_udp4(mac(2), mac(1), 1, 2, b"x" * 20)])
+    rc, out, err = _finish(proc)
+    assert rc == 0, err
+    assert time.monotonic() - t0 < 8
+    assert [ln.split(" length ")[1] for ln in out.splitlines()] == ["62"], out
+    _summary_ok(err, 1)
+
+
+@pytest.mark.privileged
+def test_ctrl_c_ends_cleanly_with_a_summary(lab: Lab) -> None:
+    proc = _start(lab, "capture", "-i", lab.a)
+    lab.send(_frames(20))
+    assert proc.stdout is not None
+    got = [proc.stdout.readline() for _ in range(20)]  # the packets are out before the signal
+    assert all(LINE.match(ln.rstrip("\n")) for ln in got), got
+    proc.send_signal(signal.SIGINT)
+    rc, out, err = _finish(proc)
+    assert rc == 0, err
+    assert out == "", out
+    assert "(stopped by Ctrl-C)" in err and "Traceback" not in err, err
+    _summary_ok(err, 20)
+
+
+@pytest.mark.privileged
+def test_status_line_on_a_terminal_only(lab: Lab) -> None:
+    # stderr on a pseudo-terminal: the rich status line shows; stdout is a pipe and stays clean.
+    master, slave = os.openpty()
+    proc = subprocess.Popen(_cmd(lab, "capture", "-i", lab.a, "--duration", "1.5"), stdout=subprocess.PIPE,
+                            stderr=slave, text=True, env={**ENV, "TERM": "xterm"}, cwd=ROOT)
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if b"capturing on" in seen and b"pkt/s" not in seen:
+                lab.send(_frames(3))
+            r, _, _ = select.select([master], [], [], 0.2)
+            if r:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            elif proc.poll() is not None:
+                break
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    text = seen.decode(errors="replace")
+    assert "pkt/s" in text and "Mbit/s" in text and "kernel drops" in text, text
+    assert "\x1b[" not in out and "pkt/s" not in out  # only packet lines on stdout
+    assert len(out.splitlines()) >= 3
+
+
+# -- stats -------------------------------------------------------------------------
+
+
+@pytest.mark.privileged
+def test_stats_prints_counters(lab: Lab) -> None:
+    proc = _start(lab, "stats", "-i", lab.a, "--duration", "1.6", "--interval", "0.4", ready="counting on")
+    lab.send(_frames(10))
+    rc, out, err = _finish(proc)
+    assert rc == 0, err
+    periodic = [ln for ln in out.splitlines() if re.match(r"^\s*\d+\.\ds packets \d+ bytes \d+ pkt/s", ln)]
+    assert len(periodic) >= 2, out
+    assert re.search(r"^total: 10 packets, \d+ bytes in ", out, re.M), out
+    assert re.search(r"kernel drops\s*│\s*0", out), out
+    assert "(balanced)" in out, out
+
+
+# -- errors that speak to a person ----------------------------------------------------
+
+
+@pytest.mark.privileged
+def test_unknown_interface_lists_the_interfaces(lab: Lab) -> None:
+    r = _run(lab, "capture", "-i", "nosuch0")
+    assert r.returncode == 1
+    assert "no network interface named 'nosuch0'" in r.stderr, r.stderr
+    for name in ("lo", lab.a, lab.b):
+        assert re.search(rf"\b{name}\b", r.stderr.split("exist:")[1]), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.privileged
+def test_bad_filter_shows_the_expression_and_libpcap_message(lab: Lab) -> None:
+    r = _run(lab, "capture", "-i", lab.a, "-f", "tcp port nonsense-port-x")
+    assert r.returncode == 2
+    assert "'tcp port nonsense-port-x'" in r.stderr, r.stderr
+    try:
+        nc.compile_filter("tcp port nonsense-port-x")
+    except nc.FilterError as e:
+        libpcap_msg = str(e).split(": ", 1)[1]
+    assert libpcap_msg in r.stderr
+
+
+@pytest.mark.privileged
+def test_xdp_backend_is_not_in_this_version(lab: Lab) -> None:
+    r = _run(lab, "capture", "-i", lab.a, "--backend", "xdp")
+    assert r.returncode == 2
+    assert "AF_XDP backend is not available in this version" in r.stderr, r.stderr
+
+
+@pytest.mark.privileged
+def test_missing_capability_names_it_and_how_to_grant_it(lab: Lab) -> None:
+    # A real refusal by the kernel: root without CAP_NET_RAW (dropped from the
+    # bounding set), so the interpreter under /root stays reachable.
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux)")
+    r = subprocess.run(["ip", "netns", "exec", lab.ns, "setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw",
+                        *_cmd(None, "capture", "-i", lab.a)],
+                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=20)
+    assert r.returncode == 1, r.stderr
+    assert "CAP_NET_RAW" in r.stderr and "sudo " in r.stderr and "setcap cap_net_raw+ep" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.unprivileged
+def test_capability_message_unit() -> None:
+    from netring_chan.cli import explain
+
+    status, msg = explain(nc.CapabilityError(1, "socket(AF_PACKET)", "CAP_NET_RAW"))
+    assert status == 1
+    assert "CAP_NET_RAW" in msg and "sudo netring-chan" in msg and "setcap cap_net_raw+ep" in msg
+    status, msg = explain(nc.InterfaceNotFoundError("zz9"))
+    assert status == 1 and "'zz9'" in msg and "lo" in msg
+
+
+@pytest.mark.unprivileged
+def test_summary_never_raises_on_odd_frames() -> None:
+    from netring_chan.cli._summary import dissect
+
+    for n in range(0, 80):
+        for base in (_udp4(mac(2), mac(1), 1, 2, b"x" * 30),
+                     frame(mac(1), mac(2), b"\x00\x05\x86\xdd" + b"\x60" + bytes(60), 0x8100),
+                     frame(mac(1), mac(2), bytes.fromhex("0001080006040001") + bytes(20), 0x0806)):
+            assert isinstance(dissect(base[:n]), str)
+    assert dissect(b"\xff" * 200).startswith("ff:ff")
