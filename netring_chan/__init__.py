@@ -13,7 +13,8 @@ Layering (arrows point down only; this module only re-exports):
   stats records — all the layers above know of a backend;
 * ``rings``: the kernel backends, one package each (``rings.afpacket``:
   ``Capture``, ``Injector``, classic BPF, fanout); ``testing``:
-  ``MemorySource``/``MemorySink`` for tests without root;
+  ``MemorySource``/``MemorySink`` for tests without root; ``rings.files``
+  (also ``netring_chan.files``): pcap/pcapng readers (sources) and writers (sinks);
 * ``packet``: zero-copy ``Packet``/``PacketBatch`` and owned copies;
 * ``_sys`` (errno to exceptions, EINTR-safe waits) and ``_lowlevel``, the
   cffi extension built from the kernel headers (``_build``).
@@ -31,7 +32,7 @@ from .aio import AsyncCapture, AsyncCaptureStatistics, AsyncInjector, PacketStre
 from .bridge import Bridge, BridgeDirection, BridgeStats, DirectionStats, Verdict
 from .contract import Batch, RxStats, Sink, Source, TxStats
 from .errors import (
-    CapabilityError, ClosedError, ConfigError, FilterError, InterfaceNotFoundError,
+    CapabilityError, ClosedError, ConfigError, FileFormatError, FilterError, InterfaceNotFoundError,
     LibpcapMissingError, MalformedBlockError, NetringError, ReleasedError, RingError, RingFullError,
 )
 from .packet import Direction, OwnedBatch, OwnedPacket, Packet, PacketBatch, Status
@@ -39,6 +40,7 @@ from .rings.afpacket import (
     BpfProgram, Capture, CaptureConfig, CaptureStats, Fanout, FanoutFlag, FanoutMode, Injector,
     InjectorConfig, InjectorStats, RingShrunkWarning, TimestampSource, TxSlot, compile_filter,
 )
+from .rings.files import FileInterface, Reader, Rotate, Writer, open_reader, open_writer
 from .threads import CaptureService, InjectService, InjectServiceStats, ServiceStats, SourceStats
 
 __version__ = "0.1.0"
@@ -47,13 +49,14 @@ __all__ = [
     "Batch", "Source", "Sink", "RxStats", "TxStats",
     "AsyncCapture", "AsyncCaptureStatistics", "PacketStream", "TrioCapture", "AsyncInjector",
     "BpfProgram", "compile_filter",
-    "CapabilityError", "ClosedError", "ConfigError", "FilterError", "InterfaceNotFoundError",
+    "CapabilityError", "ClosedError", "ConfigError", "FileFormatError", "FilterError", "InterfaceNotFoundError",
     "LibpcapMissingError", "MalformedBlockError", "NetringError", "ReleasedError", "RingError",
     "RingFullError",
     "Direction", "OwnedBatch", "OwnedPacket", "Packet", "PacketBatch", "Status",
     "Capture", "CaptureConfig", "CaptureStats", "Fanout", "FanoutFlag", "FanoutMode",
     "RingShrunkWarning", "TimestampSource",
     "Injector", "InjectorConfig", "InjectorStats", "TxSlot",
+    "open_reader", "open_writer", "Reader", "Writer", "Rotate", "FileInterface",
     "Bridge", "BridgeDirection", "BridgeStats", "DirectionStats", "Verdict",
     "CaptureService", "InjectService", "InjectServiceStats", "Overflow", "ServiceError",
     "ServiceStats", "SourceStats",
