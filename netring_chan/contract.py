@@ -123,6 +123,12 @@ class Source(_End, Protocol):
     ``stats()`` counts what the source accepted and dropped. ``close()`` is
     idempotent and reads the final counters. ``label`` names the source in
     thread names and messages (an interface name, a file name).
+
+    Optional: a source that can be exhausted (a file) has a property
+    ``at_end``, True once it will never give another batch; its
+    ``next_batch_blocking`` then returns ``None`` at once. A
+    ``CaptureService`` ends its stream when every source is at its end.
+    (Not a member of the protocol: a live source simply never ends.)
     """
 
     def next_batch(self) -> Batch | None: ...

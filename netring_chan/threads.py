@@ -536,6 +536,8 @@ def _source_loop(core: BatchQueue[OwnedBatch], src: Source, index: int, name: st
             b = src.next_batch_blocking(poll)
             if b is not None:
                 _put(core, b, index)
+            elif getattr(src, "at_end", False):
+                break  # a finished source (a file read to its end): this thread is done
     except BaseException as e:  # noqa: BLE001 - handed to the consumers
         # A source closed by stop() from outside (to wake us) is no failure.
         if not (isinstance(e, ClosedError) and core.closing):
@@ -564,6 +566,9 @@ class CaptureService(_ThreadService):
     in the sources' stats) or ``"drop"`` (the newest batch is dropped at the
     queue, counted in ``queue_drops``). ``name`` prefixes the thread names;
     ``drain_timeout`` is how long ``stop(drain=True)`` waits by default.
+    When every source is finished (``at_end``, see ``contract.Source``: a
+    file read to its end), the stream ends as after ``stop()``: consumers
+    get what is queued, then the end.
 
     Start with ``start()`` or ``with``; ``stop()`` returns within a second.
     The sync face is this object: ``for pkt in svc``, ``get``, ``get_batch``,
