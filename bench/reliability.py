@@ -44,8 +44,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
-import uuid
 from typing import Any, Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -611,7 +609,6 @@ def worker_signals(a: dict[str, Any]) -> None:
     got: list[int] = []
     spurious: list[str] = []
     rx0 = if_rx_packets(r)
-    storm = Storm()
     stats: dict[str, Any] = {}
     sender = child("sender", {"ifname": t, "count": count, "rate": rate, "delay": 0.3})
     sent: list[int] = []
