@@ -124,13 +124,14 @@ class Source(_End, Protocol):
     idempotent and reads the final counters. ``label`` names the source in
     thread names and messages (an interface name, a file name).
 
-    Optional: a source that can be exhausted (a file) has a property
-    ``at_end``, True once it will never give another batch; its
+    ``at_end`` is True once the source will never give another batch (a
+    file read to its end; a live source never is); its
     ``next_batch_blocking`` then returns ``None`` at once. A
     ``CaptureService`` ends its stream when every source is at its end.
-    (Not a member of the protocol: a live source simply never ends.)
     """
 
+    @property
+    def at_end(self) -> bool: ...
     def next_batch(self) -> Batch | None: ...
     def next_batch_blocking(self, timeout: float | None = None) -> Batch | None: ...
     def quiesce(self) -> float: ...

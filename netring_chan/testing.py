@@ -318,6 +318,11 @@ class MemorySource(_InMemory):
             self._wait(ready, timeout)
         return got[0] if got else None
 
+    @property
+    def at_end(self) -> bool:
+        """Never: more can always be pushed (the ``Source`` contract)."""
+        return False
+
     def quiesce(self) -> float:
         """Admit nothing more (a later ``push`` counts nothing); nothing is in flight."""
         with self._lock:

@@ -536,7 +536,7 @@ def _source_loop(core: BatchQueue[OwnedBatch], src: Source, index: int, name: st
             b = src.next_batch_blocking(poll)
             if b is not None:
                 _put(core, b, index)
-            elif getattr(src, "at_end", False):
+            elif src.at_end:
                 break  # a finished source (a file read to its end): this thread is done
     except BaseException as e:  # noqa: BLE001 - handed to the consumers
         # A source closed by stop() from outside (to wake us) is no failure.

@@ -364,6 +364,11 @@ class Capture(Resource):
         """The interface name (the ``Source`` contract's label)."""
         return self.interface
 
+    @property
+    def at_end(self) -> bool:
+        """Never: a live interface has no end (the ``Source`` contract)."""
+        return False
+
     def quiesce(self) -> float:
         """Stop admitting frames; return how long to wait for the last block.
 
