@@ -250,3 +250,99 @@ def test_summary_never_raises_on_odd_frames() -> None:
                      frame(mac(1), mac(2), bytes.fromhex("0001080006040001") + bytes(20), 0x0806)):
             assert isinstance(dissect(base[:n]), str)
     assert dissect(b"\xff" * 200).startswith("ff:ff")
+
+
+# -- demo ----------------------------------------------------------------------------
+
+
+def _netns_list() -> str:
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.privileged
+def test_demo_end_to_end_leaves_nothing_but_its_file() -> None:
+    from conftest import need_privileges
+
+    need_privileges()
+    r = _run(None, "demo", "--frames", "2000", timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    ns = re.search(r"^namespace (ncdemo-[0-9a-f]{8}): veth (\S+) .* <-> (\S+) ", out, re.M)
+    assert ns, out
+    rows = re.findall(r"^│ (sync|asyncio|trio)\s+│\s+(\d+) │\s+(\d+) │\s+(yes|no)\s+│$", out, re.M)
+    assert [(face, int(p), o) for face, p, _, o in rows] == [("sync", 2000, "yes"), ("asyncio", 2000, "yes"),
+                                                             ("trio", 2000, "yes")], out
+    assert len(set(b for _, _, b, _ in rows)) == 1
+    assert out.count("(balanced)") == 3, out
+    m = re.search(r"^pcapng of what the sync consumer received: (\S+\.pcapng)$", out, re.M)
+    assert m, out
+    path = Path(m.group(1))
+    try:
+        assert _tshark_frames(path) == 2000
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
+    assert ns.group(1) not in _netns_list()
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert ns.group(2) not in links and ns.group(3) not in links
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_demo_interrupted_cleans_up(sig: signal.Signals) -> None:
+    from conftest import need_privileges
+
+    need_privileges()
+    proc = subprocess.Popen(_cmd(None, "demo", "--hold", "20"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ENV, cwd=ROOT)
+    assert proc.stdout is not None
+    head = ""
+    while "holding" not in head:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        head += line
+    ns = re.search(r"^namespace (ncdemo-[0-9a-f]{8})", head, re.M)
+    f = re.search(r"writes what it receives to (\S+)$", head, re.M)
+    assert ns and f and "holding" in head, head
+    assert ns.group(1) in _netns_list()
+    proc.send_signal(sig)
+    rc, out, err = _finish(proc)
+    assert rc == 130, err
+    assert "interrupted" in err and "Traceback" not in err, err
+    assert ns.group(1) not in _netns_list()
+    assert not Path(f.group(1)).parent.exists()
+
+
+@pytest.mark.unprivileged
+def test_demo_not_root_says_what_to_do() -> None:
+    import argparse
+
+    from netring_chan.cli import demo
+
+    if os.geteuid() == 0:
+        real = os.geteuid
+        os.geteuid = lambda: 65534  # type: ignore[assignment]
+    else:
+        real = None
+    try:
+        import contextlib
+        import io
+
+        buf = io.StringIO()
+        with contextlib.redirect_stderr(buf):
+            rc = demo.run_demo(argparse.Namespace(frames=10, hold=0.0))
+    finally:
+        if real is not None:
+            os.geteuid = real  # type: ignore[assignment]
+    assert rc == 1
+    msg = buf.getvalue()
+    assert "CAP_NET_ADMIN" in msg and "CAP_NET_RAW" in msg and "sudo netring-chan demo" in msg, msg
+
+
+def _tshark_frames(path: Path) -> int:
+    if shutil.which("tshark") is None:
+        pytest.skip("needs tshark")
+    r = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.len"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return len(r.stdout.split())

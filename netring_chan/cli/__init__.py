@@ -22,8 +22,6 @@ from typing import Callable, Sequence
 
 import netring_chan as nc
 
-from ._files import FilesUnavailable
-
 __all__ = ["main", "build_parser", "explain"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -124,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "asyncio and a trio consumer side by side, write a pcapng, print what "
                                    "each received, then remove everything it made.")
     d.add_argument("--frames", type=_positive_int, default=3000, metavar="N", help="frames to send (default 3000)")
-    d.add_argument("--keep-file", action=argparse.BooleanOptionalAction, default=True,
-                   help="keep the pcapng it writes (default yes; its path is printed)")
+    d.add_argument("--hold", type=_positive_float, default=0.0, metavar="S",
+                   help="wait S seconds before sending (time to look at the namespace)")
     return p
 
 
@@ -162,13 +160,13 @@ def explain(e: BaseException) -> tuple[int, str]:
     if isinstance(e, nc.InterfaceNotFoundError):
         return EXIT_ERROR, (f"no network interface named {e.interface!r} here. "
                             f"The interfaces that exist: {_interfaces()}")
+    if isinstance(e, nc.FileFormatError):
+        return EXIT_ERROR, f"not a pcap/pcapng file I can read: {e}"
     if isinstance(e, nc.LibpcapMissingError):
         return EXIT_ERROR, str(e)
     if isinstance(e, nc.FilterError):
         return EXIT_USAGE, f"bad filter: {e}"
     if isinstance(e, (UsageError, nc.ConfigError)):
-        return EXIT_USAGE, str(e)
-    if isinstance(e, FilesUnavailable):
         return EXIT_USAGE, str(e)
     if isinstance(e, nc.ServiceError):
         return EXIT_ERROR, f"the capture failed: {e}"

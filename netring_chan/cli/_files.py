@@ -1,45 +1,11 @@
-"""pcap/pcapng files for the command, in one place.
-
-The files API (``nc.open_writer``, ``nc.open_reader``, ``nc.Rotate``) is a
-separate part of the library; a version without it makes ``-w`` / ``-r``
-fail here, with one clear message, before any capture is opened.
-"""
+"""The command's file options: ``--rotate`` read into ``nc.Rotate`` arguments."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-import netring_chan as nc
-
-__all__ = ["FilesUnavailable", "available", "open_writer", "open_reader", "parse_rotate"]
-
-
-class FilesUnavailable(RuntimeError):
-    """This version of netring_chan has no pcap/pcapng file support yet."""
-
-
-def available() -> bool:
-    return all(hasattr(nc, n) for n in ("open_writer", "open_reader", "Rotate"))
-
-
-def _need(what: str) -> None:
-    if not available():
-        raise FilesUnavailable(f"{what}: pcap/pcapng files are not available yet in this version of "
-                               f"netring_chan ({nc.__version__})")
-
-
-def open_writer(path: str, *, snaplen: int, interface: str, rotate: dict[str, Any] | None = None) -> Any:
-    """A Writer for ``path`` (.pcap or .pcapng by its extension), Ethernet link type."""
-    _need(f"-w {path}")
-    rot = nc.Rotate(**rotate) if rotate else None
-    return nc.open_writer(path, snaplen=snaplen, linktype=1, interface=interface, rotate=rot)
-
-
-def open_reader(path: str, *, pace: str, loop: int) -> Any:
-    """A Source of OwnedBatches read from ``path`` (``pace``: "fast" or "recorded")."""
-    _need(f"-r {path}")
-    return nc.open_reader(path, pace=pace, loop=loop)
+__all__ = ["parse_rotate"]
 
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}

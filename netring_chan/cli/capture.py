@@ -27,7 +27,7 @@ from rich.text import Text
 import netring_chan as nc
 
 from . import UsageError
-from ._files import open_writer, parse_rotate, available
+from ._files import parse_rotate
 from ._summary import describe
 
 __all__ = ["run_capture", "run_stats", "parse_fanout", "XDP_MESSAGE"]
@@ -212,13 +212,12 @@ def run_capture(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise UsageError(str(e)) from None
     fanout = parse_fanout(args.fanout) if args.fanout else None
-    if args.write and not available():
-        open_writer(args.write, snaplen=args.snaplen, interface=args.interface)  # raises: not available yet
     cap = _open(args, snaplen=args.snaplen, fanout=fanout, promiscuous=args.promisc)
     writer = None
     try:
         if args.write:
-            writer = open_writer(args.write, snaplen=args.snaplen, interface=args.interface, rotate=rotate)
+            writer = nc.open_writer(args.write, snaplen=args.snaplen, linktype=1, interface=args.interface,
+                                    rotate=None if rotate is None else nc.Rotate(**rotate))
     except BaseException:
         cap.close()
         raise
@@ -266,11 +265,11 @@ def run_capture(args: argparse.Namespace) -> int:
         if writer is not None:
             try:
                 st_now = svc.stats()
-                # pcapng interface statistics: what the kernel accepted, what it
-                # and our queue dropped (packets the OS dropped), what we wrote.
-                # Drops at the NIC itself are not visible from a packet socket.
-                writer.write_stats(ifrecv=st_now.kernel_packets, ifdrop=0,
-                                   osdrop=st_now.kernel_drops + st_now.queue_drops, usrdeliv=meter.packets)
+                # pcapng interface statistics (the mapping Writer.write_stats
+                # documents): what the kernel accepted, what its ring dropped,
+                # what the service's queue dropped, what reached the file.
+                writer.write_stats(ifrecv=st_now.kernel_packets, ifdrop=st_now.kernel_drops,
+                                   osdrop=st_now.queue_drops, usrdeliv=meter.packets)
             finally:
                 writer.close()
     if broken_pipe:
