@@ -278,7 +278,7 @@ def test_demo_end_to_end_leaves_nothing_but_its_file() -> None:
     assert m, out
     path = Path(m.group(1))
     try:
-        assert _tshark_frames(path) == 2000
+        assert len(_tshark_lens(path)) == 2000
     finally:
         shutil.rmtree(path.parent, ignore_errors=True)
     assert ns.group(1) not in _netns_list()
@@ -339,10 +339,95 @@ def test_demo_not_root_says_what_to_do() -> None:
     assert "CAP_NET_ADMIN" in msg and "CAP_NET_RAW" in msg and "sudo netring-chan demo" in msg, msg
 
 
-def _tshark_frames(path: Path) -> int:
+# -- files: -w and inject -r ------------------------------------------------------------
+
+
+def _script() -> str:
+    """The installed ``netring-chan`` entry point (next to the interpreter)."""
+    path = Path(sys.executable).parent / "netring-chan"
+    if not path.exists():
+        pytest.skip("the netring-chan script is not installed (pip install -e .)")
+    return str(path)
+
+
+def _tshark_lens(path: Path) -> list[int]:
     if shutil.which("tshark") is None:
         pytest.skip("needs tshark")
     r = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.len"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    return len(r.stdout.split())
+    return [int(x) for x in r.stdout.split()]
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("ext", ["pcapng", "pcap"])
+def test_ctrl_c_with_write_leaves_a_complete_file(lab: Lab, tmp_path: Path, ext: str) -> None:
+    out_file = tmp_path / f"cap.{ext}"
+    proc = _start(lab, "capture", "-i", lab.a, "-w", str(out_file))
+    sent = _frames(100)
+    lab.send(sent)
+    time.sleep(0.3)  # a few block timeouts: the frames are in the ring or the queue
+    proc.send_signal(signal.SIGINT)
+    rc, out, err = _finish(proc)
+    assert rc == 0, err
+    assert out == ""
+    _summary_ok(err, 100)
+    assert f"wrote {out_file}" in err
+    assert _tshark_lens(out_file) == [len(f) for f in sent]
+    if ext == "pcapng":  # the statistics block closes the file: tshark reads the counters
+        r = subprocess.run(["tshark", "-r", str(out_file), "-q", "-z", "io,stat,0"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.privileged
+def test_capture_count_to_file_with_rotation(lab: Lab, tmp_path: Path) -> None:
+    base = tmp_path / "ring.pcapng"
+    proc = _start(lab, "capture", "-i", lab.a, "-w", str(base), "-c", "150", "--rotate", "size=4k,files=3")
+    lab.send(_frames(160))
+    rc, out, err = _finish(proc)
+    assert rc == 0, err
+    files = sorted(tmp_path.iterdir())
+    assert 1 < len(files) <= 3, files
+    lens = [n for f in files for n in _tshark_lens(f)]
+    assert 0 < len(lens) <= 150
+    assert re.search(r"^150 packets \(\d+ bytes\) captured", err, re.M), err
+
+
+def _write_pcap(path: Path, frames: list[bytes], step: float) -> None:
+    import dpkt  # an independent writer
+
+    with open(path, "wb") as f:
+        w = dpkt.pcap.Writer(f)
+        for i, fr in enumerate(frames):
+            w.writepkt(fr, ts=1_700_000_000 + i * step)
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("pace", ["recorded", "rate", "max-loop"])
+def test_inject_replays_a_file(lab: Lab, tmp_path: Path, pace: str) -> None:
+    path = tmp_path / "in.pcap"
+    frames = [frame(mac(1), mac(2), struct.pack("!I", i) + bytes(50 + i)) for i in range(8)]
+    _write_pcap(path, frames + [frame(mac(1), mac(2), bytes(3000))], step=0.05)  # the last: above the MTU
+    extra, loops, floor = {"recorded": ([], 1, 0.35), "rate": (["--rate", "40"], 1, 0.17),
+                           "max-loop": (["--rate", "max", "--loop", "2"], 2, 0.0)}[pace]
+    with nc.Capture(lab.a, protocol=0x88B5, block_timeout_ms=10) as cap:
+        cmd = [_script() if pace == "max-loop" else "", "inject", "-i", lab.b, "-r", str(path), *extra]
+        argv = ["ip", "netns", "exec", lab.ns, *cmd] if cmd[0] else _cmd(lab, *cmd[1:])
+        t0 = time.monotonic()
+        r = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=30)
+        dt = time.monotonic() - t0
+        got = [bytes(p.data) for p in cap.packets(idle_timeout=0.3)]
+    assert r.returncode == 0, r.stderr
+    assert got == frames * loops
+    assert dt >= floor
+    assert f"sent {8 * loops} frames" in r.stdout, r.stdout
+    assert "skipped 1 frames" in r.stdout if loops == 1 else "skipped 2 frames" in r.stdout, r.stdout
+
+
+@pytest.mark.privileged
+def test_inject_not_a_capture_file(lab: Lab, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"this is not a capture file at all")
+    r = _run(lab, "inject", "-i", lab.b, "-r", str(bad))
+    assert r.returncode == 1 and str(bad) in r.stderr and "Traceback" not in r.stderr, r.stderr

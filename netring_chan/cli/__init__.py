@@ -42,6 +42,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _loops(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (for ever) or more, got {v}")
+    return v
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -114,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("-r", "--read", required=True, metavar="FILE", help="the file to replay")
     j.add_argument("--rate", type=_rate, default=argparse.SUPPRESS, metavar="PPS",
                    help="packets per second, or 'max' (default: the recorded pace)")
-    j.add_argument("--loop", type=_positive_int, default=1, metavar="N", help="replay the file N times")
+    j.add_argument("--loop", type=_loops, default=1, metavar="N", help="replay the file N times (0: until Ctrl-C)")
 
     d = sub.add_parser("demo", help="a self-contained demo in a private network namespace (root)",
                        description="As root: make a private network namespace with a veth pair, send a "

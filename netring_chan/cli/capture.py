@@ -11,6 +11,7 @@ second from its own thread; when the output is not a terminal there is none.
 from __future__ import annotations
 
 import argparse
+import os
 import queue
 import signal
 import sys
@@ -282,13 +283,17 @@ def run_capture(args: argparse.Namespace) -> int:
              f"in {meter.elapsed:.2f} s{how}"]
     extra = st.delivered - meter.packets
     if extra > 0:
-        lines.append(f"{extra} more packets arrived before the capture stopped at -c {limit} (not shown)")
+        lines.append(f"{extra} more packets arrived before the capture stopped at -c {limit} "
+                     f"(not {'written' if writer is not None else 'shown'})")
     lines.append(f"kernel: {st.kernel_packets} packets, {st.kernel_drops} dropped ({st.kernel_freezes} ring "
                  f"freezes); queue: {st.queue_drops} dropped, {st.queued} left queued")
     lines.append(identity(st))
     if writer is not None:
-        for p in writer.paths:
-            lines.append(f"wrote {p}")
+        # With a ring of files (--rotate files=N) names come round again; the
+        # oldest may have been removed.
+        for p in dict.fromkeys(map(str, writer.paths)):
+            if os.path.exists(p):
+                lines.append(f"wrote {p}")
     for ln in lines:
         err.print(ln, soft_wrap=True)
     return 0
