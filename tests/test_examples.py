@@ -65,3 +65,21 @@ def test_example_stops_at_duration(lab: Lab, script: tuple[str, ...]) -> None:
     out, dt = _run(lab, *script, "--duration", "0.5", "--filter", "ether proto 0x88b5", send=[])
     assert "captured 0 packets" in out
     assert dt < 5
+
+
+def test_write_pcapng_then_replay_file(lab: Lab, tmp_path: Path) -> None:
+    sent = [frame(mac(1), mac(2), bytes([i]) * (60 + i)) for i in range(5)]
+    out_file = tmp_path / "lab.pcapng"
+    out, _ = _run(lab, "write_pcapng.py", str(out_file), "--count", "5", "--duration", "10",
+                  "--filter", "ether proto 0x88b5", send=sent)
+    m = re.search(r"wrote (\d+) packets to .*; kernel packets (\d+), kernel drops (\d+), queue drops (\d+)", out)
+    assert m, out
+    assert int(m.group(1)) == int(m.group(2)) == 5 and m.group(3) == m.group(4) == "0"
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "replay_file.py"), str(out_file)],
+                          capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONWARNINGS": "error"})
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if re.match(r"^\d+\.\d{9} ", ln)]
+    assert [ln.split()[4] for ln in lines] == [f[:14].hex() for f in sent]
+    assert [int(ln.split()[3]) for ln in lines] == [len(f) for f in sent]
+    assert "ifrecv=5, ifdrop=0, osdrop=0, usrdeliv=5" in proc.stdout
+    assert "replayed 5 packets from pcapng file" in proc.stdout
