@@ -307,7 +307,7 @@ def run_stats(args: argparse.Namespace) -> int:
     con = Console(highlight=False, markup=False)
     deadline = None if args.duration is None else time.monotonic() + args.duration
     live = Live(_StatsTable(svc, meter, args.interface), console=con, refresh_per_second=_REFRESH_PER_SECOND,
-                transient=False) if args.status and con.is_terminal else None
+                transient=True) if args.status and con.is_terminal else None
     next_line = [time.monotonic() + args.interval]
 
     def tick() -> None:
