@@ -181,6 +181,7 @@ class Packet(tuple):  # type: ignore[type-arg]
 
     @property
     def direction(self) -> Direction | int:
+        """Where the frame was going (``Direction``; an int the enum does not know)."""
         v = self[0]._mv
         if v is None:
             raise _released()
@@ -189,6 +190,7 @@ class Packet(tuple):  # type: ignore[type-arg]
 
     @property
     def ifindex(self) -> int:
+        """Index of the interface the frame was captured on."""
         v = self[0]._mv
         if v is None:
             raise _released()
@@ -218,6 +220,7 @@ class Packet(tuple):  # type: ignore[type-arg]
 
     @property
     def status(self) -> Status:
+        """The kernel's per-packet status bits (``Status``)."""
         return Status(_views(self).u32[self[1] * _W32 + _STATUS])
 
     @property
@@ -230,6 +233,7 @@ class Packet(tuple):  # type: ignore[type-arg]
 
     @property
     def vlan_tpid(self) -> int | None:
+        """802.1Q TPID of the tag the kernel took off the frame, if it reported one."""
         v, i = _views(self), self[1]
         if v.u32[i * _W32 + _STATUS] & lib.TP_STATUS_VLAN_TPID_VALID:
             return v.u16[i * _W16 + _TPID]  # type: ignore[no-any-return]
@@ -360,6 +364,7 @@ class PacketBatch:
 
     @property
     def released(self) -> bool:
+        """True once the batch was released (its views raise ``ReleasedError``)."""
         return self._meta is None
 
     def to_owned(self) -> OwnedBatch:
@@ -464,11 +469,11 @@ _get0 = _tg(0, "The captured bytes (at most ``snaplen`` long).")
 _get1 = _tg(1, "Capture time in nanoseconds since the epoch.")
 
 
-def _col(name: str) -> Any:
+def _col(name: str, doc: str) -> Any:
     def get(self: OwnedPacket) -> Any:
         return getattr(self[2], name)[self[3]]
     get.__name__ = name
-    return property(get)
+    return property(get, doc=doc)
 
 
 class OwnedPacket(tuple):  # type: ignore[type-arg]
@@ -483,13 +488,13 @@ class OwnedPacket(tuple):  # type: ignore[type-arg]
 
     data: bytes = _get0
     timestamp_ns: int = _get1
-    wire_len: int = _col("wire_len")
-    pkttype: int = _col("pkttype")
-    ifindex: int = _col("ifindex")
-    protocol: int = _col("protocol")
-    status_bits: int = _col("status")
-    rxhash: int = _col("rxhash")
-    hatype: int = _col("hatype")
+    wire_len: int = _col("wire_len", "Original length of the frame on the wire.")
+    pkttype: int = _col("pkttype", "``sll_pkttype`` as a plain int (see ``direction``).")
+    ifindex: int = _col("ifindex", "Index of the interface the frame was captured on.")
+    protocol: int = _col("protocol", "Link-layer protocol (EtherType), host byte order.")
+    status_bits: int = _col("status", "The kernel's per-packet status bits as an int (see ``status``).")
+    rxhash: int = _col("rxhash", "Flow hash from the kernel (0 unless ``rx_hash=True`` was asked).")
+    hatype: int = _col("hatype", "ARPHRD_* link type of the interface.")
 
     @classmethod
     def make(cls, data: bytes, timestamp_ns: int, wire_len: int | None = None, pkttype: int = 0,
@@ -512,35 +517,43 @@ class OwnedPacket(tuple):  # type: ignore[type-arg]
 
     @property
     def timestamp(self) -> float:
+        """Capture time as float seconds since the epoch."""
         return int(self[1]) / 1e9
 
     @property
     def datetime(self) -> _dt.datetime:
+        """Capture time as an aware UTC ``datetime`` (microsecond precision)."""
         return _ns_to_datetime(self[1])
 
     @property
     def caplen(self) -> int:
+        """Bytes in ``data`` (after kernel and snaplen truncation)."""
         return len(self[0])
 
     @property
     def truncated(self) -> bool:
+        """True when ``data`` is shorter than the frame on the wire."""
         return len(self[0]) < self.wire_len
 
     @property
     def direction(self) -> Direction | int:
+        """Where the frame was going (``Direction``; an int the enum does not know)."""
         return _direction(self.pkttype)
 
     @property
     def status(self) -> Status:
+        """The kernel's per-packet status bits (``Status``)."""
         return Status(self.status_bits)
 
     @property
     def vlan_tci(self) -> int | None:
+        """802.1Q TCI the kernel took off the frame, if it had a tag."""
         c, i = self[2], self[3]
         return int(c.vlan_tci[i]) if c.status[i] & lib.TP_STATUS_VLAN_VALID else None
 
     @property
     def vlan_tpid(self) -> int | None:
+        """802.1Q TPID of the tag the kernel took off the frame, if it reported one."""
         c, i = self[2], self[3]
         return int(c.vlan_tpid[i]) if c.status[i] & lib.TP_STATUS_VLAN_TPID_VALID else None
 
@@ -549,6 +562,7 @@ class OwnedPacket(tuple):  # type: ignore[type-arg]
         return (self[0], self[1]) + row
 
     def to_owned(self) -> OwnedPacket:
+        """Itself: an owned packet is already a copy."""
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -641,14 +655,17 @@ class OwnedBatch(Sequence[OwnedPacket]):
 
     @property
     def timestamps_ns(self) -> memoryview:
+        """Every packet's capture time in ns, a typed column (``Q``)."""
         return self._columns().ts  # type: ignore[no-any-return]
 
     @property
     def wire_lens(self) -> memoryview:
+        """Every packet's original length on the wire, a typed column (``I``)."""
         return self._columns().wire_len  # type: ignore[no-any-return]
 
     @property
     def caplens(self) -> memoryview:
+        """Every packet's captured length (``len(data)``), a typed column (``I``)."""
         return self._columns().caplen  # type: ignore[no-any-return]
 
     @property
@@ -676,6 +693,7 @@ class OwnedBatch(Sequence[OwnedPacket]):
         return tuple.__new__(OwnedPacket, (self.datas()[i], c.ts[i], c, i))
 
     def to_owned(self) -> OwnedBatch:
+        """Itself: an owned batch is already a copy."""
         return self
 
     def release(self) -> None:
