@@ -53,6 +53,7 @@ class Resource:
 
     @property
     def closed(self) -> bool:
+        """True once ``close()`` ran (or the object was inherited across ``fork()``)."""
         return self._closed
 
     def __enter__(self) -> Self:

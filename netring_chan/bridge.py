@@ -87,11 +87,13 @@ class DirectionStats:
 
     @property
     def balanced(self) -> bool:
+        """Whether every received frame is accounted for (see the class notes)."""
         return self.received == self.forwarded + self.dropped + self.too_large + self.ring_full + self.lost
 
 
 @dataclasses.dataclass(frozen=True)
 class BridgeStats:
+    """The counters of both directions (``DirectionStats`` each)."""
     a_to_b: DirectionStats
     b_to_a: DirectionStats
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["Batch", "Source", "Sink", "RxStats", "TxStats", "Frame", "publish_all", "check_each"]
 
 Frame = Union[bytes, bytearray, memoryview]
+"""A frame to send: any bytes-like object (a whole link-layer frame, Ethernet header included)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,7 @@ class RxStats:
 
     @property
     def received(self) -> int:
+        """``packets - drops``: what the source handed out or still holds."""
         return self.packets - self.drops
 
 
@@ -74,6 +76,7 @@ class TxStats:
 
     @property
     def pending(self) -> int:
+        """``queued - sent - rejected``: published and not finished yet."""
         return self.queued - self.sent - self.rejected
 
 
@@ -158,6 +161,9 @@ class Sink(_End, Protocol):
     (never blocks); ``wait_drained(timeout)`` waits until everything queued
     is finished. ``capacity`` is the most frames it can hold at once;
     ``drain_timeout`` how long ``close()`` waits for queued frames by default.
+    ``stats()`` counts what was queued, sent and refused (a ``TxStats``);
+    ``close(timeout)`` waits up to ``timeout`` for what is queued, then
+    closes (idempotent). ``label`` names the sink in messages.
     """
 
     @property

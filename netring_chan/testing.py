@@ -110,6 +110,7 @@ class _InMemory(Resource):
 
     @property
     def label(self) -> str:
+        """The name given as ``label=``, used in thread names and messages."""
         return self._label
 
     def _closed_error(self) -> ClosedError:
@@ -127,6 +128,7 @@ class _InMemory(Resource):
             self._stalled = True
 
     def resume(self) -> None:
+        """Make progress again after ``stall()``, waking any waiter."""
         with self._lock:
             self._stalled = False
             self._cond.notify_all()

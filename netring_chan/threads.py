@@ -229,10 +229,12 @@ class _ThreadService:
 
     @property
     def capacity(self) -> int:
+        """The queue bound (packets for a capture service, frames for an injection service)."""
         return self._core.capacity
 
     @property
     def overflow(self) -> Overflow:
+        """What a producer does when the queue is full (``Overflow.BLOCK`` or ``DROP``)."""
         return self._core.overflow
 
     @property

@@ -139,9 +139,11 @@ class AsyncCapture:
 
     @property
     def closed(self) -> bool:
+        """True once the face was closed (``close()``/``aclose()``)."""
         return self._closed
 
     def fileno(self) -> int:
+        """The wrapped source's fd (readable when a batch may be ready: a hint)."""
         if self._closed:
             raise ClosedError(f"{self._name()} is closed")
         return self._fd

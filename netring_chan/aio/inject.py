@@ -66,6 +66,7 @@ class AsyncInjector:
 
     @property
     def closed(self) -> bool:
+        """True once the face or its sink was closed."""
         return self._closed or self._sink.closed
 
     def _the_loop(self) -> Loop:
@@ -158,6 +159,7 @@ class AsyncInjector:
                     return False
 
     def stats(self) -> TxStats:
+        """The sink's counters (``Injector.stats()``: an ``InjectorStats``)."""
         return self._sink.stats()
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ class FanoutMode(enum.IntEnum):
 
 
 class FanoutFlag(enum.IntFlag):
+    """Flags of a fanout group (``PACKET_FANOUT_FLAG_*``), combined with ``|``."""
     NONE = 0
     ROLLOVER = lib.PACKET_FANOUT_FLAG_ROLLOVER  # spill to another socket when full
     UNIQUEID = lib.PACKET_FANOUT_FLAG_UNIQUEID  # let the kernel pick a free group id

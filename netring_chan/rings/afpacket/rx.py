@@ -70,6 +70,7 @@ class RingShrunkWarning(RuntimeWarning):
 
 
 class TimestampSource(enum.Enum):
+    """Which clock stamps captured packets (set with ``PACKET_TIMESTAMP``; software by default)."""
     SOFTWARE = "software"
     RAW_HARDWARE = "raw_hardware"  # NIC clock; needs SIOCSHWTSTAMP on the device
     SYS_HARDWARE = "sys_hardware"  # deprecated by the kernel, kept for completeness
@@ -148,6 +149,7 @@ class CaptureConfig:
 
     @property
     def ring_bytes(self) -> int:
+        """Size of the ring, ``block_size * block_count`` bytes of locked kernel memory."""
         return self.block_size * self.block_count
 
 

@@ -196,6 +196,7 @@ class TxSlot:
 
     @property
     def data(self) -> memoryview:
+        """The slot's bytes, writable in place (``ClosedError`` after ``send()``/``discard()``)."""
         if self._view is None:
             raise ClosedError("TX slot used after send() or discard()")
         return self._view
