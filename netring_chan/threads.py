@@ -734,9 +734,12 @@ class CaptureService(_ThreadService):
                     core.give_back(rest)
 
     if TYPE_CHECKING:
-        def asyncio(self) -> AsyncioReceiver: ...
-        def trio(self) -> Receiver: ...
-        def channel(self) -> Receiver: ...
+        def asyncio(self) -> AsyncioReceiver:
+            """The asyncio face, an ``AsyncioReceiver``; starts the service if new."""
+        def trio(self) -> Receiver:
+            """The trio face, a ``TrioReceiveChannel``; starts the service if new."""
+        def channel(self) -> Receiver:
+            """The face of the running loop (asyncio or trio, anyio on either); starts the service if new."""
 
 
 # -- injection ---------------------------------------------------------------------------
@@ -1086,6 +1089,9 @@ class InjectService(_ThreadService):
         return n
 
     if TYPE_CHECKING:
-        def asyncio(self) -> AsyncioSender: ...
-        def trio(self) -> Sender: ...
-        def channel(self) -> Sender: ...
+        def asyncio(self) -> AsyncioSender:
+            """The asyncio face, an ``AsyncioSender``; starts the service if new."""
+        def trio(self) -> Sender:
+            """The trio face, a ``TrioSendChannel``; starts the service if new."""
+        def channel(self) -> Sender:
+            """The face of the running loop (asyncio or trio, anyio on either); starts the service if new."""
