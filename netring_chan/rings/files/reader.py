@@ -399,6 +399,7 @@ class Reader(Resource):
 
     @property
     def label(self) -> str:
+        """The file's name (thread names, messages)."""
         return os.path.basename(self.path)
 
     @property

@@ -369,6 +369,7 @@ class Writer(Resource):
 
     @property
     def label(self) -> str:
+        """The current file's name (thread names, messages)."""
         return os.path.basename(self.path)
 
     @property
@@ -378,6 +379,7 @@ class Writer(Resource):
 
     @property
     def drain_timeout(self) -> float:
+        """0: nothing is ever pending (``publish`` writes at once)."""
         return 0.0
 
     def fileno(self) -> int:
@@ -386,6 +388,7 @@ class Writer(Resource):
         return self._fd
 
     def check_frame(self, frame: Frame) -> int:
+        """A bytes-like frame of 1..snaplen bytes; returns its length."""
         if isinstance(frame, str) or not isinstance(frame, (bytes, bytearray, memoryview)):
             raise TypeError(f"frame must be a bytes-like object, got {type(frame).__name__}")
         n = memoryview(frame).nbytes
@@ -396,6 +399,7 @@ class Writer(Resource):
         return n
 
     def check_frames(self, frames: Sequence[Frame]) -> None:
+        """``check_frame`` for each; the error names the frame's index."""
         check_each(self, frames)
 
     def publish(self, frames: Sequence[Frame]) -> int:
@@ -421,10 +425,12 @@ class Writer(Resource):
     _published = 0
 
     def room(self) -> int:
+        """Always ``capacity``: a file is never full."""
         self._check_usable(f"writer {self.path!r}")
         return self.capacity
 
     def wait_room(self, timeout: float | None = None) -> None:
+        """Returns at once (there is always room); ``ClosedError`` if closed."""
         self._check_usable(f"writer {self.path!r}")
 
     def flush(self) -> int:
@@ -434,10 +440,12 @@ class Writer(Resource):
         return 0
 
     def wait_drained(self, timeout: float | None = None) -> bool:
+        """Flush; always True (nothing stays pending)."""
         self.flush()
         return True
 
     def stats(self) -> TxStats:
+        """Frames written through ``publish`` (all of them sent at once)."""
         return TxStats(self._published, self._published, 0, 0)
 
     def __repr__(self) -> str:
