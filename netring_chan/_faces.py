@@ -299,8 +299,11 @@ class AsyncioReceiver(Receiver):
     and ``get_batch`` are ``receive`` and ``receive_batch``."""
 
     get = Receiver.receive
+    """The next packet (``receive``)."""
     get_batch = Receiver.receive_batch
+    """The next owned batch (``receive_batch``)."""
     get_nowait = Receiver.receive_nowait
+    """The next packet if one is ready, else ``queue.Empty`` (``receive_nowait``)."""
 
 
 class AsyncioSender(Sender):

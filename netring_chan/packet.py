@@ -487,14 +487,23 @@ class OwnedPacket(tuple):  # type: ignore[type-arg]
     __slots__ = ()
 
     data: bytes = _get0
+    """The captured bytes (at most ``snaplen`` long)."""
     timestamp_ns: int = _get1
+    """Capture time in nanoseconds since the epoch."""
     wire_len: int = _col("wire_len", "Original length of the frame on the wire.")
+    """Original length of the frame on the wire."""
     pkttype: int = _col("pkttype", "``sll_pkttype`` as a plain int (see ``direction``).")
+    """``sll_pkttype`` as a plain int (see ``direction``)."""
     ifindex: int = _col("ifindex", "Index of the interface the frame was captured on.")
+    """Index of the interface the frame was captured on."""
     protocol: int = _col("protocol", "Link-layer protocol (EtherType), host byte order.")
+    """Link-layer protocol (EtherType), host byte order."""
     status_bits: int = _col("status", "The kernel's per-packet status bits as an int (see ``status``).")
+    """The kernel's per-packet status bits as an int (see ``status``)."""
     rxhash: int = _col("rxhash", "Flow hash from the kernel (0 unless ``rx_hash=True`` was asked).")
+    """Flow hash from the kernel (0 unless ``rx_hash=True`` was asked)."""
     hatype: int = _col("hatype", "ARPHRD_* link type of the interface.")
+    """ARPHRD_* link type of the interface."""
 
     @classmethod
     def make(cls, data: bytes, timestamp_ns: int, wire_len: int | None = None, pkttype: int = 0,
