@@ -540,13 +540,15 @@ def test_sigkill_mid_write_leaves_a_readable_prefix(tmp_path: Path, fmt: str) ->
     proc.wait()
     proc.stdout.close()
     got, r = read_all(p)
-    assert len(got) >= 2000 and not r.truncated  # only whole blocks are ever written
+    # Only whole records are handed to write(2), but a SIGKILL can cut a large
+    # write(2) short: then the last record is partial, and the readers stop before it.
+    assert len(got) >= 2000
     ref = packets(50)
     assert all(g.data == ref[i % 50].data for i, g in enumerate(got))
     if shutil.which("tshark"):
         out = subprocess.run(["tshark", "-r", str(p), "-T", "fields", "-e", "frame.len"],
                              capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
+        assert out.returncode == (2 if r.truncated else 0), out.stderr
         assert len(out.stdout.split()) == len(got)
 
 

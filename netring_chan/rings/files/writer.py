@@ -1,9 +1,10 @@
 """pcap and pcapng writers: ``Writer`` (a ``Sink`` of the contract) and ``open_writer``.
 
 A whole owned batch becomes records in one C call (``nc_file_write``), laid
-out in a bounded user-space buffer and written with ``os.write`` only in
+out in a bounded user-space buffer and handed to ``os.write`` only in
 whole records (blocks), so a process killed at any moment leaves a file that
-every reader accepts up to the last whole packet. ``close()`` (also at
+every reader accepts up to the last whole packet (a SIGKILL can cut a
+``write(2)`` short inside a record: readers, ours included, stop before it). ``close()`` (also at
 interpreter exit, on a ``with`` exit by exception or Ctrl-C, or when a writer
 is collected open) flushes and, for pcapng, ends the file with an interface
 statistics block.
