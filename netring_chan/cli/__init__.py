@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--promisc", action="store_true", help="promiscuous mode while capturing")
     c.add_argument("--backend", choices=("afpacket", "xdp"), default="afpacket",
                    help="kernel backend (default afpacket; AF_XDP is not in this version)")
-    _status_option(c)
+    _status_option(c, "status line on stderr", "stderr")
 
     s = sub.add_parser("stats", help="counters only (packets, rates, drops), refreshed",
                        description="Count the packets on an interface: packets, bytes, rates, kernel and "
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--interval", type=_positive_float, default=1.0, metavar="S",
                    help="seconds between lines when not on a terminal (default 1)")
     s.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
-    _status_option(s)
+    _status_option(s, "table", "stdout")
 
     j = sub.add_parser("inject", help="replay a pcap/pcapng file through the TX ring",
                        description="Send the frames of a pcap/pcapng file on an interface: at the recorded "
@@ -137,9 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _status_option(p: argparse.ArgumentParser) -> None:
+def _status_option(p: argparse.ArgumentParser, what: str, where: str) -> None:
     p.add_argument("--no-status", dest="status", action="store_false",
-                   help="no live status line (there is none anyway when stderr is not a terminal)")
+                   help=f"no {what} refreshed in place (there is none anyway when {where} is not a terminal)")
 
 
 # -- errors that speak to a person --------------------------------------------------
