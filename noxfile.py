@@ -4,6 +4,8 @@
   *sdist* into a fresh virtualenv (so the C extension is built from what the
   sdist carries) and run a smoke test from outside the source tree: a file
   missing from the sdist (a C header, ``py.typed``) fails here.
+* ``coverage`` (not run by CI; run it to measure): line and branch coverage
+  of the whole suite, threads and subprocesses included.
 * ``tests``: the whole test suite on the oldest and the newest CPython the
   package supports that this machine has (3.10 and 3.13, from pyenv); the
   default ``python3`` (3.11) runs it in .ci/run itself. The package is
@@ -94,3 +96,13 @@ def tests(session: nox.Session) -> None:
     session.install(".[test]")
     session.chdir("tests")  # nothing of the source tree on sys.path but the tests
     session.run("pytest", "-p", "no:cacheprovider", "-c", "../pyproject.toml", "--rootdir", "..", *session.posargs)
+
+
+@nox.session(python=False)
+def coverage(session: nox.Session) -> None:
+    """Line and branch coverage of the whole suite (not part of CI: measured, reported)."""
+    session.run("python3", "-m", "coverage", "erase")
+    session.run("python3", "-m", "coverage", "run", "-m", "pytest", "-p", "no:cacheprovider", "-q", *session.posargs)
+    session.run("python3", "-m", "coverage", "combine", "-q")
+    session.run("python3", "-m", "coverage", "report")
+
