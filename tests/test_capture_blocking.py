@@ -300,13 +300,14 @@ def test_close_from_signal_handler_while_inside_the_capture(lab: Lab) -> None:
             dog = threading.Timer(3.0, signal.pthread_kill, (me, signal.SIGUSR2))
             dog.start()
             try:
+                before = sys.gettrace()  # a coverage tracer, say: put it back afterwards
                 sys.settrace(tracer)
                 try:
                     cap.next_batch()
                 except nc.ClosedError:
                     pass
                 finally:
-                    sys.settrace(None)
+                    sys.settrace(before)
             finally:
                 dog.cancel()
             cap.close()
@@ -350,13 +351,14 @@ def test_close_from_another_thread_at_every_line_of_stats(lab: Lab) -> None:
             return local
 
         def reader(cap: nc.Capture = cap, result: list[Any] = result) -> None:
+            before = sys.gettrace()
             sys.settrace(tracer)
             try:
                 result.append(cap.stats())
             except BaseException as e:  # reported by the assertion below
                 result.append(e)
             finally:
-                sys.settrace(None)
+                sys.settrace(before)
 
         t = threading.Thread(target=reader, daemon=True)
         t.start()
