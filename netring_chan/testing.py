@@ -207,7 +207,11 @@ class MemorySource(_InMemory):
         self._error: RingError | None = None
         self._scratch = Scratch()
         self._closed = False
-        self.push(frames)
+        try:
+            self.push(frames)
+        except BaseException:
+            self.close()  # a frame that does not fit: no half-made source left open
+            raise
 
     # -- feeding -------------------------------------------------------------
 

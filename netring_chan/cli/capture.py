@@ -209,7 +209,10 @@ def run_capture(args: argparse.Namespace) -> int:
         if not args.write:
             raise UsageError("--rotate needs -w FILE")
         try:
-            rotate = parse_rotate(args.rotate)
+            # A Rotate now, so a spec it refuses is a usage error before anything is opened.
+            rotate = nc.Rotate(**parse_rotate(args.rotate))
+        except nc.ConfigError as e:
+            raise UsageError(f"--rotate {args.rotate!r}: {e}") from None
         except ValueError as e:
             raise UsageError(str(e)) from None
     fanout = parse_fanout(args.fanout) if args.fanout else None
@@ -218,7 +221,7 @@ def run_capture(args: argparse.Namespace) -> int:
     try:
         if args.write:
             writer = nc.open_writer(args.write, snaplen=args.snaplen, linktype=1, interface=args.interface,
-                                    rotate=None if rotate is None else nc.Rotate(**rotate))
+                                    rotate=rotate)
     except BaseException:
         cap.close()
         raise

@@ -131,9 +131,12 @@ class Reader(Resource):
             self._start()
             self._wake = eventfd()
             eventfd_signal(self._wake)  # always readable: readiness is a hint
-        except BaseException:
+        except BaseException as e:
             fd, self._fd = self._fd, -1
             close_fd(fd)
+            if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+                # readv() on a directory, an I/O error: name the file, as open() does
+                raise OSError(e.errno, e.strerror, path) from None
             raise
         self._opened()
 
