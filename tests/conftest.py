@@ -19,6 +19,15 @@ with warnings.catch_warnings():
         pass
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test that builds a lab needs root whatever its module says: mark it
+    # privileged, so the unprivileged CI run (-m "unprivileged and not
+    # privileged") leaves it out even in a module marked unprivileged.
+    for item in items:
+        if {"lab", "lab_factory", "world"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.privileged)
+
+
 def need_privileges() -> None:
     """Skip (locally) or fail (under CI, NETRING_REQUIRE_PRIVILEGED=1)."""
     why = privilege_problem()
