@@ -32,6 +32,7 @@ with no lock held.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import queue
 import threading
@@ -68,17 +69,15 @@ class ServiceError(NetringError, RuntimeError):
 T = TypeVar("T", bound=Sized)
 
 
+@dataclasses.dataclass(frozen=True)
 class QueueCounters:
     """A consistent snapshot of the queue's counters (all in packets)."""
 
-    __slots__ = ("capacity", "queued", "peak", "delivered", "dropped")
-
-    def __init__(self, capacity: int, queued: int, peak: int, delivered: int, dropped: int) -> None:
-        self.capacity = capacity
-        self.queued = queued
-        self.peak = peak
-        self.delivered = delivered
-        self.dropped = dropped
+    capacity: int
+    queued: int
+    peak: int
+    delivered: int
+    dropped: int
 
 
 class BatchQueue(Generic[T]):

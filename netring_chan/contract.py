@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from .packet import OwnedBatch
 
-__all__ = ["Batch", "Source", "Sink", "RxStats", "TxStats", "Frame", "publish_all", "check_each"]
+__all__ = ["Batch", "Source", "Sink", "RxStats", "TxStats", "Frame", "publish_all", "check_each", "frame_length"]
 
 Frame = Union[bytes, bytearray, memoryview]
 """A frame to send: any bytes-like object (a whole link-layer frame, Ethernet header included)."""
@@ -179,6 +179,17 @@ class Sink(_End, Protocol):
     def wait_drained(self, timeout: float | None = None) -> bool: ...
     def stats(self) -> TxStats: ...
     def close(self, timeout: float | None = None) -> None: ...
+
+
+def frame_length(frame: object) -> int:
+    """The length in bytes of a bytes-like, non-empty ``frame``
+    (``TypeError``/``ValueError`` otherwise): the first check of every sink."""
+    if isinstance(frame, str) or not isinstance(frame, (bytes, bytearray, memoryview)):
+        raise TypeError(f"frame must be a bytes-like object, got {type(frame).__name__}")
+    n = memoryview(frame).nbytes
+    if n == 0:
+        raise ValueError("empty frame")
+    return n
 
 
 def check_each(sink: Sink, frames: Sequence[Frame]) -> None:

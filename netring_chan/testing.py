@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Sequence
 from ._lowlevel import ffi, lib
 from ._resource import Resource
 from ._sys import close_fd, eventfd, eventfd_signal, interface_gone, deadline_after
-from .contract import Frame, RxStats, TxStats, check_each
+from .contract import Frame, RxStats, TxStats, check_each, frame_length
 from .errors import ClosedError, ConfigError, RingError, RingFullError
 from .packet import PacketBatch
 from .rings.afpacket.blocks import Lease, Scratch, walk_block
@@ -390,11 +390,7 @@ class MemorySink(_InMemory):
             raise self._error
 
     def check_frame(self, frame: Frame) -> int:
-        if isinstance(frame, str) or not isinstance(frame, (bytes, bytearray, memoryview)):
-            raise TypeError(f"frame must be a bytes-like object, got {type(frame).__name__}")
-        n = memoryview(frame).nbytes
-        if n == 0:
-            raise ValueError("empty frame")
+        n = frame_length(frame)
         if not self.min_frame <= n <= self.max_frame:
             raise ValueError(f"frame of {n} bytes is outside {self.min_frame}..{self.max_frame} bytes")
         return n

@@ -18,7 +18,7 @@ import importlib
 import os
 import socket
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import netring_chan as nc
 
@@ -28,50 +28,53 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 PROG = "netring-chan"
 
 
+T = TypeVar("T")
+
+
 class UsageError(Exception):
     """A command line that cannot work; exit status 2."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
-    return v
+def _checked(convert: Callable[[str], T], not_a: str, ok: Callable[[T], bool], must: str) -> Callable[[str], T]:
+    """An argparse type: ``convert`` the text, then ``ok`` the value; the
+    messages (``{text}``, ``{v}``) name what was given."""
+    def parse(text: str) -> T:
+        try:
+            v = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(not_a.format(text=text)) from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(must.format(text=text, v=v))
+        return v
+    return parse
 
 
-def _loops(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (for ever) or more, got {v}")
-    return v
+def _finite_positive(v: float) -> bool:
+    return 0 < v < float("inf")  # also false for NaN
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return v
+_positive_int = _checked(lambda t: int(t, 0), "not an integer: {text!r}", lambda v: v > 0,
+                         "must be positive, got {v}")
+_loops = _checked(int, "not an integer: {text!r}", lambda v: v >= 0, "must be 0 (for ever) or more, got {v}")
+_positive_float = _checked(float, "not a number: {text!r}", _finite_positive,
+                           "must be a positive number of seconds, got {text}")
+_rate_value = _checked(float, "--rate takes packets per second or 'max', got {text!r}", _finite_positive,
+                       "--rate must be positive, got {text}")
 
 
 def _rate(text: str) -> float | None:
     if text.lower() in ("max", "fast", "0"):
         return None
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--rate takes packets per second or 'max', got {text!r}") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"--rate must be positive, got {text}")
-    return v
+    return _rate_value(text)
+
+
+def _on_interface(p: argparse.ArgumentParser, filter_help: str) -> None:
+    p.add_argument("-i", "--interface", required=True, metavar="IFACE")
+    p.add_argument("-f", "--filter", metavar="FILTER", help=filter_help)
+
+
+def _duration(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,11 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Capture on an interface: one line per packet (time, direction, "
                                    "addresses, protocol, length), or write a file (-w). On a terminal, "
                                    "a live status line. Ctrl-C ends cleanly with a summary.")
-    c.add_argument("-i", "--interface", required=True, metavar="IFACE")
-    c.add_argument("-f", "--filter", metavar="FILTER", help="tcpdump filter expression (needs libpcap)")
+    _on_interface(c, "tcpdump filter expression (needs libpcap)")
     c.add_argument("-w", "--write", metavar="FILE", help="write packets to FILE (.pcap or .pcapng) instead of printing")
     c.add_argument("-c", "--count", type=_positive_int, metavar="COUNT", help="stop after COUNT packets")
-    c.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+    _duration(c)
     c.add_argument("--snaplen", type=_positive_int, default=262144, metavar="N",
                    help="keep at most N bytes of each packet (default 262144)")
     c.add_argument("--fanout", metavar="MODE:GROUP",
@@ -109,11 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Count the packets on an interface: packets, bytes, rates, kernel and "
                                    "queue drops; refreshed in place on a terminal, one line per interval "
                                    "otherwise. Ctrl-C ends with the totals.")
-    s.add_argument("-i", "--interface", required=True, metavar="IFACE")
-    s.add_argument("-f", "--filter", metavar="FILTER", help="count only what matches (tcpdump syntax)")
+    _on_interface(s, "count only what matches (tcpdump syntax)")
     s.add_argument("--interval", type=_positive_float, default=1.0, metavar="S",
                    help="seconds between lines when not on a terminal (default 1)")
-    s.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+    _duration(s)
     _status_option(s, "table", "stdout")
 
     j = sub.add_parser("inject", help="replay a pcap/pcapng file through the TX ring",

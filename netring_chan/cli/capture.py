@@ -142,19 +142,22 @@ def stopped_by(signum: int | None) -> str:
     return "" if signum is None else f" (stopped by {signal.Signals(signum).name})"
 
 
-class _Stopper:
-    """SIGINT/SIGTERM stop the service (from the handler) instead of raising."""
+class Signals:
+    """SIGINT/SIGTERM are caught instead of raising: ``signal`` records which
+    came, and ``on_signal`` (e.g. a service's ``stop``, safe from a handler)
+    runs. Installed only on the main thread; restored on exit."""
 
-    def __init__(self, svc: nc.CaptureService) -> None:
-        self.svc = svc
+    def __init__(self, on_signal: Callable[[], object] | None = None) -> None:
+        self.on_signal = on_signal
         self.signal: int | None = None
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signal = signum
-        self.svc.stop()
+        if self.on_signal is not None:
+            self.on_signal()
 
-    def __enter__(self) -> _Stopper:
+    def __enter__(self) -> Signals:
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGINT, signal.SIGTERM):
                 self._old[s] = signal.signal(s, self._handle)
@@ -236,7 +239,7 @@ def run_capture(args: argparse.Namespace) -> int:
     live = Live(_StatusLine(svc, meter, args.interface), console=err, refresh_per_second=_REFRESH_PER_SECOND,
                 transient=True, redirect_stdout=out.isatty(), redirect_stderr=False) if show_status else None
     try:
-        with svc, _Stopper(svc) as stopper:
+        with svc, Signals(svc.stop) as stopper:
             err.print(f"capturing on {args.interface}"
                       + (f", writing {args.write}" if args.write else "")
                       + (f", filter {args.filter!r}" if args.filter else "") + "; Ctrl-C to stop", soft_wrap=True)
@@ -323,7 +326,7 @@ def run_stats(args: argparse.Namespace) -> int:
             print(f"{meter.elapsed:8.1f}s packets {meter.packets} bytes {meter.bytes} pkt/s {pps:.1f} "
                   f"Mbit/s {mbps:.3f} kernel-drops {s.kernel_drops} queue-drops {s.queue_drops}", flush=True)
 
-    with svc, _Stopper(svc) as stopper:
+    with svc, Signals(svc.stop) as stopper:
         _console_err().print(f"counting on {args.interface}; Ctrl-C to stop", soft_wrap=True)
         if live is not None:
             live.start()

@@ -10,42 +10,19 @@ how far it got.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 import time
-from types import FrameType
-from typing import Any
 
 from rich.console import Console
 
 import netring_chan as nc
 
-from .capture import stopped_by
+from .capture import Signals, stopped_by
 
 __all__ = ["run_inject"]
 
 _WAIT = 0.1  # the longest the loop sleeps before it looks at the stop flag
 _SEND_TIMEOUT = 10.0  # a ring that frees no slot for this long is stuck: an error
-
-
-class _Flag:
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.signal = signum
-
-    def __enter__(self) -> _Flag:
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
 
 
 def run_inject(args: argparse.Namespace) -> int:
@@ -62,7 +39,7 @@ def run_inject(args: argparse.Namespace) -> int:
     sent_bytes = skipped = truncated = 0
     longest = 0
     t0 = time.monotonic()
-    with reader, inj, _Flag() as flag:
+    with reader, inj, Signals() as flag:
         how = "at the recorded pace" if recorded else ("as fast as possible" if rate is None else f"at {rate:g} pkt/s")
         err.print(f"replaying {args.read} on {args.interface} {how}"
                   + (f", {args.loop} times" if args.loop != 1 else "") + "; Ctrl-C to stop", soft_wrap=True)

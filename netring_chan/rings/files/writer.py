@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Sequence, Union
 
 from ..._lowlevel import ffi, lib
 from ..._resource import Resource
-from ...contract import Frame, TxStats, check_each
+from ...contract import Frame, TxStats, check_each, frame_length
 from ...errors import ConfigError
 from ...packet import OwnedBatch, PacketBatch
 
@@ -390,11 +390,7 @@ class Writer(Resource):
 
     def check_frame(self, frame: Frame) -> int:
         """A bytes-like frame of 1..snaplen bytes; returns its length."""
-        if isinstance(frame, str) or not isinstance(frame, (bytes, bytearray, memoryview)):
-            raise TypeError(f"frame must be a bytes-like object, got {type(frame).__name__}")
-        n = memoryview(frame).nbytes
-        if n == 0:
-            raise ValueError("empty frame")
+        n = frame_length(frame)
         if n > self.snaplen:
             raise ValueError(f"frame of {n} bytes is longer than the file's snaplen {self.snaplen}")
         return n
