@@ -187,6 +187,17 @@ def test_cli_bad_rotate_spec(capsys: pytest.CaptureFixture[str], tmp_path: Path,
     assert not out.exists()
 
 
+def test_cli_file_it_cannot_write_is_a_usage_error_before_anything_opens(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # The interface does not exist either: the file name is refused first, so a
+    # user without privileges hears about the extension, not the capability.
+    out = tmp_path / "capture.txt"
+    assert main(["capture", "-i", "nc-no-such0", "-w", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot tell the format of {str(out)!r} by its extension" in err, err
+    assert not out.exists()
+
+
 def test_cli_rotate_without_write(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "capture", "-i", "lo", "--rotate", "size=1M") == (2, "netring-chan: --rotate needs -w FILE\n")
 

@@ -8,7 +8,7 @@ tcpdump does (``Rotate``), and close cleanly on every exit path.
 """
 
 from .reader import MAX_RECORD, FileInterface, Reader, open_reader
-from .writer import FORMATS, Rotate, Writer, open_writer
+from .writer import FORMATS, Rotate, Writer, file_format, open_writer
 
 __all__ = ["open_reader", "Reader", "FileInterface", "MAX_RECORD",
-           "open_writer", "Writer", "Rotate", "FORMATS"]
+           "open_writer", "Writer", "Rotate", "FORMATS", "file_format"]

@@ -449,6 +449,23 @@ class Writer(Resource):
         return f"<Writer {self.format} {self.path!r}{' closed' if self._closed else ''}>"
 
 
+def file_format(path: str | os.PathLike[str], format: str | None = None) -> str:
+    """The format a file at ``path`` is written in: ``format`` if given (checked),
+    else by the extension (``.pcap``, ``.pcapng``); ``ConfigError`` naming the
+    path otherwise. ``open_writer`` decides this way; a program can ask first,
+    before it opens anything else."""
+    p = os.fspath(path)
+    if format is None:
+        found = _EXT.get(os.path.splitext(p)[1].lower())
+        if found is None:
+            raise ConfigError(f"cannot tell the format of {p!r} by its extension; "
+                              f"pass format= one of {FORMATS} (or name it .pcap / .pcapng)")
+        return found
+    if format not in FORMATS:
+        raise ConfigError(f"format must be one of {FORMATS}, got {format!r}")
+    return format
+
+
 def open_writer(path: str | os.PathLike[str], *, format: str | None = None, snaplen: int = 262144,
                 linktype: int = 1, interface: str | Sequence[str] = "", rotate: Rotate | None = None,
                 _clock: Callable[[], float] = time.time) -> Writer:
@@ -462,13 +479,7 @@ def open_writer(path: str | os.PathLike[str], *, format: str | None = None, snap
     ``Rotate`` (then ``path`` is a name template, see ``Rotate``).
     """
     p = os.fspath(path)
-    if format is None:
-        format = _EXT.get(os.path.splitext(p)[1].lower())
-        if format is None:
-            raise ConfigError(f"cannot tell the format of {p!r} by its extension; "
-                              f"pass format= one of {FORMATS} (or name it .pcap / .pcapng)")
-    if format not in FORMATS:
-        raise ConfigError(f"format must be one of {FORMATS}, got {format!r}")
+    format = file_format(p, format)
     if not isinstance(snaplen, int) or isinstance(snaplen, bool) or not 0 < snaplen <= _MAX_SNAPLEN:
         raise ConfigError(f"snaplen must be an int in 1..{_MAX_SNAPLEN}, got {snaplen!r}")
     if not isinstance(linktype, int) or isinstance(linktype, bool) or not 0 <= linktype <= 0xFFFF:
