@@ -63,8 +63,7 @@ class _Face:
         return self._closed
 
     def _check_open(self) -> None:
-        if self._svc._forked:
-            self._svc._check_started()  # raises: this is a child made by fork()
+        self._svc._check_not_forked()
         if self._closed:
             raise self._loop.closed_resource(f"this {type(self).__name__} was closed")
 

@@ -40,9 +40,10 @@ closed mid-batch puts the rest back at the head of the queue, un-delivered.
 At stop each thread quiesces its source (``Source.quiesce``), waits as long
 as the source says for what is in flight, moves the rest into the queue
 (beyond the bound), then closes the source, which reads its final counters.
-So for a finished run::
+Packets a source accepted and then lost to a failure (a malformed block)
+are its ``lost``. So for a finished run::
 
-    packets == delivered + drops + queue drops + still queued
+    packets == delivered + drops + queue drops + still queued + lost
 
 exactly. Injection accounting: see ``InjectServiceStats``.
 """
@@ -396,6 +397,10 @@ class _ThreadService:
         """``stop`` without blocking an event loop (``sleep`` is the loop's)."""
         join_until = self._stop_begin(drain, None)
         if join_until is None:
+            # Stopped, or being stopped by another thread: wait for that, without blocking the loop.
+            if self._stopper != threading.get_ident():
+                await _wait_async(_until(self._stop_done.is_set,
+                                         time.monotonic() + _JOIN_BUDGET + 1.0 + self.drain_timeout), sleep)
             return
         try:
             while not self._threads_done() and time.monotonic() < join_until:

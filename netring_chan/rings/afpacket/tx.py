@@ -373,11 +373,13 @@ class Injector(Resource):
         A run of ``bytes`` that plainly fits is checked in bulk (two passes
         in C over the lengths), without a Python call per frame.
         """
-        if frames and all(type(f) is bytes for f in frames):
-            lens = list(map(len, frames))
-            if min(lens) >= ETH_HLEN and max(lens) <= self._plain_max:
-                return
+        if frames and all(type(f) is bytes for f in frames) and self._plain(list(map(len, frames))):
+            return
         check_each(self, frames)
+
+    def _plain(self, lens: Sequence[int]) -> bool:
+        """Whether frames of these (non-empty list of) lengths need no closer look."""
+        return min(lens) >= ETH_HLEN and max(lens) <= self._plain_max
 
     # -- the Sink contract ---------------------------------------------------
 
@@ -541,7 +543,6 @@ class Injector(Resource):
         """
         if not frames:
             return 0
-        limit = min(self.mtu + ETH_HLEN, self.frame_size - DATA_OFF)
         with self._lock:
             self._check_open()
             m = self._free_run(len(frames)) if self._wait_slot_free(time.monotonic()) else 0
@@ -553,7 +554,7 @@ class Injector(Resource):
             try:
                 blob = b"".join(run)
                 lens = array("I", map(len, run))
-                plain = sum(lens) == len(blob) and min(lens) >= ETH_HLEN and max(lens) <= limit
+                plain = sum(lens) == len(blob) and self._plain(lens)
             except (TypeError, ValueError, OverflowError):
                 plain = False
             if not plain:
