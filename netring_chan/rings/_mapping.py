@@ -45,6 +45,9 @@ def check_ring_size(total: int, what: str, max_ring_bytes: int | None) -> None:
     machine's memory; ``max_ring_bytes`` sets another on purpose. Either way
     the ring must fit in the memory available now.
     """
+    if max_ring_bytes is not None and (not isinstance(max_ring_bytes, int) or isinstance(max_ring_bytes, bool)
+                                       or max_ring_bytes <= 0):
+        raise ConfigError(f"max_ring_bytes must be a positive int, got {max_ring_bytes!r}")
     if max_ring_bytes is None:
         phys = _meminfo("MemTotal")
         limit = None if phys is None else phys // RING_SHARE

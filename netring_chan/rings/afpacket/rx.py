@@ -139,9 +139,6 @@ class CaptureConfig:
             object.__setattr__(self, "timestamp_source", TimestampSource(self.timestamp_source))
         except ValueError:
             raise ConfigError(f"timestamp_source: unknown source {self.timestamp_source!r}") from None
-        if self.max_ring_bytes is not None:
-            need(isinstance(self.max_ring_bytes, int) and not isinstance(self.max_ring_bytes, bool)
-                 and self.max_ring_bytes > 0, f"max_ring_bytes must be a positive int, got {self.max_ring_bytes!r}")
         check_ring_size(bs * self.block_count, f"block_count x block_size = {self.block_count} x {bs}",
                         self.max_ring_bytes)
         if self.filter is not None:

@@ -127,9 +127,6 @@ class InjectorConfig:
                  and 0 <= self.priority <= 0xFFFFFFFF, f"priority must be a non-negative int, got {self.priority!r}")
         need(isinstance(self.drain_timeout, (int, float)) and not isinstance(self.drain_timeout, bool)
              and self.drain_timeout >= 0, f"drain_timeout must be a number >= 0, got {self.drain_timeout!r}")
-        if self.max_ring_bytes is not None:
-            need(isinstance(self.max_ring_bytes, int) and not isinstance(self.max_ring_bytes, bool)
-                 and self.max_ring_bytes > 0, f"max_ring_bytes must be a positive int, got {self.max_ring_bytes!r}")
         per_block = self.block_size // fs
         blocks = -(-self.frame_count // per_block)
         check_ring_size(blocks * self.block_size, f"{self.frame_count} slots of {fs} bytes", self.max_ring_bytes)
