@@ -384,7 +384,7 @@ def test_writer_argument_errors(tmp_path: Path) -> None:
             with pytest.raises(nc.ConfigError) as e:
                 w.write_stats(ifdrop=bad)
             assert str(e.value) == message
-        with pytest.raises(nc.ConfigError, match=r"^interface 1 is not one of the writer's 1$"):
+        with pytest.raises(nc.ConfigError, match=r"^interface must be an index of the writer's 1 interface\(s\), got 1$"):
             w.write_stats(ifrecv=1, interface=1)
         with pytest.raises(TypeError, match=r"^frame must be a bytes-like object, got str$"):
             w.check_frame("abc")  # type: ignore[arg-type]
@@ -404,13 +404,11 @@ def test_writer_argument_errors(tmp_path: Path) -> None:
 
 
 def test_writer_interface_out_of_range(tmp_path: Path) -> None:
-    with nc.open_writer(tmp_path / "a.pcap") as w:
-        src = MemorySource([eth(0x1234, b"abc")])
+    with nc.open_writer(tmp_path / "a.pcap") as w, MemorySource([eth(0x1234, b"abc")]) as src:
         b = src.next_batch()
         assert b is not None
-        with pytest.raises(nc.ConfigError, match=r"^interface 2 is not one of the writer's 1$"):
+        with pytest.raises(nc.ConfigError, match=r"^interface must be an index of the writer's 1 interface\(s\), got 2$"):
             w.write(b, interface=2)
-        src.close()
         assert w.packets == 0
 
 
@@ -789,3 +787,20 @@ def test_memory_ends_closed_and_stalled() -> None:
     sink.close()
     with pytest.raises(nc.ClosedError, match=r"^memory sink 'snk' is closed$"):
         sink.flush()
+
+
+def test_writer_names_a_bad_packet_or_interface(tmp_path: Path) -> None:
+    with nc.open_writer(tmp_path / "w.pcapng", interface=["a", "b"]) as w:
+        good = [nc.OwnedPacket.make(eth(0x1234, b"abc"), 5)]
+        for bad in ("1", 1.0, True):
+            with pytest.raises(nc.ConfigError, match=rf"interface must be an index of the writer's 2 interface\(s\), got {bad!r}"):
+                w.write(good, interface=bad)  # type: ignore[arg-type]
+        with pytest.raises(nc.ConfigError, match="write: packet 0: AttributeError"):
+            w.write([b"abc"])  # type: ignore[list-item]
+        with pytest.raises(nc.ConfigError, match="write: packets must be"):
+            w.write(5)  # type: ignore[arg-type]
+        with pytest.raises(nc.ConfigError, match="write: packet 0: OverflowError"):
+            w.write([nc.OwnedPacket.make(eth(0x1234, b"abc"), -1)])
+        assert w.write(good, interface=1) == 1
+    with pytest.raises(nc.ConfigError, match="interface must be a str or a non-empty sequence of str, got 5"):
+        nc.open_writer(tmp_path / "x.pcapng", interface=5)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ how far it got.
 from __future__ import annotations
 
 import argparse
+import operator
 import sys
 import time
 
@@ -50,20 +51,23 @@ def run_inject(args: argparse.Namespace) -> int:
                 if reader.at_end:
                     break
                 continue
-            frames: list[bytes] = []
-            for p in batch:
-                try:
-                    inj.check_frame(p.data)
-                except ValueError:
-                    skipped += 1  # longer than the interface takes (or shorter than a header)
-                    longest = max(longest, len(p.data))
-                    continue
-                if len(p.data) < p.wire_len:
-                    truncated += 1
-                frames.append(p.data)
+            frames = batch.datas()
+            truncated += sum(map(operator.lt, batch.caplens, batch.wire_lens))
+            try:
+                inj.check_frames(frames)  # the whole batch at once when every frame plainly fits
+            except ValueError:
+                ok: list[bytes] = []
+                for f in frames:  # some frame does not: keep the others, count it
+                    try:
+                        inj.check_frame(f)
+                    except ValueError:
+                        skipped += 1  # longer than the interface takes (or shorter than a header)
+                        longest = max(longest, len(f))
+                        continue
+                    ok.append(f)
+                frames = ok
             if rate is None:
-                inj.send_many(frames, timeout=_SEND_TIMEOUT)
-                inj.flush()
+                inj.send_many(frames, timeout=_SEND_TIMEOUT)  # flushes when done
                 sent_bytes += sum(map(len, frames))
                 continue
             for f in frames:  # a fixed rate: frame i leaves at t0 + i / rate

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..._lowlevel import ffi, lib
 from ..._resource import Resource
-from ..._sys import check_timeout, close_fd, deadline_after, eventfd, eventfd_signal
+from ..._sys import close_fd, deadline_after, eventfd, eventfd_signal
 from ...contract import RxStats
 from ...errors import ConfigError, FileFormatError
 from ...packet import OwnedBatch
@@ -36,7 +36,13 @@ __all__ = ["Reader", "FileInterface", "open_reader", "MAX_RECORD"]
 MAX_RECORD = 64 << 20  # the largest record or block accepted (bytes)
 _CHUNK = 1 << 20  # read size; also the most packet bytes in one batch
 _MAX_PKTS = 1024  # packets in one batch at most
-_COL_BYTES = 46  # bytes of columns per packet (nc_cols_layout)
+def _cols_per_packet() -> int:
+    offs = ffi.new("uint64_t[]", lib.NC_NCOLS + 1)
+    lib.nc_cols_layout(1, offs)
+    return int(offs[lib.NC_NCOLS])
+
+
+_COL_BYTES = _cols_per_packet()  # bytes of columns per packet, as the copy-out lays them out
 _NO_LIMIT = (1 << 64) - 1
 
 _PCAP_MAGIC = {0xA1B2C3D4: (False, False), 0xD4C3B2A1: (True, False),
@@ -109,7 +115,7 @@ class Reader(Resource):
         self._closing = threading.Event()
         self._buf = bytearray(_CHUNK)
         self._cbuf = ffi.from_buffer(self._buf)
-        self._out = bytearray(_CHUNK + 5 * _MAX_PKTS + 16)
+        self._out = bytearray(_CHUNK + lib.NC_STREAM_OVERHEAD(_MAX_PKTS) + 16)
         self._cout = ffi.from_buffer(self._out)
         self._cols = bytearray(_COL_BYTES * _MAX_PKTS)
         self._ccols = ffi.from_buffer(self._cols)
@@ -374,7 +380,7 @@ class Reader(Resource):
                 datas = pickle.loads(self._out)
                 self._packets += n
                 self._seq += 1
-                return OwnedBatch(datas, bytes(self._cols[:_COL_BYTES * n]), n, self._seq)
+                return OwnedBatch(datas, self._cols[:_COL_BYTES * n], n, self._seq)
             if rc == lib.NC_RD_MORE:
                 need = int(st.need)
                 if self._fill(need) < need:
@@ -425,7 +431,6 @@ class Reader(Resource):
     def next_batch_blocking(self, timeout: float | None = None) -> OwnedBatch | None:
         """The next batch, waiting up to ``timeout`` s at recorded pace; ``None``
         at once at the end of the file, and early when closed meanwhile."""
-        check_timeout(timeout)
         deadline = deadline_after(timeout)
         while True:
             with self._lock:

@@ -145,9 +145,10 @@ class Writer(Resource):
         self.format = fmt
         self.snaplen = snaplen
         self.linktype = linktype
-        self.interfaces: tuple[str, ...] = (interface,) if isinstance(interface, str) else tuple(interface)
-        if not self.interfaces or not all(isinstance(i, str) for i in self.interfaces):
+        names = (interface,) if isinstance(interface, str) else interface
+        if not isinstance(names, (tuple, list)) or not names or not all(isinstance(i, str) for i in names):
             raise ConfigError(f"interface must be a str or a non-empty sequence of str, got {interface!r}")
+        self.interfaces: tuple[str, ...] = tuple(names)
         self.rotate = rotate
         self._clock = clock
         self._fmt = lib.NC_FMT_PCAP if fmt == "pcap" else lib.NC_FMT_PCAPNG
@@ -246,9 +247,11 @@ class Writer(Resource):
         if self._fmt == lib.NC_FMT_PCAPNG:
             for iface, st in sorted(self._stats.items()):
                 self._append(self._isb(iface, st))
-        self._flush_buf()
-        fd, self._fd = self._fd, -1
-        os.close(fd)
+        try:
+            self._flush_buf()
+        finally:  # a failed write (disk full) must not leak the fd
+            fd, self._fd = self._fd, -1
+            os.close(fd)
 
     def _isb(self, iface: int, st: dict[str, int]) -> bytes:
         # Interface statistics block (pcapng §4.6); timestamps in the
@@ -284,7 +287,7 @@ class Writer(Resource):
         self._check_usable(f"writer {self.path!r}")
         if isinstance(packets, PacketBatch):
             packets = packets.to_owned()
-        if isinstance(packets, OwnedBatch) and type(packets) is OwnedBatch:
+        if type(packets) is OwnedBatch:  # not a _RestBatch: it keeps no columns
             n = len(packets)
             if not n:
                 return 0
@@ -296,21 +299,34 @@ class Writer(Resource):
             return n
         datas: list[bytes] = []
         ts, caps, wires, kinds = array("Q"), array("I"), array("I"), array("B")
-        for p in packets:
-            d = bytes(p.data)
-            datas.append(d)
-            ts.append(p.timestamp_ns)
-            caps.append(len(d))
-            wires.append(p.wire_len)
-            kinds.append(int(p.direction) & 0xFF)
+        i = -1
+        try:
+            for i, p in enumerate(packets):
+                d = bytes(p.data)
+                ts.append(p.timestamp_ns)
+                wires.append(p.wire_len)
+                kinds.append(int(p.direction) & 0xFF)
+                caps.append(len(d))
+                datas.append(d)
+        except (AttributeError, TypeError, OverflowError) as e:
+            # Not a packet, or a field out of the file's range (a negative
+            # time, a length over 32 bits): say which, not cffi's words.
+            what = "packets must be an OwnedBatch, a PacketBatch or packets" if i < 0 else f"packet {i}"
+            raise ConfigError(f"write: {what}: {type(e).__name__}: {e}") from None
         if datas:
             self._write_cols(b"".join(datas), ts, caps, wires, kinds, len(datas), interface or 0)
         return len(datas)
 
+    def _iface(self, iface: object) -> int:
+        """An interface index of this writer, or ``ConfigError`` naming it."""
+        if not isinstance(iface, int) or isinstance(iface, bool) or not 0 <= iface < len(self.interfaces):
+            raise ConfigError(f"interface must be an index of the writer's {len(self.interfaces)} "
+                              f"interface(s), got {iface!r}")
+        return iface
+
     def _write_cols(self, data: bytes, ts: Any, caps: Any, wires: Any, kinds: Any, n: int,
                     iface: int) -> None:
-        if not 0 <= iface < len(self.interfaces):
-            raise ConfigError(f"interface {iface} is not one of the writer's {len(self.interfaces)}")
+        iface = self._iface(iface)
         st = self._st
         st.done = 0
         st.data_off = 0
@@ -347,9 +363,7 @@ class Writer(Resource):
         ``isb_usrdeliv`` delivered to the user). A later call replaces the
         counters given. A pcap file has no statistics: nothing is written."""
         self._check_usable(f"writer {self.path!r}")
-        if not 0 <= interface < len(self.interfaces):
-            raise ConfigError(f"interface {interface} is not one of the writer's {len(self.interfaces)}")
-        st = self._stats.setdefault(interface, {})
+        st = self._stats.setdefault(self._iface(interface), {})
         for key, v in (("ifrecv", ifrecv), ("ifdrop", ifdrop), ("osdrop", osdrop), ("usrdeliv", usrdeliv)):
             if v is None:
                 continue
