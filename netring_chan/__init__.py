@@ -35,12 +35,14 @@ from .errors import (
     CapabilityError, ClosedError, ConfigError, FileFormatError, FilterError, InterfaceNotFoundError,
     LibpcapMissingError, MalformedBlockError, NetringError, ReleasedError, RingError, RingFullError,
 )
+from .errors import ArrowMissingError
 from .packet import Direction, OwnedBatch, OwnedPacket, Packet, PacketBatch, Status
 from .rings.afpacket import (
     BpfProgram, Capture, CaptureConfig, CaptureStats, Fanout, FanoutFlag, FanoutMode, Injector,
     InjectorConfig, InjectorStats, RingShrunkWarning, TimestampSource, TxSlot, compile_filter,
 )
 from .rings.files import FileInterface, Reader, Rotate, Writer, open_reader, open_writer
+from .rings.files import ParquetWriter, open_parquet
 from .threads import CaptureService, InjectService, InjectServiceStats, ServiceStats, SourceStats
 
 __version__ = "0.1.0"
@@ -57,6 +59,7 @@ __all__ = [
     "RingShrunkWarning", "TimestampSource",
     "Injector", "InjectorConfig", "InjectorStats", "TxSlot",
     "open_reader", "open_writer", "Reader", "Writer", "Rotate", "FileInterface",
+    "open_parquet", "ParquetWriter", "ArrowMissingError",
     "Bridge", "BridgeDirection", "BridgeStats", "DirectionStats", "Verdict",
     "CaptureService", "InjectService", "InjectServiceStats", "Overflow", "ServiceError",
     "ServiceStats", "SourceStats",

@@ -22,6 +22,7 @@ __all__ = [
     "LibpcapMissingError",
     "RingFullError",
     "FileFormatError",
+    "ArrowMissingError",
 ]
 
 
@@ -94,6 +95,11 @@ class FilterError(ConfigError):
 
 class LibpcapMissingError(FilterError, ImportError):
     """A tcpdump-style filter needs the system libpcap, which is not installed."""
+
+
+class ArrowMissingError(NetringError, ImportError):
+    """Arrow and Parquet need ``pyarrow``, which is not installed; the message
+    names the extra that brings it (``pip install 'netring_chan[arrow]'``)."""
 
 
 def _errno_name(e: int) -> str:

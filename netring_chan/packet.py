@@ -373,6 +373,10 @@ class PacketBatch:
             raise ReleasedError("batch used after release")
         return OwnedBatch._copy(self)
 
+    def to_arrow(self) -> Any:
+        """The batch as a ``pyarrow.RecordBatch``: ``to_owned().to_arrow()``."""
+        return self.to_owned().to_arrow()
+
     def release(self) -> None:
         """Invalidate every view and let the block go back to the kernel.
 
@@ -704,6 +708,18 @@ class OwnedBatch(Sequence[OwnedPacket]):
     def to_owned(self) -> OwnedBatch:
         """Itself: an owned batch is already a copy."""
         return self
+
+    def to_arrow(self) -> Any:
+        """The batch as a ``pyarrow.RecordBatch``, one row per packet: ``timestamp``
+        (``timestamp[ns, UTC]``), ``wire_len``, ``caplen``, ``direction``
+        (``sll_pkttype``, see ``Direction``), ``ifindex``, ``protocol``,
+        ``vlan_tci`` and ``vlan_tpid`` (null without a tag), ``rxhash`` and
+        ``data`` (``binary``). Built from the batch's columns, without a Python
+        step per packet; the fixed-width columns share the batch's memory.
+        Needs the ``arrow`` extra (``ArrowMissingError`` otherwise)."""
+        from ._arrow import to_arrow
+
+        return to_arrow(self)
 
     def release(self) -> None:
         """Nothing to give back: an owned batch holds no ring memory (the ``Batch`` contract)."""

@@ -20,7 +20,7 @@ import struct
 import time
 import weakref
 from array import array
-from typing import Any, Callable, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
 
 from ..._lowlevel import ffi, lib
 from ..._resource import Resource
@@ -30,14 +30,17 @@ from ...packet import OwnedBatch, PacketBatch
 
 __all__ = ["Rotate", "Writer", "open_writer", "FORMATS"]
 
-FORMATS = ("pcap", "pcapng")
-_EXT = {".pcap": "pcap", ".pcapng": "pcapng"}
+FORMATS = ("pcap", "pcapng", "parquet")
+_EXT = {".pcap": "pcap", ".pcapng": "pcapng", ".parquet": "parquet"}
 _BUF = 1 << 20  # user-space buffer: flushed when full, at flush(), at close
 _FLUSH_EVERY = 1.0  # seconds: a live capture reaches the file at least this often
 _MAX_SNAPLEN = 1 << 26
 _VERSION = "netring_chan"
 
 Writable = Union[OwnedBatch, PacketBatch, Iterable[Any]]
+
+if TYPE_CHECKING:
+    from .parquet import ParquetWriter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +122,90 @@ def _close_all() -> None:
             pass
 
 
-class Writer(Resource):
+class _Rotating(Resource):
+    """The rotation policy of every file writer, written once: names from the
+    template (``Rotate``), the ring of files, and when a file is due to end.
+
+    A subclass calls ``_next_path()`` when it opens a file (it registers the
+    name and removes the oldest of a ring) and ``_rotation_due()`` before it
+    writes; it keeps ``_file_bytes`` and ``_file_packets`` up to date.
+    ``_numbered``: number files even without a ``Rotate`` (a writer that
+    opens several files for another reason). ``_number_before_ext``: put
+    the number before the extension (``x1.parquet``) instead of after
+    (tcpdump's ``x.pcap1``).
+    """
+
+    _numbered = False
+    _number_before_ext = False
+
+    def __init__(self, template: str, rotate: Rotate | None, clock: Callable[[], float]) -> None:
+        self._template = template
+        self.rotate = rotate
+        self._clock = clock
+        self.path = ""
+        self.paths: list[str] = []
+        self._ring: list[str] = []
+        self._file_bytes = 0
+        self._file_packets = 0
+        self._file_start = 0.0
+        self._nfile = 0
+
+    def _name(self, k: int) -> str:
+        r = self.rotate
+        if r is None and not self._numbered:
+            return self._template
+        name = self._template
+        if "%" in name:
+            name = time.strftime(name, time.localtime(self._clock()))
+        files = r.files if r is not None else None
+        num = k % files if files else k
+        if _N_FIELD.search(name):
+            return _N_FIELD.sub(lambda m: format(num, (m.group(1) or ":")[1:]), name)
+        if files:
+            suffix = str(num).zfill(len(str(files - 1)))
+        else:
+            suffix = str(num) if num else ""
+        if self._number_before_ext:
+            root, ext = os.path.splitext(name)
+            return root + suffix + ext
+        return name + suffix
+
+    def _next_path(self, directory: str = "") -> str:
+        """The next file's name, registered as the current one; the oldest of
+        a ring is removed. ``directory``: put the file there instead of in
+        the template's directory."""
+        name = self._name(self._nfile)
+        if directory:
+            name = os.path.join(directory, os.path.basename(name))
+        self._nfile += 1
+        self.path = name
+        self.paths.append(name)
+        r = self.rotate
+        if r is not None and r.files:
+            if name in self._ring:
+                self._ring.remove(name)
+            self._ring.append(name)
+            while len(self._ring) > r.files:
+                old = self._ring.pop(0)
+                try:
+                    os.unlink(old)
+                except FileNotFoundError:
+                    pass
+        self._file_bytes = self._file_packets = 0
+        self._file_start = self._clock()
+        return name
+
+    def _rotation_due(self) -> bool:
+        """True when the current file holds packets and reached the size or age
+        ``rotate`` sets."""
+        r = self.rotate
+        if r is None or not self._file_packets:
+            return False
+        return (r.size is not None and self._file_bytes >= r.size) or \
+            (r.seconds is not None and self._clock() - self._file_start >= r.seconds)
+
+
+class Writer(_Rotating):
     """A pcap or pcapng file being written (use ``open_writer``).
 
     ``write(batch_or_packets)`` takes an ``OwnedBatch`` (one C call lays
@@ -141,7 +227,7 @@ class Writer(Resource):
                  interface: str | Sequence[str], rotate: Rotate | None,
                  clock: Callable[[], float] = time.time) -> None:
         self._fd = -1
-        self._template = os.fspath(path)
+        super().__init__(os.fspath(path), rotate, clock)
         self.format = fmt
         self.snaplen = snaplen
         self.linktype = linktype
@@ -149,8 +235,6 @@ class Writer(Resource):
         if not isinstance(names, (tuple, list)) or not names or not all(isinstance(i, str) for i in names):
             raise ConfigError(f"interface must be a str or a non-empty sequence of str, got {interface!r}")
         self.interfaces: tuple[str, ...] = tuple(names)
-        self.rotate = rotate
-        self._clock = clock
         self._fmt = lib.NC_FMT_PCAP if fmt == "pcap" else lib.NC_FMT_PCAPNG
         if fmt == "pcap" and len(self.interfaces) > 1:
             raise ConfigError("a pcap file has one interface; use pcapng for several")
@@ -159,57 +243,19 @@ class Writer(Resource):
         self._used = 0
         self._st = ffi.new("struct nc_wr *")
         self._stats: dict[int, dict[str, int]] = {}
-        self.path = ""
-        self.paths: list[str] = []
-        self._ring: list[str] = []
         self.packets = 0
         self.bytes_written = 0
-        self._file_bytes = 0
-        self._file_packets = 0
-        self._file_start = 0.0
         self._start_ns = time.time_ns()
         self._last_flush = time.monotonic()
-        self._nfile = 0
         self._open_next()
         self._opened()
         _live.add(self)
 
     # -- files ------------------------------------------------------------------
 
-    def _name(self, k: int) -> str:
-        r = self.rotate
-        if r is None:
-            return self._template
-        name = self._template
-        if "%" in name:
-            name = time.strftime(name, time.localtime(self._clock()))
-        num = k % r.files if r.files else k
-        if _N_FIELD.search(name):
-            return _N_FIELD.sub(lambda m: format(num, (m.group(1) or ":")[1:]), name)
-        if r.files:
-            return name + str(num).zfill(len(str(r.files - 1)))
-        return name + (str(num) if num else "")
-
     def _open_next(self) -> None:
-        name = self._name(self._nfile)
-        self._nfile += 1
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        self._fd = fd
-        self.path = name
-        self.paths.append(name)
-        r = self.rotate
-        if r is not None and r.files:
-            if name in self._ring:
-                self._ring.remove(name)
-            self._ring.append(name)
-            while len(self._ring) > r.files:
-                old = self._ring.pop(0)
-                try:
-                    os.unlink(old)
-                except FileNotFoundError:
-                    pass
-        self._file_bytes = self._file_packets = 0
-        self._file_start = self._clock()
+        name = self._next_path()
+        self._fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         hdr = (_pcap_header(self.snaplen, self.linktype) if self._fmt == lib.NC_FMT_PCAP
                else _pcapng_header(self.interfaces, self.snaplen, self.linktype))
         self._append(hdr)
@@ -266,11 +312,7 @@ class Writer(Resource):
         return _block(5, struct.pack("=III", iface, now >> 32, now & 0xFFFFFFFF) + opts + _opt(0, b""))
 
     def _maybe_rotate(self) -> None:
-        r = self.rotate
-        if r is None or not self._file_packets:
-            return
-        if (r.size is not None and self._file_bytes >= r.size) or \
-                (r.seconds is not None and self._clock() - self._file_start >= r.seconds):
+        if self._rotation_due():
             self._finish_file()
             self._open_next()
 
@@ -465,7 +507,7 @@ class Writer(Resource):
 
 def file_format(path: str | os.PathLike[str], format: str | None = None) -> str:
     """The format a file at ``path`` is written in: ``format`` if given (checked),
-    else by the extension (``.pcap``, ``.pcapng``); ``ConfigError`` naming the
+    else by the extension (``.pcap``, ``.pcapng``, ``.parquet``); ``ConfigError`` naming the
     path otherwise. ``open_writer`` decides this way; a program can ask first,
     before it opens anything else."""
     p = os.fspath(path)
@@ -473,7 +515,7 @@ def file_format(path: str | os.PathLike[str], format: str | None = None) -> str:
         found = _EXT.get(os.path.splitext(p)[1].lower())
         if found is None:
             raise ConfigError(f"cannot tell the format of {p!r} by its extension; "
-                              f"pass format= one of {FORMATS} (or name it .pcap / .pcapng)")
+                              f"pass format= one of {FORMATS} (or name it .pcap / .pcapng / .parquet)")
         return found
     if format not in FORMATS:
         raise ConfigError(f"format must be one of {FORMATS}, got {format!r}")
@@ -482,11 +524,13 @@ def file_format(path: str | os.PathLike[str], format: str | None = None) -> str:
 
 def open_writer(path: str | os.PathLike[str], *, format: str | None = None, snaplen: int = 262144,
                 linktype: int = 1, interface: str | Sequence[str] = "", rotate: Rotate | None = None,
-                _clock: Callable[[], float] = time.time) -> Writer:
-    """Open a pcap or pcapng file for writing (created or truncated).
+                _clock: Callable[[], float] = time.time) -> Writer | ParquetWriter:
+    """Open a pcap, pcapng or Parquet file for writing (created or truncated).
 
-    ``format``: ``"pcap"`` (nanosecond magic) or ``"pcapng"``; ``None``
-    picks it by the extension (``.pcap``, ``.pcapng``). ``snaplen``: longer
+    ``format``: ``"pcap"`` (nanosecond magic), ``"pcapng"`` or
+    ``"parquet"`` (a ``ParquetWriter``, see ``open_parquet`` for its
+    dataset options; needs the ``arrow`` extra); ``None`` picks it by the
+    extension (``.pcap``, ``.pcapng``, ``.parquet``). ``snaplen``: longer
     packets are cut (their original length kept). ``linktype``: LINKTYPE_*
     (1: Ethernet). ``interface``: the interface name (pcapng ``if_name``),
     or a sequence of names, one interface description each. ``rotate``: a
@@ -494,6 +538,11 @@ def open_writer(path: str | os.PathLike[str], *, format: str | None = None, snap
     """
     p = os.fspath(path)
     format = file_format(p, format)
+    if format == "parquet":
+        from .parquet import open_parquet
+
+        return open_parquet(p, snaplen=snaplen, linktype=linktype, interface=interface, rotate=rotate,
+                            _clock=_clock)
     if not isinstance(snaplen, int) or isinstance(snaplen, bool) or not 0 < snaplen <= _MAX_SNAPLEN:
         raise ConfigError(f"snaplen must be an int in 1..{_MAX_SNAPLEN}, got {snaplen!r}")
     if not isinstance(linktype, int) or isinstance(linktype, bool) or not 0 <= linktype <= 0xFFFF:
