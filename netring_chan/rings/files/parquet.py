@@ -247,7 +247,7 @@ class ParquetWriter(_Rotating):
         return self._write_rows(rb)
 
     def _write_rows(self, rb: Any) -> int:
-        n = rb.num_rows
+        n: int = rb.num_rows
         if not n:
             return 0
         pc = self._pa.compute
