@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "addresses, protocol, length), or write a file (-w). On a terminal, "
                                    "a live status line. Ctrl-C ends cleanly with a summary.")
     _on_interface(c, "tcpdump filter expression (needs libpcap)")
-    c.add_argument("-w", "--write", metavar="FILE", help="write packets to FILE (.pcap or .pcapng) instead of printing")
+    c.add_argument("-w", "--write", metavar="FILE",
+                   help="write packets to FILE (.pcap, .pcapng or .parquet) instead of printing")
     c.add_argument("-c", "--count", type=_positive_int, metavar="COUNT", help="stop after COUNT packets")
     _duration(c)
     c.add_argument("--snaplen", type=_positive_int, default=262144, metavar="N",

@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 import netring_chan as nc
+from netring_chan._arrow import pyarrow
 from netring_chan.files import file_format
 
 from . import UsageError
@@ -221,8 +222,10 @@ def run_capture(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from None
     if args.write:
         try:
-            file_format(args.write)  # a file it cannot write is a usage error before anything opens
-        except nc.ConfigError as e:
+            # A file it cannot write is a usage error before anything opens.
+            if file_format(args.write) == "parquet":
+                pyarrow()
+        except (nc.ConfigError, nc.ArrowMissingError) as e:
             raise UsageError(str(e)) from None
     fanout = parse_fanout(args.fanout) if args.fanout else None
     cap = _open(args, snaplen=args.snaplen, fanout=fanout, promiscuous=args.promisc)

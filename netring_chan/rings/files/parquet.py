@@ -271,13 +271,16 @@ class ParquetWriter(_Rotating):
             if self._file is None or key != self._key or self._rotation_due():
                 self._finish_file()
                 self._open_next(key)
+            # Rows up to the bounds: the buffer is one row group at most, and
+            # a file ends once it holds `size` bytes (as buffered, before
+            # compression), as tcpdump -C does. The rows that start below a
+            # bound are taken, the one crossing it included.
+            k = min(k, self._rg_rows - self._buf_rows)
+            room = self._rg_bytes - self._buf_bytes
             if size is not None:
-                # Rows up to the size: the file ends once it holds `size` bytes
-                # (as buffered, before compression), as tcpdump -C does.
-                room = size - self._file_bytes
-                used = pc.cumulative_sum(pc.add(caplen.slice(at, k).cast(self._pa.int64()), _ROW_BYTES))
-                # the rows that start below the size, the one crossing it included
-                k = min(k, (pc.sum(pc.less(used, max(room, 0))).as_py() or 0) + 1)
+                room = min(room, size - self._file_bytes)
+            used = pc.cumulative_sum(pc.add(caplen.slice(at, k).cast(self._pa.int64()), _ROW_BYTES))
+            k = min(k, (pc.sum(pc.less(used, max(room, 0))).as_py() or 0) + 1)
             part = rb.slice(at, k)
             est = pc.sum(caplen.slice(at, k)).as_py() + _ROW_BYTES * k
             self._buf.append(part)
@@ -454,7 +457,11 @@ def open_parquet(path: str | os.PathLike[str], *, snaplen: int = 262144, linktyp
     if partition_time is not None and partition_time not in PARTITION_TIMES:
         raise ConfigError(f"partition_time must be one of {PARTITION_TIMES} or None, got {partition_time!r}")
     pa = pyarrow()
-    if not isinstance(compression, str) or not pa.Codec.is_available(compression) and compression != "none":
+    try:
+        ok = isinstance(compression, str) and (compression == "none" or pa.Codec.is_available(compression))
+    except ValueError:  # a name pyarrow does not know at all
+        ok = False
+    if not ok:
         raise ConfigError(f"compression must be a Parquet codec this pyarrow has "
                           f"(zstd, snappy, gzip, lz4, brotli, none), got {compression!r}")
     _positive("row_group_bytes", row_group_bytes)
