@@ -9,9 +9,13 @@ reads them from a file, as no network is involved; it writes pcap, not
 pcapng). Read: ``open_reader`` of that pcapng file, each packet's bytes and
 timestamp reaching Python (by batch: ``datas()`` + ``timestamps_ns``; and per
 ``OwnedPacket``), against dpkt's ``pcapng.Reader`` and scapy's
-``PcapNgReader`` (scapy on a tenth of the file: it is slow). Rates are
-packets/s and MB/s of packet bytes; ratios are ours / theirs, median of
-``--repeat`` rounds. Needs no root.
+``PcapNgReader`` (scapy on a tenth of the file: it is slow). Parquet (when
+pyarrow is installed): the same batches into a Parquet file (zstd, row
+groups of 128k rows) with ``ParquetWriter.write``, against the pcapng
+``Writer.write`` of the same run; and ``OwnedBatch.to_arrow`` against
+building the same record batch with ``pa.array`` from each column's values.
+Rates are packets/s and MB/s of packet bytes; ratios are ours / theirs,
+median of ``--repeat`` rounds. Needs no root.
 """
 
 from __future__ import annotations
@@ -31,14 +35,15 @@ from netring_chan.testing import MemorySource
 
 
 def make_batches(n: int, size: int) -> list[nc.OwnedBatch]:
-    frame = b"\x02\0\0\0\0\x01\x02\0\0\0\0\x02\x88\xb5" + bytes(size - 14)
+    # Random payloads: nothing for Parquet's compression to gain (its worst case).
+    head = b"\x02\0\0\0\0\x01\x02\0\0\0\0\x02\x88\xb5"
     out: list[nc.OwnedBatch] = []
     src = MemorySource(block_size=1 << 22, packets_per_block=1024, max_blocks=1 << 20)
     try:
         left = n
         while left:
             k = min(left, 1024)
-            src.push([frame] * k)
+            src.push([head + os.urandom(size - 14) for _ in range(k)])
             left -= k
             b = src.next_batch()
             assert b is not None
@@ -91,6 +96,29 @@ def run(a: argparse.Namespace, work: str) -> None:
         subprocess.run(["tcpdump", "-r", pc, "-w", out], check=True, capture_output=True)
         return n
 
+    pqf = os.path.join(work, "ours.parquet")
+
+    def write_parquet() -> int:
+        with nc.open_writer(pqf) as w:
+            return sum(w.write(b) for b in batches)
+
+    def to_arrow() -> int:
+        return sum(b.to_arrow().num_rows for b in batches)
+
+    def to_arrow_naive() -> int:
+        import pyarrow as pa
+        k = 0
+        for b in batches:
+            ps = list(b)
+            cols = [pa.array([p.timestamp_ns for p in ps], pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
+                    pa.array(b.wire_lens, pa.uint32()), pa.array(b.caplens, pa.uint32()),
+                    pa.array([p.pkttype for p in ps], pa.uint8()), pa.array([p.ifindex for p in ps], pa.int32()),
+                    pa.array([p.protocol for p in ps], pa.uint16()), pa.array([p.vlan_tci for p in ps], pa.uint16()),
+                    pa.array([p.vlan_tpid for p in ps], pa.uint16()), pa.array([p.rxhash for p in ps], pa.uint32()),
+                    pa.array(b.datas(), pa.binary())]
+            k += pa.RecordBatch.from_arrays(cols, schema=b.to_arrow().schema).num_rows
+        return k
+
     def read_bulk() -> int:
         k = 0
         with nc.open_reader(ng) as r:
@@ -133,6 +161,13 @@ def run(a: argparse.Namespace, work: str) -> None:
              "read, by batch (datas + timestamps_ns)": ("dpkt pcapng.Reader", read_bulk, read_dpkt),
              "read, per OwnedPacket": ("dpkt pcapng.Reader", read_packets, read_dpkt),
              "read, by batch, vs scapy": ("scapy PcapNgReader", read_bulk, read_scapy)}
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        print("pyarrow is not installed: no Parquet rows (pip install 'netring_chan[arrow]')")
+    else:
+        peers["write Parquet (ParquetWriter.write)"] = ("pcapng Writer.write", write_parquet, write_ours)
+        peers["OwnedBatch.to_arrow"] = ("pa.array per column", to_arrow, to_arrow_naive)
     have_tcpdump = shutil.which("tcpdump") is not None
     for _ in range(a.repeat):
         for name, (peer, ours, theirs) in peers.items():
@@ -145,6 +180,8 @@ def run(a: argparse.Namespace, work: str) -> None:
     print(f"{n} packets of {a.size} bytes ({mb:.1f} MB of packet bytes) on {a.dir or 'the default tmp'}; "
           f"median of {a.repeat}; commit {_commit()}")
     print(f"{'':42} {'ours Mpps':>10} {'MB/s':>8}   {'peer':24} {'Mpps':>8} {'MB/s':>8}  ratio [min..max]")
+    if os.path.exists(pqf):
+        print(f"file sizes: pcapng {os.path.getsize(ng) / 1e6:.1f} MB, Parquet (zstd) {os.path.getsize(pqf) / 1e6:.1f} MB")
     for name, (peer, _, _) in peers.items():
         if name not in rows:
             continue

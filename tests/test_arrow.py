@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import os
+import queue
 import signal
 import struct
 import subprocess
@@ -321,6 +322,8 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
         ({"partition": ["worker", 1]}, "partition must be a mapping"),
         ({"partition_time": "minute"}, "partition_time"),
         ({"compression": "nope"}, "compression"),
+        ({"compression": "snappy", "compression_level": 3}, "compression_level"),
+        ({"compression_level": 99}, "compression_level"),
         ({"row_group_rows": 0}, "row_group_rows"),
         ({"row_group_bytes": 1.5}, "row_group_bytes"),
         ({"snaplen": 0}, "snaplen"),
@@ -388,13 +391,19 @@ def test_without_pyarrow_the_error_names_the_extra(tmp_path: Path) -> None:
 def test_capture_service_into_a_dataset(lab: Lab, tmp_path: Path) -> None:
     sent = frames(3000)
     root = tmp_path / "ds"
-    cap = nc.Capture(lab.a, block_size=1 << 16, block_count=16, block_timeout_ms=10, protocol=ETH_P_LAB)
+    # A ring that holds everything sent (4 MiB for ~2.4 MB): no drop on a busy machine.
+    cap = nc.Capture(lab.a, block_size=1 << 16, block_count=64, block_timeout_ms=10, protocol=ETH_P_LAB)
     with open_parquet(root / "lab.parquet", partition={"worker": 0}, partition_time="hour",
                       rotate=Rotate(size=500_000), interface=lab.a) as w, nc.CaptureService(cap) as svc:
         lab.send(sent)
         n = 0
-        while n < len(sent):
-            n += w.write(svc.get_batch(timeout=5))
+        deadline = time.monotonic() + 10
+        while n < len(sent) and time.monotonic() < deadline:
+            try:
+                b = svc.get_batch(timeout=0.5)
+            except queue.Empty:
+                continue
+            n += w.write(b)
         svc.stop()
         n += sum(w.write(b) for b in svc.get_all())
         st = svc.stats()
