@@ -11,7 +11,7 @@ timestamp reaching Python (by batch: ``datas()`` + ``timestamps_ns``; and per
 ``OwnedPacket``), against dpkt's ``pcapng.Reader`` and scapy's
 ``PcapNgReader`` (scapy on a tenth of the file: it is slow). Parquet (when
 pyarrow is installed): the same batches into a Parquet file (zstd, row
-groups of 128k rows) with ``ParquetWriter.write``, against the pcapng
+groups of 128k rows; and without compression) with ``ParquetWriter.write``, against the pcapng
 ``Writer.write`` of the same run; and ``OwnedBatch.to_arrow`` against
 building the same record batch with ``pa.array`` from each column's values.
 Rates are packets/s and MB/s of packet bytes; ratios are ours / theirs,
@@ -102,6 +102,10 @@ def run(a: argparse.Namespace, work: str) -> None:
         with nc.open_writer(pqf) as w:
             return sum(w.write(b) for b in batches)
 
+    def write_parquet_plain() -> int:
+        with nc.open_parquet(pqf, compression="none") as w:
+            return sum(w.write(b) for b in batches)
+
     def to_arrow() -> int:
         return sum(b.to_arrow().num_rows for b in batches)
 
@@ -167,6 +171,7 @@ def run(a: argparse.Namespace, work: str) -> None:
         print("pyarrow is not installed: no Parquet rows (pip install 'netring_chan[arrow]')")
     else:
         peers["write Parquet (ParquetWriter.write)"] = ("pcapng Writer.write", write_parquet, write_ours)
+        peers["write Parquet, compression none"] = ("pcapng Writer.write", write_parquet_plain, write_ours)
         peers["OwnedBatch.to_arrow"] = ("pa.array per column", to_arrow, to_arrow_naive)
     have_tcpdump = shutil.which("tcpdump") is not None
     for _ in range(a.repeat):
@@ -181,6 +186,7 @@ def run(a: argparse.Namespace, work: str) -> None:
           f"median of {a.repeat}; commit {_commit()}")
     print(f"{'':42} {'ours Mpps':>10} {'MB/s':>8}   {'peer':24} {'Mpps':>8} {'MB/s':>8}  ratio [min..max]")
     if os.path.exists(pqf):
+        write_parquet()  # the default (zstd) file, for its size
         print(f"file sizes: pcapng {os.path.getsize(ng) / 1e6:.1f} MB, Parquet (zstd) {os.path.getsize(pqf) / 1e6:.1f} MB")
     for name, (peer, _, _) in peers.items():
         if name not in rows:
