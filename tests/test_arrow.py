@@ -288,6 +288,17 @@ def test_closed_and_leaked_writers(tmp_path: Path) -> None:
     assert pq.read_metadata(tmp_path / "b.parquet").num_rows == 3
 
 
+def test_interpreter_exit_closes_the_file(tmp_path: Path) -> None:
+    p = tmp_path / "exit.parquet"
+    code = ("import sys, netring_chan as nc\n"
+            "w = nc.open_writer(sys.argv[1])\n"
+            "w.write([nc.OwnedPacket.make(bytes([i]) * 60, 10**18 + i) for i in range(7)])\n"
+            "sys.modules['keep'] = w  # never closed: atexit does it\n")
+    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert pq.read_table(p).column("data").to_pylist() == [bytes([i]) * 60 for i in range(7)]
+
+
 def test_a_forked_child_leaves_the_file_alone(tmp_path: Path) -> None:
     p = tmp_path / "f.parquet"
     w = open_parquet(p)

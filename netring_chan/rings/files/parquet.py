@@ -24,19 +24,17 @@ that file unreadable, the shards it finished before intact. Rotating by
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import re
 import time
-import weakref
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 from ..._arrow import packets_to_arrow, pyarrow, schema
 from ...contract import Frame, TxStats, check_each, frame_length
 from ...errors import ConfigError
 from ...packet import OwnedBatch, PacketBatch
-from .writer import _MAX_SNAPLEN, Rotate, _Rotating
+from .writer import _MAX_SNAPLEN, Rotate, _live, _Rotating
 
 __all__ = ["ParquetWriter", "open_parquet", "PARTITION_TIMES"]
 
@@ -53,18 +51,6 @@ _DICTIONARY = ["direction", "ifindex", "protocol", "vlan_tci", "vlan_tpid"]
 _STATISTICS = ["timestamp", "wire_len", "caplen", "ifindex", "protocol"]
 
 Writable = Union[OwnedBatch, PacketBatch, Iterable[Any]]
-
-_live: weakref.WeakSet[ParquetWriter] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_all() -> None:
-    for w in list(_live):
-        try:
-            w.close()
-        except Exception:  # noqa: BLE001 - never raise at interpreter exit
-            pass
-
 
 def _check_partition(partition: object) -> tuple[tuple[str, str], ...]:
     if partition is None:
@@ -184,10 +170,7 @@ class ParquetWriter(_Rotating):
                 parts.append(time.strftime("hour=%H", t))
         if not parts:
             return ""
-        root, name = os.path.split(self._template)
-        if os.path.dirname(name):  # cannot happen: split leaves no separator
-            raise ConfigError(f"bad path {self._template!r}")
-        return os.path.join(root, *parts)
+        return os.path.join(os.path.dirname(self._template), *parts)
 
     def _open_next(self, key: int | None) -> None:
         d = self._directory(key)

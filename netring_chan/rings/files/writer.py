@@ -110,7 +110,7 @@ def _pcap_header(snaplen: int, linktype: int) -> bytes:
     return struct.pack("=IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, snaplen, linktype)
 
 
-_live: weakref.WeakSet[Writer] = weakref.WeakSet()
+_live: weakref.WeakSet[_Rotating] = weakref.WeakSet()  # every file writer still open
 
 
 @atexit.register
