@@ -358,6 +358,8 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
     assert pq.read_table(p).num_rows == 0
     with pytest.raises(nc.ConfigError, match="extension"):
         open_writer(tmp_path / "x.arrow")
+    with pytest.raises(FileNotFoundError, match="no/such"):
+        open_writer(tmp_path / "no" / "such" / "x.parquet")
 
 
 _NO_PYARROW = r"""

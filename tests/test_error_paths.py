@@ -338,8 +338,9 @@ def test_rotate_bad_values(kw: dict[str, Any], message: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "kw", "message"), [
-    ("out.txt", {}, "cannot tell the format of '{p}' by its extension; pass format= one of ('pcap', 'pcapng')"),
-    ("out.pcap", {"format": "erf"}, "format must be one of ('pcap', 'pcapng'), got 'erf'"),
+    ("out.txt", {}, "cannot tell the format of '{p}' by its extension; "
+                    "pass format= one of ('pcap', 'pcapng', 'parquet')"),
+    ("out.pcap", {"format": "erf"}, "format must be one of ('pcap', 'pcapng', 'parquet'), got 'erf'"),
     ("out.pcap", {"snaplen": 0}, "snaplen must be an int in 1..67108864, got 0"),
     ("out.pcap", {"snaplen": True}, "snaplen must be an int in 1..67108864, got True"),
     ("out.pcap", {"linktype": 70000}, "linktype must be an int in 0..65535, got 70000"),

@@ -58,7 +58,9 @@ class Rotate:
     fields (``%Y%m%d-%H%M%S``: the local time the file was opened). Without
     ``{n}`` the names are tcpdump's: ``path``, ``path1``, ``path2``...; with
     ``files`` (a ring) ``path0`` .. ``path{files-1}``, zero-padded to the
-    width of ``files - 1``.
+    width of ``files - 1``. A Parquet writer puts that number before the
+    extension (``x1.parquet``), and counts ``size`` in bytes as buffered,
+    before compression.
     """
 
     size: int | None = None
