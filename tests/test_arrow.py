@@ -260,6 +260,36 @@ def test_hive_partitions_by_worker_and_hour(tmp_path: Path) -> None:
     assert sorted(set(t.column("worker").to_pylist())) == [0, 1]
 
 
+def _shard_worker(root: str, worker: int, frs: list[bytes]) -> int:
+    """What a fanout worker does with its packets: its own shards, partitioned by its number."""
+    with open_parquet(os.path.join(root, f"w{worker}-{os.getpid()}.parquet"), partition={"worker": worker},
+                      partition_time="hour", rotate=Rotate(size=50_000)) as w:
+        n = 0
+        for k in range(0, len(frs), 100):
+            n += w.write(owned_batch(frs[k:k + 100]))
+        return n
+
+
+def test_processes_write_shards_of_one_dataset(tmp_path: Path) -> None:
+    import multiprocessing
+
+    frs = frames(1000)
+    parts = {0: frs[0::2], 1: frs[1::2]}
+    root = tmp_path / "ds"
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        done = pool.starmap(_shard_worker, [(str(root), k, v) for k, v in parts.items()])
+    assert done == [500, 500]
+    assert len(list(root.rglob("*.parquet"))) > 2
+    glob = f"read_parquet('{root}/**/*.parquet', hive_partitioning=true)"
+    assert duck(f"SELECT worker, count(*) FROM {glob} GROUP BY worker ORDER BY worker") == [(0, 500), (1, 500)]
+    assert duck(f"SELECT count(*) FROM (SELECT data FROM {glob} GROUP BY data HAVING count(*) > 1)") == [(0,)]
+    t = read_dir(root)
+    for k, v in parts.items():
+        mine = t.filter(pa.compute.equal(t.column("worker"), k))
+        assert sorted(mine.column("data").to_pylist()) == sorted(v)
+
+
 def test_publish_from_an_inject_service(tmp_path: Path) -> None:
     p = tmp_path / "sent.parquet"
     w = open_writer(p)
