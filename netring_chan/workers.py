@@ -229,14 +229,15 @@ class _Link:
 class WorkerContext:
     """What a worker's target gets: its capture service, ``emit``, who it is.
 
-    ``service``: the worker's started ``CaptureService`` over its own
-    ``Capture`` (one member of the pool's fanout group); ``for pkt in ctx``
-    and ``ctx.batches()`` iterate it, an async target uses
-    ``ctx.service.channel()``. Iteration ends when the pool stops (then
-    return: the value goes to ``pool.results()``). ``index`` (0..
-    ``workers``-1), ``workers``, ``interface``, ``group_id`` (the fanout
-    group), ``pid``. To write a shard per worker, open a sink of your own
-    under ``partition(directory)``.
+    ``service``: the worker's ``CaptureService`` over its own ``Capture``
+    (one member of the pool's fanout group). It starts on first use —
+    ``for pkt in ctx``, ``ctx.batches()``, ``ctx.service.channel()`` (an
+    async target), or ``ctx.service.start()`` — so a target can prepare
+    (open its own sink) while the ring holds what arrives. Iteration ends
+    when the pool stops (then return: the value goes to
+    ``pool.results()``). ``index`` (0..``workers``-1), ``workers``,
+    ``interface``, ``group_id`` (the fanout group), ``pid``. To write a
+    shard per worker, open a sink of your own under ``partition(directory)``.
     """
 
     def __init__(self, spec: _Spec, index: int, service: CaptureService, group_id: int,
@@ -249,6 +250,7 @@ class WorkerContext:
         self.service = service
         self._link = link
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # a stop and the service's start, one at a time
 
     @property
     def stopping(self) -> bool:
@@ -279,12 +281,20 @@ class WorkerContext:
         os.makedirs(path, exist_ok=True)
         return path
 
+    def _start(self) -> bool:
+        """Start the service unless the pool stopped this worker first."""
+        with self._lock:
+            if self._stop.is_set():
+                return False
+            self.service.start()
+            return True
+
     def __iter__(self) -> Iterator[OwnedPacket]:
-        return self.service.packets()
+        return self.service.packets() if self._start() else iter(())
 
     def batches(self, timeout: float | None = None) -> Iterator[OwnedBatch]:
-        """The service's owned batches until the pool stops."""
-        return self.service.batches(timeout)
+        """The service's owned batches until the pool stops (starts it if new)."""
+        return self.service.batches(timeout) if self._start() else iter(())
 
     def __repr__(self) -> str:
         return f"<WorkerContext {self.index}/{self.workers} on {self.interface} pid {self.pid}>"
@@ -327,14 +337,15 @@ def _worker_main(spec: _Spec, index: int, conn: Connection) -> None:
             gid = msg[1]
         cap = Capture(spec.interface, fanout=Fanout(FanoutMode(spec.mode), gid, FanoutFlag(spec.flags)),
                       **spec.capture)
+        # Started by the target's first read (iteration, channel()), so a
+        # target can prepare first while the ring holds what arrives.
         svc = CaptureService(cap, capacity=spec.capacity, overflow=spec.overflow, name=f"w{index}",
                              poll_interval=spec.poll)
-        svc.start()
         group_id = cap.fanout_group_id
         assert group_id is not None
         ctx = WorkerContext(spec, index, svc, group_id, link)
         link.send(("ready", group_id))
-        threading.Thread(target=_control, args=(link, svc, ctx._stop, spec.poll),
+        threading.Thread(target=_control, args=(link, ctx, spec.poll),
                          name=f"w{index}-control", daemon=True).start()
         if spec.loop == "trio":
             import trio  # type: ignore[import-untyped]
@@ -370,7 +381,7 @@ def _worker_main(spec: _Spec, index: int, conn: Connection) -> None:
         sys.exit(1)
 
 
-def _control(link: _Link, svc: CaptureService, stop: threading.Event, poll: float) -> None:
+def _control(link: _Link, ctx: WorkerContext, poll: float) -> None:
     """In the worker: wait for stop (or the parent's end), flush emitted runs, report counters."""
     last = 0.0
     while True:
@@ -391,13 +402,14 @@ def _control(link: _Link, svc: CaptureService, stop: threading.Event, poll: floa
         if now - last >= _STATS_EVERY and link.lock.acquire(False):
             last = now
             try:
-                link.conn.send(("stats", svc.stats(), link.emitted))
+                link.conn.send(("stats", ctx.service.stats(), link.emitted))
             except OSError:
                 break
             finally:
                 link.lock.release()
-    stop.set()
-    svc.stop()  # the target's iteration ends; it returns
+    with ctx._lock:
+        ctx._stop.set()
+    ctx.service.stop()  # the target's iteration ends; it returns
 
 
 # -- the parent ----------------------------------------------------------------------
