@@ -115,23 +115,15 @@ class WorkerError(NetringError, RuntimeError):
         self.worker = worker
         self.pid = pid
         self.exitcode = exitcode
-        self.signal: str | None = None
-        if exitcode is not None and exitcode < 0:
-            try:
-                self.signal = signal.Signals(-exitcode).name
-            except ValueError:
-                self.signal = f"signal {-exitcode}"
+        self.signal = _signal_name(-exitcode) if exitcode is not None and exitcode < 0 else None
         self.traceback = traceback
 
-    def __reduce__(self) -> Any:
-        return (_rebuild_error, (self.worker, self.pid, str(self), self.exitcode, self.traceback))
 
-
-def _rebuild_error(worker: int, pid: int, msg: str, exitcode: int | None, tb: str | None) -> WorkerError:
-    e = WorkerError(worker, pid, "", exitcode=exitcode)
-    e.args = (msg,)
-    e.traceback = tb
-    return e
+def _signal_name(signo: int) -> str:
+    try:
+        return signal.Signals(signo).name
+    except ValueError:
+        return f"signal {signo}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -541,8 +533,7 @@ def _collect(st: _State, i: int, mp: Any, spec: _Spec, core: BatchQueue[Any], na
             if error is not None:
                 err = WorkerError(i, pid, f"failed: {error[0]}", exitcode=code, traceback=error[1])
             elif code is not None and code < 0:
-                err = WorkerError(i, pid, "", exitcode=code)
-                how = f"was killed by {err.signal}"
+                how = f"was killed by {_signal_name(-code)}"
                 if st.killed[i]:
                     how += f" (it had not stopped {_STOP_BUDGET} s after it was asked to)"
                 err = WorkerError(i, pid, how, exitcode=code)

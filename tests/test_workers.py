@@ -145,6 +145,21 @@ def test_results_through_async_faces(lab: Lab) -> None:
     check_split(trio.run(main), 8, 5)
 
 
+def test_results_queue_drop_policy_counts_what_it_drops(lab: Lab) -> None:
+    nflows, per_flow = 16, 25
+    frames = flows(lab, nflows, per_flow)
+    with nc.WorkerPool(wt.record, lab.a, 2, capacity=10, overflow="drop", capture=RING) as pool:
+        send_in_order(lab, frames)
+        deadline = time.monotonic() + 10
+        while pool.stats().emitted < len(frames) and time.monotonic() < deadline:
+            time.sleep(0.05)  # nobody reads: runs of results are dropped at the full queue
+    st = pool.stats()
+    assert st.emitted == len(frames) and st.queue_drops > 0
+    assert st.queued + st.delivered == len(frames) - st.queue_drops
+    assert st.balanced
+    assert pool.overflow is nc.Overflow.DROP and pool.capacity == 10
+
+
 def test_killed_worker_is_reported_within_a_second(lab: Lab) -> None:
     pool = nc.WorkerPool(wt.idle, lab.a, 2, capture=RING)
     with pool:
