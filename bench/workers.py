@@ -16,7 +16,10 @@ service by batch, with the bulk touch of ``run.py``'s ``svc-sync-bulk``
 moment it delivered its last frame. The rate is all frames over the time
 from *go* to the last worker's last frame: process start-up, ring set-up
 and the fill are outside it; the workers' reaction to *go* (a 0.5 ms poll)
-and the slower worker's share are inside it.
+and the slower worker's share are inside it. ``cores``: the workers' CPU
+time (every thread: the service's copy-out thread and the target) over that
+time; one worker already uses more than one core, since its service thread
+copies the next block out (in C, without the GIL) while the target reads.
 
 The ratio is the 2-worker rate over the 1-worker rate of the same round;
 the summary is the median of the rounds. On a 2-core machine the ceiling is
@@ -53,6 +56,7 @@ def drain_target(ctx: nc.WorkerContext, gofile: str, touch: str) -> dict[str, An
     """In each worker: wait for *go*, drain this worker's ring, time the last frame."""
     while not os.path.exists(gofile):
         time.sleep(0.0005)
+    cpu0 = time.process_time()  # every thread of this worker
     st = ctx.service.sources[0].stats()  # the fill is over: what the ring holds is final
     want = st.packets - st.drops
     n = nbytes = 0
@@ -70,7 +74,7 @@ def drain_target(ctx: nc.WorkerContext, gofile: str, touch: str) -> dict[str, An
             n += 1
             if n >= want:
                 break
-    return dict(n=n, nbytes=nbytes, want=want, t_end=time.monotonic())
+    return dict(n=n, nbytes=nbytes, want=want, t_end=time.monotonic(), cpu=time.process_time() - cpu0)
 
 
 def one_run(lab: BenchLab, workers: int, a: argparse.Namespace) -> dict[str, Any]:
@@ -117,7 +121,8 @@ def one_run(lab: BenchLab, workers: int, a: argparse.Namespace) -> dict[str, Any
     if not final.capture.balanced or final.capture.delivered != total:
         problem.append("accounting")
     return dict(workers=workers, frames=total, seconds=seconds, pps=total / seconds,
-                share=max(r["n"] for r in res) / max(total, 1), problem="; ".join(problem))
+                share=max(r["n"] for r in res) / max(total, 1), cores=sum(r["cpu"] for r in res) / seconds,
+                problem="; ".join(problem))
 
 
 def measured(lab: BenchLab, workers: int, a: argparse.Namespace) -> dict[str, Any]:
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 got[n] = r
                 rows[n].append(r["pps"])
                 print(f"round {rnd + 1} workers {n}: {r['frames']:>9,} frames in {r['seconds']:.3f} s = "
-                      f"{r['pps'] / 1e6:.3f} Mpps, largest share {r['share']:.0%}"
+                      f"{r['pps'] / 1e6:.3f} Mpps, largest share {r['share']:.0%}, CPU {r['cores']:.2f} cores"
                       + (f"  CHECK: {r['problem']}" if r["problem"] else ""), flush=True)
             ratios.append(got[2]["pps"] / got[1]["pps"])
             print(f"round {rnd + 1} ratio 2/1: {ratios[-1]:.2f}x", flush=True)
