@@ -456,10 +456,12 @@ class _State:
 
     def kill(self, i: int) -> None:
         p = self.procs[i]
-        if p is not None and p.exitcode is None:
+        # Never os.kill(0 or None): pid 0 is our own process group. A worker
+        # not yet reaped (exitcode None) keeps its pid, even as a zombie.
+        if p is not None and p.pid and p.exitcode is None:
             self.killed[i] = True
             try:
-                os.kill(p.pid or 0, signal.SIGKILL)
+                os.kill(p.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
@@ -542,9 +544,14 @@ def _collect(st: _State, i: int, mp: Any, spec: _Spec, core: BatchQueue[Any], na
             st.errors[i] = err
             core.fail(name, err)
     except BaseException as e:  # noqa: BLE001 - handed to the consumers
+        # This thread cannot go on watching the worker (it could not be
+        # started, or sent what the parent cannot unpickle): end it.
+        st.kill(i)
         if st.errors[i] is None:
-            st.errors[i] = WorkerError(i, st.pids[i], f"could not be run: {type(e).__name__}: {e}")
-        core.fail(name, e)
+            err = WorkerError(i, st.pids[i], f"could not be served: {type(e).__name__}: {e}")
+            err.__cause__ = e
+            st.errors[i] = err
+            core.fail(name, err)
     finally:
         st.ready[i].set()
         with st.send_locks[i]:
