@@ -50,9 +50,12 @@ Accounting. Each worker's service keeps the capture identity
 (``packets == delivered + drops + queue drops + queued + lost``; here
 ``delivered`` means handed to the target); ``WorkerPoolStats.capture``
 adds them up across workers, one ``SourceStats`` per worker, so the same
-``balanced`` holds for the pool. The results queue has its own:
-``emitted == delivered + queue_drops + queued`` once every worker ended
-cleanly (a worker killed mid-way takes the objects it had not sent yet).
+``balanced`` holds for the pool (exact for the workers that ended cleanly:
+a killed worker's last report is up to 0.25 s old). The results queue has
+its own: every emitted object that reached the parent was delivered,
+dropped at the queue or is still queued (``emitted == delivered +
+queue_drops + queued``); a worker killed mid-way takes with it the objects
+it had not sent yet.
 """
 
 from __future__ import annotations
@@ -133,8 +136,8 @@ class WorkerStats:
     ``service``: the worker's capture service counters (``ServiceStats``;
     ``None`` before its first report); exact once ``final``, i.e. reported
     by the worker as it ended, else the last report (every 0.25 s).
-    ``emitted``: objects it sent with ``ctx.emit``. ``exitcode``: ``None``
-    while it runs.
+    ``emitted``: its ``ctx.emit`` objects that reached the parent.
+    ``exitcode``: ``None`` while it runs.
     """
 
     index: int
@@ -151,9 +154,9 @@ class WorkerPoolStats:
 
     ``capture``: the workers' capture counters added up, one ``SourceStats``
     per worker (``w0``, ``w1``...), with the same identity as one capture
-    service (``capture.balanced``). ``emitted``: objects the workers sent;
-    ``delivered``, ``queue_drops`` (``overflow="drop"``), ``queued``,
-    ``peak_queued``, ``capacity``: the results queue in the parent.
+    service (``capture.balanced``). ``emitted``: ``ctx.emit`` objects that
+    reached the parent; ``delivered``, ``queue_drops`` (``overflow="drop"``),
+    ``queued``, ``peak_queued``, ``capacity``: the results queue there.
     """
 
     workers: tuple[WorkerStats, ...]
@@ -203,7 +206,6 @@ class _Link:
         self.lock = threading.Lock()  # one message at a time on the pipe
         self.buf_lock = threading.Lock()
         self.buf: list[bytes] = []
-        self.emitted = 0
 
     def send(self, msg: tuple[Any, ...]) -> None:
         with self.lock:
@@ -215,7 +217,6 @@ class _Link:
         run, self.buf = self.buf, []
         if run:
             self.send(("items", run))
-            self.emitted += len(run)
 
 
 class WorkerContext:
@@ -324,7 +325,7 @@ def _worker_main(spec: _Spec, index: int, conn: Connection) -> None:
         if index > 0:  # the first worker made the group: wait for its id
             msg = conn.recv()  # EOFError: the parent is gone
             if msg[0] != "go":
-                link.send(("done", None, None, 0))
+                link.send(("done", None, None))
                 return
             gid = msg[1]
         cap = Capture(spec.interface, fanout=Fanout(FanoutMode(spec.mode), gid, FanoutFlag(spec.flags)),
@@ -356,10 +357,15 @@ def _worker_main(spec: _Spec, index: int, conn: Connection) -> None:
             pickle.dumps(result)
         except Exception as e:  # noqa: BLE001
             raise TypeError(f"the target's return value ({type(result).__name__}) cannot be pickled: {e}") from None
-        link.send(("done", result, svc.stats(), link.emitted))
+        link.send(("done", result, svc.stats()))
     except BaseException as e:  # noqa: BLE001 - reported to the parent with its traceback
         text = traceback.format_exc()
         stats = None
+        try:  # what it emitted before it failed still goes
+            with link.buf_lock:
+                link.flush_locked()
+        except BaseException:  # noqa: BLE001
+            pass
         if svc is not None:
             try:
                 svc.stop()
@@ -367,7 +373,7 @@ def _worker_main(spec: _Spec, index: int, conn: Connection) -> None:
             except BaseException:  # noqa: BLE001
                 pass
         try:
-            link.send(("error", f"{type(e).__name__}: {e}", text, stats, link.emitted))
+            link.send(("error", f"{type(e).__name__}: {e}", text, stats))
         except BaseException:  # noqa: BLE001 - the parent is gone: nobody to tell
             pass
         sys.exit(1)
@@ -394,7 +400,7 @@ def _control(link: _Link, ctx: WorkerContext, poll: float) -> None:
         if now - last >= _STATS_EVERY and link.lock.acquire(False):
             last = now
             try:
-                link.conn.send(("stats", ctx.service.stats(), link.emitted))
+                link.conn.send(("stats", ctx.service.stats()))
             except OSError:
                 break
             finally:
@@ -431,6 +437,7 @@ class _State:
         self.told_stop = [False] * n
         self.killed = [False] * n
         self.ready = [threading.Event() for _ in range(n)]  # set when ready, or on failure
+        self.was_ready = [False] * n  # it said it captures
         self.group_id: int | None = None
         self.stats: list[ServiceStats | None] = [None] * n
         self.emitted = [0] * n
@@ -574,6 +581,7 @@ def _handle(st: _State, i: int, msg: tuple[Any, ...], core: BatchQueue[Any]) -> 
     elif kind == "stats":
         st.stats[i] = msg[1]
     elif kind == "ready":
+        st.was_ready[i] = True
         st.ready[i].set()
         if i == 0:
             with st.lock:
@@ -753,8 +761,10 @@ class WorkerPool(_ReceivingService):
         return self
 
     def _raise_start_error(self) -> None:
-        for e in self._st.errors:
-            if e is not None:
+        # Only a worker that never captured fails the start; a later failure
+        # reaches the consumers as any failure does.
+        for e, up in zip(self._st.errors, self._st.was_ready):
+            if e is not None and not up:
                 raise e
 
     def _thread_main(self, i: int, name: str, done: Callable[[], None]) -> Callable[[], None]:

@@ -184,10 +184,12 @@ def test_killed_worker_is_reported_within_a_second(lab: Lab) -> None:
 
 
 def test_worker_exception_travels_with_its_traceback(lab: Lab) -> None:
+    got = []
     with nc.WorkerPool(wt.fail_on_first, lab.a, 2, capture=RING) as pool:
         with pytest.raises(nc.ServiceError) as ei:
             while True:
-                pool.get(5.0)
+                got.append(pool.get(5.0))
+    assert got == [("before", 1)]
     err = ei.value.__cause__
     assert isinstance(err, nc.WorkerError) and err.worker == 1 and err.signal is None
     assert err.exitcode == 1

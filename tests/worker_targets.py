@@ -68,6 +68,7 @@ def idle(ctx: nc.WorkerContext) -> int:
 def fail_on_first(ctx: nc.WorkerContext) -> None:
     """Raise in the worker once it has started (worker 1 only)."""
     if ctx.index == 1:
+        ctx.emit(("before", 1))  # still delivered: flushed before the failure is reported
         raise ValueError("boom in worker 1")
     for _ in ctx:
         pass
