@@ -63,6 +63,37 @@ def wait_gone(pids: Iterator[int] | list[int] | tuple[int, ...], timeout: float)
     return left
 
 
+def descendants() -> list[tuple[int, str]]:
+    """(pid, command line) of every live process below this one, less
+    multiprocessing's own helpers (the fork server, the resource tracker)."""
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if fields[0] != "Z":
+                parent[int(d)] = int(fields[1])
+    out = []
+    for pid in parent:
+        p = pid
+        while p in parent and p != os.getpid():
+            p = parent[p]
+        if p == os.getpid() and pid != p:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except FileNotFoundError:
+                continue
+            # The helpers are our children; workers are the fork server's
+            # (with its command line) or ours (spawn).
+            if parent[pid] != os.getpid() or ("forkserver" not in cmd and "resource_tracker" not in cmd):
+                out.append((pid, cmd))
+    return out
+
+
 def packet_sockets_on(ifname: str) -> int:
     """AF_PACKET sockets bound to ``ifname`` in this thread's namespace."""
     idx = socket.if_nametoindex(ifname)
@@ -212,9 +243,11 @@ def test_start_failure_raises_and_stops_the_rest(lab: Lab) -> None:
 def test_stop_leaves_no_process_socket_or_namespace(lab_factory: type[Lab]) -> None:
     lab = lab_factory()
     with lab.inside():
+        before = descendants()
         pool = nc.WorkerPool(wt.idle, lab.a, 2, capture=RING)
         pool.start()
         assert packet_sockets_on(lab.a) == 2
+        assert set(pool.pids) <= {pid for pid, _ in descendants()}
         pids = pool.pids
         t0 = time.monotonic()
         pool.stop()
@@ -223,6 +256,7 @@ def test_stop_leaves_no_process_socket_or_namespace(lab_factory: type[Lab]) -> N
         assert packet_sockets_on(lab.a) == 0
         assert pool.results() == [0, 1] and pool.stats().balanced
         assert not [p for p in pool._st.procs if p is not None and p.is_alive()]
+        assert descendants() == before
     lab.close()
     assert lab.ns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 
