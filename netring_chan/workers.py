@@ -703,7 +703,10 @@ class WorkerPool(_ReceivingService):
         if "fanout" in opts:
             raise ConfigError("capture: 'fanout' is the pool's to set (use mode= and defrag=)")
         resolve(CaptureConfig, None, opts, "WorkerPool capture")  # every option checked here, not in a worker
-        BatchQueue(worker_capacity, worker_overflow)  # the same checks, with the same words
+        try:
+            BatchQueue(worker_capacity, worker_overflow)  # the workers' services' checks, here
+        except ConfigError as e:
+            raise ConfigError(f"worker_{e}") from None
         if not isinstance(start_timeout, (int, float)) or isinstance(start_timeout, bool) or not start_timeout > 0:
             raise ConfigError(f"start_timeout must be a number of seconds > 0, got {start_timeout!r}")
         cpu_list = _check_cpus(cpus, workers)

@@ -368,7 +368,9 @@ def test_ctrl_c_in_parent_stops_all(lab: Lab) -> None:
     (dict(capture=dict(colour="red")), "colour"),
     (dict(capture=dict(fanout=None)), "'fanout' is the pool's to set"),
     (dict(overflow="maybe"), "overflow must be 'block' or 'drop', got 'maybe'"),
-    (dict(worker_capacity=0), "capacity must be a positive int"),
+    (dict(worker_capacity=0), "worker_capacity must be a positive int (packets), got 0"),
+    (dict(worker_overflow="x"), "worker_overflow must be 'block' or 'drop', got 'x'"),
+    (dict(capacity=-1), "capacity must be a positive int"),
     (dict(defrag="yes"), "defrag must be a bool"),
     (dict(start_timeout=0), "start_timeout must be a number of seconds > 0"),
 ])
