@@ -663,7 +663,8 @@ class WorkerPool(_ReceivingService):
     ``stop()`` asks every worker to stop, gives them 1.5 s and kills the
     rest. A worker that fails or dies ends the pool: the others are stopped
     and consumers get ``ServiceError`` from a ``WorkerError`` (signal or
-    traceback). ``start_method``: ``"forkserver"`` (default) or
+    traceback), within a second (a collector holding a run of results for
+    a full ``"block"`` queue reports once there is room, or at stop). ``start_method``: ``"forkserver"`` (default) or
     ``"spawn"``; ``"fork"`` is refused (see the module notes). ``cpus``: one
     CPU number per worker to pin it to. ``stats()``: per worker and added up.
     """
