@@ -312,8 +312,9 @@ if __name__ == "__main__":
 
 def _parent(lab: Lab, method: str) -> tuple[subprocess.Popen[str], list[int]]:
     code = _PARENT.format(here=HERE, ns=lab.ns, ifname=lab.a, method=method)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=os.path.dirname(HERE)))
+    # The same interpreter and environment, so the same netring_chan (an
+    # installed one under nox, the tree under PYTHONPATH).
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     pids = [int(x) for x in line.split()]
