@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from typing import Any, Iterator
@@ -18,10 +19,12 @@ import pytest
 import netring_chan as nc
 import worker_targets as wt
 from capture_util import hwaddr, ipv4_frame, send_in_order
-from lab import Lab
+from lab import Lab, _setns
 
 RING = dict(block_size=1 << 16, block_count=8, block_timeout_ms=5, filter="udp")
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The namespace this module was imported in (collection runs outside every lab).
+_OUTSIDE = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
 
 def flows(lab: Lab, nflows: int, per_flow: int) -> list[bytes]:
@@ -102,6 +105,23 @@ def packet_sockets_on(ifname: str) -> int:
     return sum(1 for r in rows if int(r[4]) == idx)
 
 
+def forkserver_outside_labs() -> None:
+    """Start multiprocessing's fork server (if it is not running) outside
+    every lab. It lives as long as this test session, in the network
+    namespace of the thread that started it: started from a test inside a
+    lab, it would keep that lab's namespace alive after the lab deleted it.
+    Its workers then enter the lab's namespace themselves (see workers.py)."""
+    import multiprocessing.forkserver
+
+    def run() -> None:
+        _setns(_OUTSIDE)
+        multiprocessing.forkserver.ensure_running()
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+
+
 def check_split(got: list[Any], nflows: int, per_flow: int) -> dict[int, int]:
     """Every frame once, every flow in one worker, in order; flow -> worker."""
     assert len(got) == nflows * per_flow
@@ -122,6 +142,8 @@ def check_split(got: list[Any], nflows: int, per_flow: int) -> dict[int, int]:
 def test_flows_split_across_two_workers(lab: Lab, method: str) -> None:
     nflows, per_flow = 32, 20
     frames = flows(lab, nflows, per_flow)
+    if method == "forkserver":
+        forkserver_outside_labs()
     with nc.WorkerPool(wt.record, lab.a, 2, start_method=method, capture=RING) as pool:
         assert pool.group_id is not None
         send_in_order(lab, frames)
@@ -359,7 +381,7 @@ def test_ctrl_c_in_parent_stops_all(lab: Lab) -> None:
     (dict(workers=True), "workers must be an int"),
     (dict(mode="bogus"), "mode must be a FanoutMode or one of"),
     (dict(start_method="fork"), "start_method='fork' is refused"),
-    (dict(start_method="threads"), "start_method must be 'forkserver' or 'spawn', got 'threads'"),
+    (dict(start_method="threads"), "start_method must be 'spawn' or 'forkserver', got 'threads'"),
     (dict(cpus=[0, 99999]), "cpus: CPU 99999 is not available"),
     (dict(cpus=[0]), "cpus must give one CPU per worker (2), got 1"),
     (dict(cpus=["0", 0]), "cpus: a CPU number must be an int, got '0'"),
