@@ -96,15 +96,19 @@ class Generator:
     """
 
     def __init__(self, ns: str, ifname: str, dst: bytes, src: bytes, *, cpus: int,
-                 count: int | None = None, seconds: float | None = None, qdisc: bool = False) -> None:
+                 count: int | None = None, seconds: float | None = None, qdisc: bool = False,
+                 body: str | None = None) -> None:
         """``qdisc``: trafgen's ``-q``, through the interface's qdisc (trafgen
-        bypasses it by default, as PACKET_QDISC_BYPASS does)."""
+        bypasses it by default, as PACKET_QDISC_BYPASS does). ``body``:
+        trafgen's description of what follows the two MAC addresses
+        (default: the bench EtherType and a fill to ``FRAME_LEN`` bytes)."""
         self._dir = tempfile.TemporaryDirectory(prefix="ncbench-")
         cfg = os.path.join(self._dir.name, "frame.cfg")
         payload = FRAME_LEN - 14
+        if body is None:
+            body = f"c16(0x{ETH_P_BENCH:04x}), fill(0xab, {payload})"
         with open(cfg, "w") as f:
-            f.write("{ " + ", ".join(f"0x{b:02x}" for b in dst + src)
-                    + f", c16(0x{ETH_P_BENCH:04x}), fill(0xab, {payload}) }}\n")
+            f.write("{ " + ", ".join(f"0x{b:02x}" for b in dst + src) + f", {body} }}\n")
         cmd = ["ip", "netns", "exec", ns]
         if seconds is not None:
             # -k: trafgen can spin on SIGINT when its interface vanished
@@ -217,9 +221,9 @@ class BenchLab:
         return int(json.loads(out)[0]["stats64"]["rx"]["packets"])
 
     def generator(self, *, cpus: int, count: int | None = None, seconds: float | None = None,
-                  qdisc: bool = False) -> Generator:
+                  qdisc: bool = False, body: str | None = None) -> Generator:
         return Generator(self.ns, self.tx, self.rx_mac, self.tx_mac, cpus=cpus, count=count, seconds=seconds,
-                         qdisc=qdisc)
+                         qdisc=qdisc, body=body)
 
     def frame(self) -> bytes:
         """The frame trafgen sends (tx end -> rx end), as bytes."""

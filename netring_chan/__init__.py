@@ -15,6 +15,8 @@ Layering (arrows point down only; this module only re-exports):
   ``Capture``, ``Injector``, classic BPF, fanout); ``testing``:
   ``MemorySource``/``MemorySink`` for tests without root; ``rings.files``
   (also ``netring_chan.files``): pcap/pcapng readers (sources) and writers (sinks);
+* ``workers``: fanout worker processes (``WorkerPool``), built on the
+  services and the public API;
 * ``packet``: zero-copy ``Packet``/``PacketBatch`` and owned copies;
 * ``_sys`` (errno to exceptions, EINTR-safe waits) and ``_lowlevel``, the
   cffi extension built from the kernel headers (``_build``).
@@ -44,6 +46,7 @@ from .rings.afpacket import (
 from .rings.files import FileInterface, Reader, Rotate, Writer, open_reader, open_writer
 from .rings.files import ParquetWriter, open_parquet
 from .threads import CaptureService, InjectService, InjectServiceStats, ServiceStats, SourceStats
+from .workers import WorkerContext, WorkerError, WorkerPool, WorkerPoolStats, WorkerStats
 
 __version__ = "0.1.0"
 
@@ -64,6 +67,7 @@ __all__ = [
     "CaptureService", "InjectService", "InjectServiceStats", "Overflow", "ServiceError",
     "ServiceStats", "SourceStats",
     "Receiver", "Sender", "AsyncioReceiver", "AsyncioSender", "TrioReceiveChannel", "TrioSendChannel",
+    "WorkerPool", "WorkerContext", "WorkerError", "WorkerPoolStats", "WorkerStats",
 ]
 
 

@@ -8,7 +8,6 @@ the handler runs, the call resumes with the remaining time).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import socket
@@ -27,6 +26,7 @@ _CAPS = {
     "busy_poll": "CAP_NET_ADMIN",
     "bpf": "CAP_BPF",
     "xdp": "CAP_NET_ADMIN",
+    "netns": "CAP_SYS_ADMIN",
 }
 
 
@@ -176,14 +176,21 @@ def close_fd(fd: int) -> None:
             pass
 
 
-_PR_SET_NAME = 15
-try:
-    _prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc
-    _prctl = None
-
-
 def set_thread_name(name: str) -> None:
     """Name the calling OS thread for ps/top/gdb (the kernel keeps 15 bytes)."""
-    if _prctl is not None:
-        _prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode("utf-8", "replace")[:15]), 0, 0, 0)
+    buf = ffi.new("char[]", name.encode("utf-8", "replace")[:15])  # kept alive across the call
+    lib.prctl(lib.PR_SET_NAME, ffi.cast("unsigned long", buf), 0, 0, 0)
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """Have the kernel send ``sig`` to this process when the thread that made it exits."""
+    check(lib.prctl(lib.PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+
+
+def enter_netns(path: str) -> None:
+    """Move the calling thread into the network namespace at ``path`` (needs CAP_SYS_ADMIN)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        check(lib.setns(fd, lib.CLONE_NEWNET), f"setns({path})", cap="netns")
+    finally:
+        os.close(fd)

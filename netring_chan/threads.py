@@ -561,53 +561,24 @@ def _source_loop(core: BatchQueue[OwnedBatch], src: Source, index: int, name: st
         done()
 
 
-class CaptureService(_ThreadService):
-    """OS threads reading sources into one bounded queue; sync, asyncio and trio faces.
+class _ReceivingService(_ThreadService):
+    """The consumer side of a service whose threads fill the queue: stop,
+    drain and the sync face (``get``, ``get_batch``, iteration), written once
+    for ``CaptureService`` and the fanout workers' ``WorkerPool``. The queue
+    holds sized items (``OwnedBatch``, or a pool's lists of results); the
+    per-item hand-out is the one ``PacketCursor``."""
 
-    ``sources``: one ``Source`` or a sequence of them (``Capture`` objects:
-    several interfaces, or the members of a fanout group); the service owns
-    and closes them. ``capacity``: the queue bound, in packets; a batch is
-    admitted whole when it fits in the room left, and a batch larger than
-    the whole capacity only into an empty queue. ``overflow``: ``"block"``
-    (the thread waits for room, the ring fills and the kernel drops, counted
-    in the sources' stats) or ``"drop"`` (the newest batch is dropped at the
-    queue, counted in ``queue_drops``). ``name`` prefixes the thread names;
-    ``drain_timeout`` is how long ``stop(drain=True)`` waits by default.
-    When every source is finished (``at_end``, see ``contract.Source``: a
-    file read to its end), the stream ends as after ``stop()``: consumers
-    get what is queued, then the end.
+    _kind = "capture"  # the async faces are ``Receiver``s
+    _core: BatchQueue[OwnedBatch]
 
-    Start with ``start()`` or ``with``; ``stop()`` returns within a second.
-    The sync face is this object: ``for pkt in svc``, ``get``, ``get_batch``,
-    ``get_nowait``, ``get_all``. ``asyncio()``, ``trio()`` and ``channel()``
-    (whichever loop is running: anyio code uses it) give the async faces.
-    """
-
-    _kind = "capture"
-
-    def __init__(self, sources: Source | Sequence[Source], *, capacity: int = 65536,
-                 overflow: Overflow | str = "block", name: str | None = None,
-                 poll_interval: float = POLL_INTERVAL, drain_timeout: float = 2.0) -> None:
-        self._started = self._stopped = False
-        srcs = self._members_of(sources, Source, "capture source")
-        for s in srcs:
-            if not isinstance(s, Source):
-                raise ConfigError(f"not a capture source (see netring_chan.contract.Source): {s!r}")
-        self._distinct(srcs, "source")
-        super().__init__(name or "nc-capture", poll_interval, drain_timeout)
-        self._core: BatchQueue[OwnedBatch] = BatchQueue(capacity, overflow)
-        self.sources: tuple[Source, ...] = tuple(srcs)
-        self._members = self.sources
+    def _receiving(self, capacity: int, overflow: Overflow | str) -> None:
+        self._core = BatchQueue(capacity, overflow)
         self._cursor = PacketCursor()
         # Re-entrant: stop() from a signal handler may interrupt a holder.
         self._cursor_lock = threading.RLock()
 
-    def _thread_main(self, i: int, name: str, done: Callable[[], None]) -> Callable[[], None]:
-        core, src, poll = self._core, self.sources[i], self._poll
-        return lambda: _source_loop(core, src, i, name, poll, done)
-
     def _begin_stop(self, drain: bool, deadline: float) -> float:
-        self._core.begin_close()  # threads quiesce, sweep and close their sources
+        self._core.begin_close()  # threads finish (capture: quiesce, sweep, close their sources)
         return time.monotonic() + _JOIN_BUDGET
 
     def _end_stop(self, drain: bool) -> None:
@@ -635,22 +606,6 @@ class CaptureService(_ThreadService):
         """Take every batch still queued, without waiting (they count as delivered)."""
         self._give_back(self._cursor)
         return self._core.get_all()
-
-    # -- stats ---------------------------------------------------------------------------
-
-    def stats(self) -> ServiceStats:
-        """Per-source counters and the queue's counters.
-
-        Exact for a stopped service (the sources' counters are read when each
-        closes, after its thread stopped); while running, a snapshot.
-        """
-        self._check_not_forked()
-        srcs = []
-        for i, s in enumerate(self.sources):
-            st = s.stats()
-            srcs.append(SourceStats(self._thread_name(i), st.packets, st.drops, st.freezes, st.lost))
-        c = self._core.counters()
-        return ServiceStats(tuple(srcs), c.dropped, c.delivered, c.queued, c.peak, c.capacity)
 
     # -- the sync face ---------------------------------------------------------------------
 
@@ -746,6 +701,62 @@ class CaptureService(_ThreadService):
         def channel(self) -> Receiver:
             """The face of the running loop (asyncio or trio, anyio on either); starts the service if new."""
 
+
+class CaptureService(_ReceivingService):
+    """OS threads reading sources into one bounded queue; sync, asyncio and trio faces.
+
+    ``sources``: one ``Source`` or a sequence of them (``Capture`` objects:
+    several interfaces, or the members of a fanout group); the service owns
+    and closes them. ``capacity``: the queue bound, in packets; a batch is
+    admitted whole when it fits in the room left, and a batch larger than
+    the whole capacity only into an empty queue. ``overflow``: ``"block"``
+    (the thread waits for room, the ring fills and the kernel drops, counted
+    in the sources' stats) or ``"drop"`` (the newest batch is dropped at the
+    queue, counted in ``queue_drops``). ``name`` prefixes the thread names;
+    ``drain_timeout`` is how long ``stop(drain=True)`` waits by default.
+    When every source is finished (``at_end``, see ``contract.Source``: a
+    file read to its end), the stream ends as after ``stop()``: consumers
+    get what is queued, then the end.
+
+    Start with ``start()`` or ``with``; ``stop()`` returns within a second.
+    The sync face is this object: ``for pkt in svc``, ``get``, ``get_batch``,
+    ``get_nowait``, ``get_all``. ``asyncio()``, ``trio()`` and ``channel()``
+    (whichever loop is running: anyio code uses it) give the async faces.
+    """
+
+    def __init__(self, sources: Source | Sequence[Source], *, capacity: int = 65536,
+                 overflow: Overflow | str = "block", name: str | None = None,
+                 poll_interval: float = POLL_INTERVAL, drain_timeout: float = 2.0) -> None:
+        self._started = self._stopped = False
+        srcs = self._members_of(sources, Source, "capture source")
+        for s in srcs:
+            if not isinstance(s, Source):
+                raise ConfigError(f"not a capture source (see netring_chan.contract.Source): {s!r}")
+        self._distinct(srcs, "source")
+        super().__init__(name or "nc-capture", poll_interval, drain_timeout)
+        self._receiving(capacity, overflow)
+        self.sources: tuple[Source, ...] = tuple(srcs)
+        self._members = self.sources
+
+    def _thread_main(self, i: int, name: str, done: Callable[[], None]) -> Callable[[], None]:
+        core, src, poll = self._core, self.sources[i], self._poll
+        return lambda: _source_loop(core, src, i, name, poll, done)
+
+    # -- stats ---------------------------------------------------------------------------
+
+    def stats(self) -> ServiceStats:
+        """Per-source counters and the queue's counters.
+
+        Exact for a stopped service (the sources' counters are read when each
+        closes, after its thread stopped); while running, a snapshot.
+        """
+        self._check_not_forked()
+        srcs = []
+        for i, s in enumerate(self.sources):
+            st = s.stats()
+            srcs.append(SourceStats(self._thread_name(i), st.packets, st.drops, st.freezes, st.lost))
+        c = self._core.counters()
+        return ServiceStats(tuple(srcs), c.dropped, c.delivered, c.queued, c.peak, c.capacity)
 
 # -- injection ---------------------------------------------------------------------------
 

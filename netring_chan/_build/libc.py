@@ -1,4 +1,4 @@
-"""libc: sockets, mmap, eventfd, read/write/close and poll flags."""
+"""libc: sockets, mmap, eventfd, read/write/close, poll flags, prctl and setns."""
 
 INCLUDES = """
 #include <sys/types.h>
@@ -7,6 +7,9 @@ INCLUDES = """
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <poll.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <signal.h>
 """
 
 TYPES = """
@@ -28,6 +31,12 @@ int close(int fd);
 int eventfd(unsigned int initval, int flags);
 long write(int fd, const void *buf, size_t count);
 long read(int fd, void *buf, size_t count);
+int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5);
+int setns(int fd, int nstype);
+#define PR_SET_NAME ...
+#define PR_SET_PDEATHSIG ...
+#define CLONE_NEWNET ...
+#define SIGKILL ...
 #define AF_PACKET ...
 #define SOCK_RAW ...
 #define SOCK_CLOEXEC ...

@@ -1,0 +1,80 @@
+"""Targets of the WorkerPool tests, in their own module: the workers import
+them by name (spawn and forkserver), without the test modules' imports."""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from typing import Any
+
+import netring_chan as nc
+
+# The payload of a test frame (after Ethernet 14 + IPv4 20 + UDP 8 bytes):
+# flow number and per-flow sequence number.
+PAYLOAD = 42
+TAG = b"NCWK"
+
+
+def flow_seq(data: bytes) -> tuple[int, int] | None:
+    """(flow, seq) of a test frame, None for anything else on the wire."""
+    if len(data) < PAYLOAD + 12 or data[PAYLOAD:PAYLOAD + 4] != TAG:
+        return None
+    f, s = struct.unpack_from("!II", data, PAYLOAD + 4)
+    return f, s
+
+
+def record(ctx: nc.WorkerContext) -> dict[str, Any]:
+    """Emit (worker, flow, seq) of every test frame; return how many this worker saw."""
+    n = 0
+    for pkt in ctx:
+        fs = flow_seq(pkt.data)
+        if fs is not None:
+            ctx.emit((ctx.index, fs[0], fs[1]))
+            n += 1
+    return {"index": ctx.index, "seen": n, "pid": os.getpid()}
+
+
+def count_batches(ctx: nc.WorkerContext) -> int:
+    """Count packets a batch at a time (the benchmark's drain)."""
+    n = 0
+    for b in ctx.batches():
+        n += len(b)
+    return n
+
+
+async def record_async(ctx: nc.WorkerContext) -> dict[str, Any]:
+    """``record`` as an async target: asyncio or trio, through ``channel()``."""
+    import sniffio
+
+    n = 0
+    async with ctx.service.channel() as rx:
+        async for pkt in rx:
+            fs = flow_seq(pkt.data)
+            if fs is not None:
+                ctx.emit((ctx.index, fs[0], fs[1]))
+                n += 1
+    return {"index": ctx.index, "seen": n, "loop": sniffio.current_async_library()}
+
+
+def idle(ctx: nc.WorkerContext) -> int:
+    """Read until stopped; report the CPU set and the pid once."""
+    ctx.emit(("hello", ctx.index, os.getpid(), sorted(os.sched_getaffinity(0)), ctx.group_id))
+    for _ in ctx:
+        pass
+    return ctx.index
+
+
+def fail_on_first(ctx: nc.WorkerContext) -> None:
+    """Raise in the worker once it has started (worker 1 only)."""
+    if ctx.index == 1:
+        ctx.emit(("before", 1))  # still delivered: flushed before the failure is reported
+        raise ValueError("boom in worker 1")
+    for _ in ctx:
+        pass
+
+
+def stubborn(ctx: nc.WorkerContext) -> None:
+    """Ignore the stop: the pool must kill it."""
+    while True:
+        time.sleep(0.05)
