@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Iterator
 
 import pytest
@@ -413,3 +413,51 @@ def test_bad_target_and_interface() -> None:
         nc.WorkerPool("record", "lo")  # type: ignore[arg-type]
     with pytest.raises(nc.InterfaceNotFoundError):
         nc.WorkerPool(wt.idle, "nc-no-such-if0")
+
+
+def test_two_workers_write_one_parquet_dataset(lab: Lab, tmp_path: Any) -> None:
+    """Each worker writes its own Parquet shards into one hive-partitioned
+    dataset; DuckDB and pyarrow read it back: every frame once, bytes as
+    sent, every flow in exactly one worker's shards, rows = delivered."""
+    duckdb = pytest.importorskip("duckdb")
+    pads = pytest.importorskip("pyarrow.dataset")
+    nflows, per_flow = 24, 15
+    frames = flows(lab, nflows, per_flow)
+    root = str(tmp_path / "dataset")
+    with nc.WorkerPool(wt.write_shards, lab.a, 2, args=(root,), capture=RING) as pool:
+        deadline = time.monotonic() + 10
+        while pool.stats().capture.delivered == 0 and time.monotonic() < deadline:
+            send_in_order(lab, frames[:1])  # the first frame also proves both services run
+            time.sleep(0.05)
+        send_in_order(lab, frames[1:])
+        while pool.stats().capture.delivered < len(frames) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    res = pool.results()
+    delivered = pool.stats().capture.delivered
+    assert sum(r["packets"] for r in res) == delivered
+    assert all(len(r["files"]) >= 2 for r in res if r["packets"] > 60), "no rotation"
+
+    glob = os.path.join(root, "**", "*.parquet")
+    con = duckdb.connect()
+    rows = con.execute(f"SELECT worker, data FROM read_parquet('{glob}', hive_partitioning=true)").fetchall()
+    assert len(rows) == delivered
+    sent = {bytes(f) for f in frames}
+    got = [bytes(d) for _, d in rows]
+    # Every frame of the test is in the dataset exactly once (the first one
+    # may have been sent more than once while waiting for the services).
+    tagged = [d for d in got if wt.flow_seq(d) is not None]
+    count = Counter(tagged)
+    assert set(count) == sent
+    assert all(n == 1 for d, n in count.items() if d != frames[0])
+    owner: dict[int, set[int]] = defaultdict(set)
+    for worker, d in rows:
+        fs = wt.flow_seq(bytes(d))
+        if fs is not None:
+            owner[fs[0]].add(int(worker))
+    assert sorted(owner) == list(range(nflows))
+    assert all(len(ws) == 1 for ws in owner.values()), owner
+    assert {w for ws in owner.values() for w in ws} == {0, 1}
+
+    table = pads.dataset(root, format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == delivered
+    assert sorted(table.column("data").to_pylist()) == sorted(got)

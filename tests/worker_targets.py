@@ -78,3 +78,14 @@ def stubborn(ctx: nc.WorkerContext) -> None:
     """Ignore the stop: the pool must kill it."""
     while True:
         time.sleep(0.05)
+
+
+def write_shards(ctx: nc.WorkerContext, root: str) -> dict[str, Any]:
+    """Write this worker's packets as Parquet shards of one dataset under
+    ``root`` (hive partitions by worker and hour); return what it wrote."""
+    path = os.path.join(root, "cap.parquet")
+    with nc.open_parquet(path, partition={"worker": ctx.index}, partition_time="hour",
+                         rotate=nc.Rotate(size=4096)) as w:
+        for batch in ctx.batches():
+            w.write(batch)
+    return {"index": ctx.index, "packets": w.packets, "files": list(w.paths)}
