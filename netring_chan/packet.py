@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-import operator
 import pickle
 from array import array
 from collections import deque
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
+from ._fastpath import PacketBase, Packets
 from ._lowlevel import ffi, lib
 from .errors import MalformedBlockError, ReleasedError
 
@@ -459,36 +459,28 @@ class _Columns:
                 self.vlan_tci[i], self.vlan_tpid[i], self.rxhash[i], self.hatype[i], addr)
 
 
-try:  # the C field getter namedtuple uses: ~3x faster than property(itemgetter)
-    from _collections import _tuplegetter as _tg  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - other interpreters
-    def _tg(index: int, doc: str | None) -> Any:  # type: ignore[misc]
-        return property(operator.itemgetter(index), doc=doc)
-
-_get0 = _tg(0, "The captured bytes (at most ``snaplen`` long).")
-_get1 = _tg(1, "Capture time in nanoseconds since the epoch.")
-
-
 def _col(name: str, doc: str) -> Any:
     def get(self: OwnedPacket) -> Any:
-        return getattr(self[2], name)[self[3]]
+        return getattr(self._cols, name)[self._index]
     get.__name__ = name
     return property(get, doc=doc)
 
 
-class OwnedPacket(tuple):  # type: ignore[type-arg]
+class OwnedPacket(PacketBase):
     """A captured frame copied out of the ring: immutable, picklable.
 
-    Stored as ``(data, timestamp_ns, columns, index)`` so that a batch's
-    packets are built by C-driven iteration; the other fields are read from
-    the batch's columns on access. Build one by hand with ``OwnedPacket.make``.
+    ``data`` and ``timestamp_ns`` are stored in the packet; the other fields
+    are read from its batch's columns on access. A batch's packets are made
+    by a C iterator, one allocation each. Build one by hand with
+    ``OwnedPacket.make``.
     """
 
     __slots__ = ()
 
-    data: bytes = _get0
+    # Stored by PacketBase (C); declared here for the reader and the docs.
+    data: bytes
     """The captured bytes (at most ``snaplen`` long)."""
-    timestamp_ns: int = _get1
+    timestamp_ns: int
     """Capture time in nanoseconds since the epoch."""
     wire_len: int = _col("wire_len", "Original length of the frame on the wire.")
     """Original length of the frame on the wire."""
@@ -514,12 +506,12 @@ class OwnedPacket(tuple):  # type: ignore[type-arg]
         cols = _Columns(([timestamp_ns], [len(data)], [len(data) if wire_len is None else wire_len],
                          [status_bits], [rxhash], [ifindex], [protocol], [hatype], [vlan_tci],
                          [vlan_tpid], [pkttype], [len(source_address)], [bytes(source_address)]))
-        return tuple.__new__(cls, (data, timestamp_ns, cols, 0))
+        return cls(data, timestamp_ns, cols, 0)
 
     @property
     def source_address(self) -> bytes:
         """Link-layer source address (``sll_addr``, ``sll_halen`` bytes)."""
-        c, i = self[2], self[3]
+        c, i = self._cols, self._index
         if isinstance(c.addr, memoryview):
             return bytes(c.addr[8 * i:8 * i + c.halen[i]])
         return bytes(c.addr[i])
@@ -527,22 +519,22 @@ class OwnedPacket(tuple):  # type: ignore[type-arg]
     @property
     def timestamp(self) -> float:
         """Capture time as float seconds since the epoch."""
-        return int(self[1]) / 1e9
+        return int(self.timestamp_ns) / 1e9
 
     @property
     def datetime(self) -> _dt.datetime:
         """Capture time as an aware UTC ``datetime`` (microsecond precision)."""
-        return _ns_to_datetime(self[1])
+        return _ns_to_datetime(self.timestamp_ns)
 
     @property
     def caplen(self) -> int:
         """Bytes in ``data`` (after kernel and snaplen truncation)."""
-        return len(self[0])
+        return len(self.data)
 
     @property
     def truncated(self) -> bool:
         """True when ``data`` is shorter than the frame on the wire."""
-        return len(self[0]) < self.wire_len
+        return len(self.data) < self.wire_len
 
     @property
     def direction(self) -> Direction | int:
@@ -557,18 +549,18 @@ class OwnedPacket(tuple):  # type: ignore[type-arg]
     @property
     def vlan_tci(self) -> int | None:
         """802.1Q TCI the kernel took off the frame, if it had a tag."""
-        c, i = self[2], self[3]
+        c, i = self._cols, self._index
         return int(c.vlan_tci[i]) if c.status[i] & lib.TP_STATUS_VLAN_VALID else None
 
     @property
     def vlan_tpid(self) -> int | None:
         """802.1Q TPID of the tag the kernel took off the frame, if it reported one."""
-        c, i = self[2], self[3]
+        c, i = self._cols, self._index
         return int(c.vlan_tpid[i]) if c.status[i] & lib.TP_STATUS_VLAN_TPID_VALID else None
 
     def _fields(self) -> tuple[Any, ...]:
-        row: tuple[Any, ...] = self[2].row(self[3])
-        return (self[0], self[1]) + row
+        row: tuple[Any, ...] = self._cols.row(self._index)
+        return (self.data, self.timestamp_ns) + row
 
     def to_owned(self) -> OwnedPacket:
         """Itself: an owned packet is already a copy."""
@@ -591,8 +583,9 @@ class OwnedPacket(tuple):  # type: ignore[type-arg]
         return hash(self._fields())
 
     def __repr__(self) -> str:
-        return f"OwnedPacket(data={self[0][:16]!r}{'...' if len(self[0]) > 16 else ''}, " \
-               f"timestamp_ns={self[1]}, wire_len={self.wire_len}, direction={self.direction!r})"
+        d = self.data
+        return f"OwnedPacket(data={d[:16]!r}{'...' if len(d) > 16 else ''}, " \
+               f"timestamp_ns={self.timestamp_ns}, wire_len={self.wire_len}, direction={self.direction!r})"
 
 
 def _owned_from_fields(data: bytes, ts: int, wire_len: int, pkttype: int, ifindex: int, protocol: int,
@@ -687,8 +680,7 @@ class OwnedBatch(Sequence[OwnedPacket]):
 
     def __iter__(self) -> Iterator[OwnedPacket]:
         c = self._columns()
-        n = self._n
-        return map(OwnedPacket, zip(self._datas, c.ts, repeat(c, n), range(n)))
+        return Packets(OwnedPacket, self._datas, c.ts, c)
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
@@ -699,7 +691,7 @@ class OwnedBatch(Sequence[OwnedPacket]):
         if not 0 <= i < n:
             raise IndexError("packet index out of range")
         c = self._columns()
-        return tuple.__new__(OwnedPacket, (self.datas()[i], c.ts[i], c, i))
+        return OwnedPacket(self.datas()[i], c.ts[i], c, i)
 
     def to_owned(self) -> OwnedBatch:
         """Itself: an owned batch is already a copy."""

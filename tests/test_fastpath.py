@@ -207,3 +207,47 @@ def test_service_faces_hand_out_every_packet_through_the_c_step(loop: str) -> No
     assert run(loop, main) == frames
     st = svc.stats()
     assert st.balanced and st.delivered == len(frames)
+
+
+def owned_batch(n: int) -> nc.OwnedBatch:
+    src = MemorySource([bytes([i % 256]) * 64 for i in range(n)])
+    try:
+        b = src.next_batch()  # the real walk and copy-out of a laid-out block
+        assert b is not None
+        with b:
+            return b.to_owned()
+    finally:
+        src.close()
+
+
+def test_owned_packets_keep_their_api() -> None:
+    import pickle
+
+    ob = owned_batch(300)
+    pkts = list(ob)
+    assert [p.data for p in pkts] == ob.datas()
+    assert [p.timestamp_ns for p in pkts] == list(ob.timestamps_ns)
+    p = pkts[299]
+    assert (p.wire_len, p.caplen, p.direction) == (64, 64, nc.Direction.HOST)
+    q = pickle.loads(pickle.dumps(p))
+    assert q == p and hash(q) == hash(p) and q.data == p.data and q.timestamp_ns == p.timestamp_ns
+    assert ob[299] == p and ob[-1] == p
+    with pytest.raises(AttributeError):
+        p.data = b"x"  # type: ignore[misc]
+
+
+def test_packets_iterator_checks_its_arguments() -> None:
+    from netring_chan._fastpath import Packets
+
+    with pytest.raises(TypeError, match="PacketBase subclass adding no storage"):
+        Packets(int, [], [], None)  # type: ignore[type-var]
+
+    class Big(nc.OwnedPacket):
+        pass  # has a __dict__: more storage than PacketBase
+
+    with pytest.raises(TypeError, match="PacketBase subclass adding no storage"):
+        Packets(Big, [], [], None)
+    with pytest.raises(TypeError, match="datas must be a list"):
+        Packets(nc.OwnedPacket, (b"x",), [1], None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="fewer timestamps than packets"):
+        list(Packets(nc.OwnedPacket, [b"x", b"y"], [1], None))

@@ -303,6 +303,213 @@ static PyType_Spec aiter_spec = {
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE, aiter_slots,
 };
 
+/* ------------------------------------------------------------------------ */
+
+/* The storage of an OwnedPacket (the Python subclass in packet.py adds the
+ * properties): the packet's bytes and timestamp, its batch's columns and
+ * its row in them; one allocation, its fields read by member descriptors.
+ * The row is a C integer, not a Python int per packet. It refers only to a
+ * bytes object, an int and the columns object, none of which can refer
+ * back to a packet, so the base itself needs no GC support. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *data;
+    PyObject *ts;
+    PyObject *cols;
+    Py_ssize_t index;
+} PacketBase;
+
+static PyObject *base_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
+{
+    PyObject *data, *ts, *cols, *idx;
+    PacketBase *p;
+    Py_ssize_t i;
+    if (kwds != NULL && PyDict_Size(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_UnpackTuple(args, "PacketBase", 4, 4, &data, &ts, &cols, &idx))
+        return NULL;
+    i = PyLong_AsSsize_t(idx);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    p = (PacketBase *)((allocfunc)PyType_GetSlot(tp, Py_tp_alloc))(tp, 0);
+    if (p == NULL)
+        return NULL;
+    Py_INCREF(data); Py_INCREF(ts); Py_INCREF(cols);
+    p->data = data; p->ts = ts; p->cols = cols; p->index = i;
+    return (PyObject *)p;
+}
+
+static void base_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PacketBase *p = (PacketBase *)self;
+    Py_XDECREF(p->data);
+    Py_XDECREF(p->ts);
+    Py_XDECREF(p->cols);
+    ((freefunc)PyType_GetSlot(tp, Py_tp_free))(self);
+    Py_DECREF(tp);
+}
+
+#include <structmember.h>
+static PyMemberDef base_members[] = {
+    {"data", T_OBJECT_EX, offsetof(PacketBase, data), READONLY, "The captured bytes (at most ``snaplen`` long)."},
+    {"timestamp_ns", T_OBJECT_EX, offsetof(PacketBase, ts), READONLY, "Capture time in nanoseconds since the epoch."},
+    {"_cols", T_OBJECT_EX, offsetof(PacketBase, cols), READONLY, NULL},
+    {"_index", T_PYSSIZET, offsetof(PacketBase, index), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot base_slots[] = {
+    {Py_tp_new, base_new},
+    {Py_tp_dealloc, base_dealloc},
+    {Py_tp_members, base_members},
+    {Py_tp_doc, "PacketBase(data, timestamp_ns, columns, index): an owned packet's storage."},
+    {0, NULL},
+};
+
+static PyType_Spec base_spec = {
+    "netring_chan._fastpath.PacketBase", sizeof(PacketBase), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, base_slots,
+};
+
+/* Packets(cls, datas, timestamps, cols): iterator making cls instances
+ * (cls a subclass of PacketBase adding no storage) for rows 0..len(datas)-1,
+ * datas a list of bytes, timestamps an iterator of ints. */
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *cls;
+    allocfunc alloc;
+    PyObject *datas;
+    PyObject *ts;
+    PyObject *cols;
+    Py_ssize_t i, n;
+} Packets;
+
+static PyTypeObject *BaseType;
+
+static Py_ssize_t basicsize(PyObject *cls)
+{
+    PyObject *v = PyObject_GetAttrString(cls, "__basicsize__");
+    Py_ssize_t n;
+    if (v == NULL)
+        return -1;
+    n = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    return n;
+}
+
+static PyObject *packets_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
+{
+    PyObject *cls, *datas, *ts, *cols;
+    Packets *it;
+    if (kwds != NULL && PyDict_Size(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Packets takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_UnpackTuple(args, "Packets", 4, 4, &cls, &datas, &ts, &cols))
+        return NULL;
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, BaseType)
+            || basicsize(cls) != (Py_ssize_t)sizeof(PacketBase)) {
+        if (PyErr_Occurred())
+            return NULL;
+        PyErr_Format(PyExc_TypeError, "cls must be a PacketBase subclass adding no storage, got %R", cls);
+        return NULL;
+    }
+    if (!PyList_Check(datas)) {
+        PyErr_Format(PyExc_TypeError, "datas must be a list, got %R", (PyObject *)Py_TYPE(datas));
+        return NULL;
+    }
+    ts = PyObject_GetIter(ts);
+    if (ts == NULL)
+        return NULL;
+    it = (Packets *)((allocfunc)PyType_GetSlot(tp, Py_tp_alloc))(tp, 0);
+    if (it == NULL) {
+        Py_DECREF(ts);
+        return NULL;
+    }
+    Py_INCREF(cls); Py_INCREF(datas); Py_INCREF(cols);
+    it->cls = (PyTypeObject *)cls;
+    it->alloc = (allocfunc)PyType_GetSlot((PyTypeObject *)cls, Py_tp_alloc);
+    it->datas = datas; it->ts = ts; it->cols = cols;
+    it->i = 0;
+    it->n = PyList_Size(datas);
+    return (PyObject *)it;
+}
+
+static int packets_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Packets *it = (Packets *)self;
+    Py_VISIT(it->cls); Py_VISIT(it->datas); Py_VISIT(it->ts); Py_VISIT(it->cols);
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static int packets_clear(PyObject *self)
+{
+    Packets *it = (Packets *)self;
+    Py_CLEAR(it->cls); Py_CLEAR(it->datas); Py_CLEAR(it->ts); Py_CLEAR(it->cols);
+    return 0;
+}
+
+static void packets_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    packets_clear(self);
+    ((freefunc)PyType_GetSlot(tp, Py_tp_free))(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *packets_next(PyObject *self)
+{
+    Packets *it = (Packets *)self;
+    PyObject *data, *ts;
+    PacketBase *p;
+    if (it->datas == NULL || it->i >= it->n || it->i >= PyList_Size(it->datas))
+        return NULL;
+    data = PyList_GetItem(it->datas, it->i);
+    if (data == NULL)
+        return NULL;
+    ts = PyIter_Next(it->ts);
+    if (ts == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "fewer timestamps than packets");
+        return NULL;
+    }
+    p = (PacketBase *)it->alloc(it->cls, 0);
+    if (p == NULL) {
+        Py_DECREF(ts);
+        return NULL;
+    }
+    Py_INCREF(data); Py_INCREF(it->cols);
+    p->data = data; p->ts = ts; p->cols = it->cols; p->index = it->i++;
+    return (PyObject *)p;
+}
+
+static PyObject *packets_iter(PyObject *self)
+{
+    Py_INCREF(self);
+    return self;
+}
+
+static PyType_Slot packets_slots[] = {
+    {Py_tp_new, packets_new},
+    {Py_tp_dealloc, packets_dealloc},
+    {Py_tp_traverse, packets_traverse},
+    {Py_tp_clear, packets_clear},
+    {Py_tp_iter, packets_iter},
+    {Py_tp_iternext, packets_next},
+    {Py_tp_doc, "Packets(cls, datas, timestamps, columns): an iterator making one cls per row."},
+    {0, NULL},
+};
+
+static PyType_Spec packets_spec = {
+    "netring_chan._fastpath.Packets", sizeof(Packets), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, packets_slots,
+};
+
 static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL},
 };
@@ -327,9 +534,23 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     aiter = PyType_FromSpec(&aiter_spec);
     if (aiter == NULL)
         return NULL;
-    m = PyModule_Create(&module);
-    if (m == NULL)
+    BaseType = (PyTypeObject *)PyType_FromSpec(&base_spec);
+    if (BaseType == NULL)
         return NULL;
+    {
+        PyObject *pk = PyType_FromSpec(&packets_spec);
+        if (pk == NULL)
+            return NULL;
+        m = PyModule_Create(&module);
+        if (m == NULL)
+            return NULL;
+        Py_INCREF(BaseType);
+        if (PyModule_AddObject(m, "PacketBase", (PyObject *)BaseType) < 0
+                || PyModule_AddObject(m, "Packets", pk) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
     Py_INCREF(StepType);
     if (PyModule_AddObject(m, "Step", (PyObject *)StepType) < 0
             || PyModule_AddObject(m, "PacketAiter", aiter) < 0) {
