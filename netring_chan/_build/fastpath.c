@@ -33,13 +33,37 @@ static PyObject *str_it, *str_next_slow, *str_throw;
 static int aiter_take(PyObject *self, PyObject **p);
 static PyObject *aiter_slow(PyObject *self);
 
+static int step_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(((Step *)self)->owner);
+    Py_VISIT(((Step *)self)->coro);
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static int step_clear(PyObject *self)
+{
+    Py_CLEAR(((Step *)self)->owner);
+    Py_CLEAR(((Step *)self)->coro);
+    return 0;
+}
+
 static void step_dealloc(PyObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
-    Py_XDECREF(((Step *)self)->owner);
-    Py_XDECREF(((Step *)self)->coro);
-    PyObject_Free(self);
+    PyObject_GC_UnTrack(self);
+    step_clear(self);
+    PyObject_GC_Del(self);
     Py_DECREF(tp);
+}
+
+/* The delegate's result: a finished step drops its coroutine. */
+static PySendResult step_delegate(Step *st, PyObject *arg, PyObject **result)
+{
+    PySendResult r = PyIter_Send(st->coro, arg, result);
+    if (r != PYGEN_NEXT)
+        Py_CLEAR(st->coro);
+    return r;
 }
 
 static PyObject *step_await(PyObject *self)
@@ -57,7 +81,7 @@ static PySendResult step_send(PyObject *self, PyObject *arg, PyObject **result)
     PyObject *owner, *p;
     int r;
     if (st->coro != NULL)
-        return PyIter_Send(st->coro, arg, result);
+        return step_delegate(st, arg, result);
     owner = st->owner;
     if (owner == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited __anext__() result");
@@ -78,7 +102,7 @@ static PySendResult step_send(PyObject *self, PyObject *arg, PyObject **result)
         *result = NULL;
         return PYGEN_ERROR;
     }
-    return PyIter_Send(st->coro, arg, result);
+    return step_delegate(st, arg, result);
 }
 
 static PyObject *step_resume(PyObject *self, PyObject *arg)
@@ -117,6 +141,8 @@ static PyObject *step_throw(PyObject *self, PyObject *args)
             return NULL;
         res = PyObject_Call(meth, args, NULL);
         Py_DECREF(meth);
+        if (res == NULL)
+            Py_CLEAR(st->coro);  /* it finished (returned or raised) */
         return res;
     }
     /* not started: nothing was taken; the exception goes straight back */
@@ -135,10 +161,14 @@ static PyObject *step_close(PyObject *self, PyObject *unused)
 {
     Step *st = (Step *)self;
     (void)unused;
+    PyObject *coro = st->coro, *res;
     Py_CLEAR(st->owner);
-    if (st->coro != NULL)
-        return PyObject_CallMethod(st->coro, "close", NULL);
-    Py_RETURN_NONE;
+    if (coro == NULL)
+        Py_RETURN_NONE;
+    st->coro = NULL;
+    res = PyObject_CallMethod(coro, "close", NULL);
+    Py_DECREF(coro);
+    return res;
 }
 
 static PyMethodDef step_methods[] = {
@@ -150,6 +180,8 @@ static PyMethodDef step_methods[] = {
 
 static PyType_Slot step_slots[] = {
     {Py_tp_dealloc, step_dealloc},
+    {Py_tp_traverse, step_traverse},
+    {Py_tp_clear, step_clear},
     {Py_am_await, step_await},
     {Py_am_send, step_send},
     {Py_tp_iter, step_await},
@@ -161,7 +193,7 @@ static PyType_Slot step_slots[] = {
 };
 
 static PyType_Spec step_spec = {
-    "netring_chan._fastpath.Step", sizeof(Step), 0, Py_TPFLAGS_DEFAULT, step_slots,
+    "netring_chan._fastpath.Step", sizeof(Step), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, step_slots,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -171,6 +203,7 @@ typedef struct {
     PyObject *cursor;  /* has an attribute `it`: an iterator of packets, or None */
     PyObject *slow;    /* () -> awaitable: the next packet once the cursor is used up;
                         * NULL: the method _next_slow (a subclass's, no cycle) */
+    PyObject *spare;   /* the last Step handed out, reused once nobody else holds it */
 } PacketAiter;
 
 static int aiter_clear(PyObject *self);
@@ -205,6 +238,7 @@ static int aiter_traverse(PyObject *self, visitproc visit, void *arg)
     PacketAiter *a = (PacketAiter *)self;
     Py_VISIT(a->cursor);
     Py_VISIT(a->slow);
+    Py_VISIT(a->spare);
     Py_VISIT(Py_TYPE(self));
     return 0;
 }
@@ -214,6 +248,7 @@ static int aiter_clear(PyObject *self)
     PacketAiter *a = (PacketAiter *)self;
     Py_CLEAR(a->cursor);
     Py_CLEAR(a->slow);
+    Py_CLEAR(a->spare);
     return 0;
 }
 
@@ -260,27 +295,33 @@ static PyObject *aiter_slow(PyObject *self)
     return PyObject_CallObject(a->slow, NULL);
 }
 
+/* Always a Step, which looks at the cursor only when resumed: one attribute
+ * read per packet. The Step of the previous packet is reused when nothing
+ * but this iterator holds it any more (the usual `async for`), so the
+ * common case allocates nothing. */
 static PyObject *aiter_anext(PyObject *self)
 {
     PacketAiter *a = (PacketAiter *)self;
-    PyObject *it;
-    Step *st;
+    Step *st = (Step *)a->spare;
     if (a->cursor == NULL) {
         PyErr_SetString(PyExc_ValueError, "PacketAiter was not initialised");
         return NULL;
     }
-    it = PyObject_GetAttr(a->cursor, str_it);
-    if (it == NULL)
-        return NULL;
-    Py_DECREF(it);
-    if (it == Py_None)
-        return aiter_slow(self);
-    st = PyObject_New(Step, StepType);
-    if (st == NULL)
-        return NULL;
+    if (st != NULL && Py_REFCNT(st) == 1 && st->owner == NULL && st->coro == NULL) {
+        Py_INCREF(st);
+    } else {
+        st = PyObject_GC_New(Step, StepType);
+        if (st == NULL)
+            return NULL;
+        st->owner = NULL;
+        st->coro = NULL;
+        PyObject_GC_Track((PyObject *)st);
+        Py_INCREF(st);
+        Py_XDECREF(a->spare);
+        a->spare = (PyObject *)st;
+    }
     Py_INCREF(self);
     st->owner = self;
-    st->coro = NULL;
     return (PyObject *)st;
 }
 
