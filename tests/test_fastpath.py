@@ -239,14 +239,16 @@ def test_owned_packets_keep_their_api() -> None:
 def test_packets_iterator_checks_its_arguments() -> None:
     from netring_chan._fastpath import Packets
 
-    with pytest.raises(TypeError, match="PacketBase subclass adding no storage"):
+    with pytest.raises(TypeError, match="cls must be a subclass of PacketBase, got <class 'int'>"):
         Packets(int, [], [], None)  # type: ignore[type-var]
 
     class Big(nc.OwnedPacket):
-        pass  # has a __dict__: more storage than PacketBase
+        __slots__ = ("extra", "__dict__", "__weakref__")  # more storage: made zero-filled
 
-    with pytest.raises(TypeError, match="PacketBase subclass adding no storage"):
-        Packets(Big, [], [], None)
+    (p,) = Packets(Big, [b"x"], [7], None)
+    assert (p.data, p.timestamp_ns) == (b"x", 7) and not hasattr(p, "extra")
+    p.note = 1  # type: ignore[attr-defined]
+    assert vars(p) == {"note": 1}
     with pytest.raises(TypeError, match="datas must be a list"):
         Packets(nc.OwnedPacket, (b"x",), [1], None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="fewer timestamps than packets"):

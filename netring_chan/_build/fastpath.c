@@ -28,7 +28,7 @@ typedef struct {
 } Step;
 
 static PyTypeObject *StepType;
-static PyObject *str_it, *str_next_slow, *str_throw;
+static PyObject *str_it, *str_next_slow, *str_throw, *str_value;
 
 static int aiter_take(PyObject *self, PyObject **p);
 static PyObject *aiter_slow(PyObject *self);
@@ -105,21 +105,46 @@ static PySendResult step_send(PyObject *self, PyObject *arg, PyObject **result)
     return step_delegate(st, arg, result);
 }
 
+/* 3.12+ resume an awaited iterator through tp_iternext: the value travels
+ * in a StopIteration. Making one per packet (and its args tuple) cost more
+ * than the coroutine this replaces, so one instance is reused, its `value`
+ * replaced, whenever nobody else still holds it. */
+static PyObject *stop_spare;
+
+static int raise_stop(PyObject *value)
+{
+    PyObject *e = stop_spare;
+    if (e != NULL && Py_REFCNT(e) == 1) {
+        Py_INCREF(e);
+    } else {
+        e = PyObject_CallNoArgs(PyExc_StopIteration);
+        if (e == NULL)
+            return -1;
+        Py_XDECREF(stop_spare);
+        Py_INCREF(e);
+        stop_spare = e;
+    }
+    if (PyObject_SetAttr(e, str_value, value) < 0) {
+        Py_DECREF(e);
+        return -1;
+    }
+    PyException_SetContext(e, NULL);
+    PyException_SetCause(e, NULL);
+    PyException_SetTraceback(e, Py_None);
+    PyErr_SetObject(PyExc_StopIteration, e);
+    Py_DECREF(e);
+    return 0;
+}
+
 static PyObject *step_resume(PyObject *self, PyObject *arg)
 {
-    PyObject *res, *e;
+    PyObject *res;
     switch (step_send(self, arg, &res)) {
     case PYGEN_NEXT:
         return res;
     case PYGEN_RETURN:
-        /* 3.12+ resume through tp_iternext: the value travels in
-         * StopIteration, made explicitly (a tuple would be taken as args). */
-        e = PyObject_CallFunctionObjArgs(PyExc_StopIteration, res, NULL);
+        raise_stop(res);
         Py_DECREF(res);
-        if (e != NULL) {
-            PyErr_SetObject(PyExc_StopIteration, e);
-            Py_DECREF(e);
-        }
         return NULL;
     default:
         return NULL;
@@ -416,7 +441,7 @@ static PyType_Spec base_spec = {
 };
 
 /* Packets(cls, datas, timestamps, cols): iterator making cls instances
- * (cls a subclass of PacketBase adding no storage) for rows 0..len(datas)-1,
+ * (cls a subclass of PacketBase; its __init__ is not called) for rows 0..len(datas)-1,
  * datas a list of bytes, timestamps an iterator of ints. */
 typedef struct {
     PyObject_HEAD
@@ -430,17 +455,6 @@ typedef struct {
 
 static PyTypeObject *BaseType;
 
-static Py_ssize_t basicsize(PyObject *cls)
-{
-    PyObject *v = PyObject_GetAttrString(cls, "__basicsize__");
-    Py_ssize_t n;
-    if (v == NULL)
-        return -1;
-    n = PyLong_AsSsize_t(v);
-    Py_DECREF(v);
-    return n;
-}
-
 static PyObject *packets_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
 {
     PyObject *cls, *datas, *ts, *cols;
@@ -451,11 +465,10 @@ static PyObject *packets_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
     }
     if (!PyArg_UnpackTuple(args, "Packets", 4, 4, &cls, &datas, &ts, &cols))
         return NULL;
-    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, BaseType)
-            || basicsize(cls) != (Py_ssize_t)sizeof(PacketBase)) {
-        if (PyErr_Occurred())
-            return NULL;
-        PyErr_Format(PyExc_TypeError, "cls must be a PacketBase subclass adding no storage, got %R", cls);
+    /* Made by cls's own tp_alloc (zero-filled): a subclass's extra slots
+     * start unset and its __dict__ empty, as with tuple.__new__ before. */
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, BaseType)) {
+        PyErr_Format(PyExc_TypeError, "cls must be a subclass of PacketBase, got %R", cls);
         return NULL;
     }
     if (!PyList_Check(datas)) {
@@ -567,7 +580,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     str_it = PyUnicode_InternFromString("it");
     str_next_slow = PyUnicode_InternFromString("_next_slow");
     str_throw = PyUnicode_InternFromString("throw");
-    if (str_it == NULL || str_next_slow == NULL || str_throw == NULL)
+    str_value = PyUnicode_InternFromString("value");
+    if (str_it == NULL || str_next_slow == NULL || str_throw == NULL || str_value == NULL)
         return NULL;
     StepType = (PyTypeObject *)PyType_FromSpec(&step_spec);
     if (StepType == NULL)
