@@ -33,3 +33,6 @@ class Packets(Iterator[_P]):
     """``Packets(cls, datas, timestamps, columns)``: one ``cls`` per row, made in C."""
     def __init__(self, cls: type[_P], datas: list[bytes], timestamps: Iterable[int], columns: Any, /) -> None: ...
     def __next__(self) -> _P: ...
+
+def slices(base: int, bounds: int, n: int, /) -> list[bytes]:
+    """Each packet's bytes, from a block's address and its bounds' address (private)."""

@@ -9,24 +9,25 @@ a slice the user kept of ``pkt.data`` pins the block rather than reading
 recycled memory — so no view ever sees another packet's bytes.
 
 ``OwnedPacket`` / ``OwnedBatch`` are copies that outlive the ring and pickle.
-A block is copied out by one C call (GIL released); owned packets are then
-built by C-driven iteration over typed columns, never by a Python loop over
-packets.
+A block's metadata is copied into typed columns by one C call (GIL
+released) and each packet's bytes are made straight from the block by
+another; owned packets are then built by a C iterator over the columns,
+never by a Python loop over packets.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import enum
-import pickle
 from array import array
 from collections import deque
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
 from ._fastpath import PacketBase, Packets
+from ._fastpath import slices as _slices
 from ._lowlevel import ffi, lib
-from .errors import MalformedBlockError, ReleasedError
+from .errors import ReleasedError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -271,8 +272,6 @@ class BlockPool(Protocol):
     (implemented next to the ring: ``rings.afpacket.blocks.Scratch``)."""
 
     def put_meta(self, mv: _MetaViews) -> None: ...
-    def out(self, size: int) -> bytearray: ...
-    def put_out(self, buf: bytearray) -> None: ...
 
 
 class PacketBatch:
@@ -597,7 +596,6 @@ def _owned_from_fields(data: bytes, ts: int, wire_len: int, pkttype: int, ifinde
 
 _release = memoryview.release
 _COL_FORMATS = ("Q", "I", "I", "I", "I", "i", "H", "H", "H", "H", "B", "B", "B")
-_loads = pickle.loads
 
 
 class OwnedBatch(Sequence[OwnedPacket]):
@@ -628,17 +626,12 @@ class OwnedBatch(Sequence[OwnedPacket]):
             return cls([], b"", 0, batch.seq_num, batch.timed_out)
         offs = ffi.new("uint64_t[]", lib.NC_NCOLS + 1)
         lib.nc_cols_layout(n, offs)
-        size = lib.NC_STREAM_OVERHEAD(n) + batch._data_bytes
-        pool = batch._pool
-        out = pool.out(size) if pool is not None else bytearray(size)
         cols = bytearray(int(offs[lib.NC_NCOLS]))
-        used = lib.nc_copy_out(batch._owner, batch._meta, n, batch._snaplen,
-                               ffi.from_buffer(out), len(out), ffi.from_buffer(cols))
-        if used < 0:  # cannot happen: the walk summed the lengths
-            raise MalformedBlockError("copy-out overflow")
-        datas = _loads(out)  # stops at STOP; the rest of a reused buffer is ignored
-        if pool is not None:
-            pool.put_out(out)
+        bounds = ffi.new("uint32_t[]", 2 * n)
+        # Columns and data bounds in one C pass (GIL released), then each
+        # packet's bytes made straight from the block: one copy per byte.
+        lib.nc_copy_cols(batch._meta, n, batch._snaplen, ffi.from_buffer(cols), bounds, bounds + n)
+        datas = _slices(int(ffi.cast("uintptr_t", batch._owner)), int(ffi.cast("uintptr_t", bounds)), n)
         return cls(datas, cols, n, batch.seq_num, batch.timed_out)
 
     def _columns(self) -> _Columns:

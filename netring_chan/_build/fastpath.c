@@ -20,6 +20,7 @@
 #endif
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 
 typedef struct {
     PyObject_HEAD
@@ -564,7 +565,44 @@ static PyType_Spec packets_spec = {
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, packets_slots,
 };
 
+/* slices(base, bounds, n): [bytes(base[starts[i]:ends[i]]) for i < n], where
+ * base is the address of a ring block and bounds that of two uint32_t
+ * arrays starts[n], ends[n] (nc_copy_cols'), both as ints. Private to
+ * OwnedBatch._copy, which holds the block and validated the bounds (the
+ * walk): raw addresses, because the limited API of 3.10 has no buffers. */
+static PyObject *slices(PyObject *mod, PyObject *args)
+{
+    unsigned long long base_addr, bounds_addr;
+    Py_ssize_t n, i;
+    const char *base;
+    const uint32_t *starts, *ends;
+    PyObject *list;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "KKn:slices", &base_addr, &bounds_addr, &n))
+        return NULL;
+    if (n < 0 || (n > 0 && (base_addr == 0 || bounds_addr == 0))) {
+        PyErr_SetString(PyExc_ValueError, "slices: null address or negative count");
+        return NULL;
+    }
+    base = (const char *)(uintptr_t)base_addr;
+    starts = (const uint32_t *)(uintptr_t)bounds_addr;
+    ends = starts + n;
+    list = PyList_New(n);
+    if (list == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        PyObject *b = PyBytes_FromStringAndSize(base + starts[i], (Py_ssize_t)(ends[i] - starts[i]));
+        if (b == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SetItem(list, i, b);
+    }
+    return list;
+}
+
 static PyMethodDef module_methods[] = {
+    {"slices", slices, METH_VARARGS, "slices(base, bounds, n): each packet's bytes, straight from its block."},
     {NULL, NULL, 0, NULL},
 };
 
