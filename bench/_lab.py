@@ -23,7 +23,11 @@ from typing import Iterator
 
 CLONE_NEWNET = 0x40000000
 ETH_P_BENCH = 0x88B5  # IEEE 802 local experimental EtherType 1
-FRAME_LEN = 64  # bytes handed to the NIC (no FCS): the classic minimum frame
+# Bytes handed to the NIC (no FCS): 64, the classic minimum frame, unless
+# run.py --frame-len set NCBENCH_FRAME_LEN (its worker processes inherit it).
+FRAME_LEN = int(os.environ.get("NCBENCH_FRAME_LEN", "64"))
+if not 60 <= FRAME_LEN <= 1514:
+    raise ValueError(f"NCBENCH_FRAME_LEN must be 60..1514 (a veth's 1500-byte MTU), got {FRAME_LEN}")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 

@@ -33,7 +33,8 @@ from typing import Any, Callable
 
 import netring_chan as nc
 from netring_chan._lowlevel import ffi
-from netring_chan.packet import OwnedPacket
+from netring_chan._fastpath import PacketAiter, Packets
+from netring_chan.packet import OwnedPacket, PacketCursor
 from netring_chan.rings.afpacket.blocks import Lease, Scratch, walk_block
 from netring_chan.testing import MemorySource, _record_size, tpacket_v3_block
 
@@ -435,6 +436,12 @@ class _AIt:
         return p
 
 
+class _TupleOwned(tuple):  # type: ignore[type-arg]
+    """OwnedPacket as it was before issue 12: a 4-tuple subclass."""
+
+    __slots__ = ()
+
+
 def objects(total: int) -> dict[str, float]:
     datas = [bytes(FRAME) for _ in range(total)]
     tss = list(range(TS0, TS0 + total))
@@ -448,7 +455,8 @@ def objects(total: int) -> dict[str, float]:
     cases = [
         ("plain tuple from zip (zip reuses one tuple: no allocation)", lambda: args()),
         ("new plain tuple per packet (C: itemgetter(0,1,2,3))", lambda: map(itemgetter(0, 1, 2, 3), args())),
-        ("OwnedPacket: map(OwnedPacket, zip(...)) (today)", lambda: map(OwnedPacket, args())),
+        ("OwnedPacket before: 4-tuple subclass, map(T, zip(...))", lambda: map(_TupleOwned, args())),
+        ("OwnedPacket now: Packets(OwnedPacket, ...) (C iterator)", lambda: Packets(OwnedPacket, datas, tss, cols)),
         ("namedtuple via NT._make (tuple.__new__)", lambda: map(NT._make, args())),
         ("namedtuple via NT(*args) (Python __new__)", lambda: starmap(NT, args())),
         ("__slots__ class, Python __init__", lambda: starmap(Slots, args())),
@@ -466,11 +474,21 @@ def objects(total: int) -> dict[str, float]:
         r["free: " + name] = pc() - t1
 
     def sync_loop() -> None:
-        for p in map(OwnedPacket, args()):
+        for p in Packets(OwnedPacket, datas, tss, cols):
             pass
 
     async def async_loop() -> None:
-        async for p in _AIt(map(OwnedPacket, args())):
+        async for p in _AIt(Packets(OwnedPacket, datas, tss, cols)):
+            pass
+
+    async def c_loop() -> None:
+        cur = PacketCursor()
+        cur.it = Packets(OwnedPacket, datas, tss, cols)
+
+        async def end() -> None:
+            raise StopAsyncIteration
+
+        async for p in PacketAiter(cur, end):
             pass
 
     t0 = pc()
@@ -479,6 +497,9 @@ def objects(total: int) -> dict[str, float]:
     t0 = pc()
     asyncio.run(async_loop())
     r["async for p in (async def __anext__ over OwnedPackets): pass"] = pc() - t0
+    t0 = pc()
+    asyncio.run(c_loop())
+    r["async for p in (PacketAiter over OwnedPackets, now): pass"] = pc() - t0
     return {key: v / total for key, v in r.items()}
 
 

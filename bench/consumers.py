@@ -23,7 +23,7 @@ import select
 import time
 from typing import Any, Callable, Protocol
 
-from _lab import BenchError
+from _lab import FRAME_LEN, BenchError
 
 Stats = Callable[[], "tuple[int, int]"]  # -> (kernel packets incl. drops, kernel drops)
 
@@ -74,6 +74,28 @@ class Consumer:
     drain: Callable[[Any], Result]
     missing: Callable[[], str | None] = lambda: None
     peer: bool = False
+
+
+# --- the drain clock ------------------------------------------------------------
+
+#: The process's CPU time (all its threads: a service's producer too) over
+#: the last drain's timed section, beside the wall time it returns.
+CPU_SECONDS = 0.0
+_cpu0 = 0.0
+
+
+def clock_start() -> float:
+    """Start a drain's timing: ``perf_counter()``, and the process CPU time aside."""
+    global _cpu0
+    _cpu0 = time.process_time()
+    return time.perf_counter()
+
+
+def clock_stop(t0: float) -> float:
+    """Wall seconds since ``clock_start`` returned ``t0``; sets ``CPU_SECONDS``."""
+    global CPU_SECONDS
+    CPU_SECONDS = time.process_time() - _cpu0
+    return time.perf_counter() - t0
 
 
 # --- netring_chan Capture, called directly ---------------------------------------
@@ -145,7 +167,7 @@ def _capture_drain(touch: Callable[[Any], int]) -> Callable[[DrainCtx], Result]:
                 return s.packets, s.drops
             want = ctx.fill(stats)
             end = ctx.deadline()
-            t0 = time.perf_counter()
+            t0 = clock_start()
             while n < want:
                 b = cap.next_batch_blocking(max(0.0, end - time.monotonic()))
                 if b is None:
@@ -153,7 +175,7 @@ def _capture_drain(touch: Callable[[Any], int]) -> Callable[[DrainCtx], Result]:
                 with b:
                     n += len(b)
                     nbytes += touch(b)
-            seconds = time.perf_counter() - t0
+            seconds = clock_stop(t0)
             st = cap.stats()
         return Result(n, nbytes, st.packets, st.drops, seconds=seconds)
     return drain
@@ -210,7 +232,7 @@ def live_pypcap(ctx: LiveCtx) -> Result:
         recv, drops = p.stats()[:2]
     finally:
         p.close()
-    return Result(n, 64 * n, recv, drops)  # a no-op callback does not measure bytes
+    return Result(n, FRAME_LEN * n, recv, drops)  # a no-op callback does not measure bytes
 
 
 def drain_pypcap(ctx: DrainCtx) -> Result:
@@ -229,7 +251,7 @@ def drain_pypcap(ctx: DrainCtx) -> Result:
         want = ctx.fill(stats)
         end = ctx.deadline()
         n = 0
-        t0 = time.perf_counter()
+        t0 = clock_start()
         while n < want:
             k = _pcap_dispatch(p, touch)
             if k:
@@ -237,7 +259,7 @@ def drain_pypcap(ctx: DrainCtx) -> Result:
                 continue
             if not select.select([fd], [], [], max(0.0, end - time.monotonic()))[0]:
                 raise BenchError(f"pypcap drain stuck after {n} of {want} packets")
-        seconds = time.perf_counter() - t0
+        seconds = clock_stop(t0)
         recv, drops = p.stats()[:2]
     finally:
         p.close()
@@ -303,16 +325,16 @@ def drain_svc_sync(ctx: DrainCtx) -> Result:
     svc, cap = _service(ctx)
     nbytes = 0
     try:
-        stop_at = 64 * ctx.fill(_cap_stats(cap))
+        stop_at = FRAME_LEN * ctx.fill(_cap_stats(cap))
         wait = ctx.deadline() - time.monotonic()
-        t0 = time.perf_counter()
+        t0 = clock_start()
         svc.start()
         for pkt in svc.packets(timeout=wait):
             nbytes += len(pkt.data)
             ts = pkt.timestamp_ns  # noqa: F841
             if nbytes >= stop_at:
                 break
-        seconds = time.perf_counter() - t0
+        seconds = clock_stop(t0)
     finally:
         svc.stop()
     return _svc_result(svc, nbytes, seconds)
@@ -338,14 +360,14 @@ def drain_svc_sync_bulk(ctx: DrainCtx) -> Result:
     try:
         want = ctx.fill(_cap_stats(cap))
         wait = ctx.deadline() - time.monotonic()
-        t0 = time.perf_counter()
+        t0 = clock_start()
         svc.start()
         for ob in svc.batches(timeout=wait):
             nbytes += _bulk(ob)
             n += len(ob)
             if n >= want:
                 break
-        seconds = time.perf_counter() - t0
+        seconds = clock_stop(t0)
     finally:
         svc.stop()
     return _svc_result(svc, nbytes, seconds)
@@ -394,7 +416,7 @@ def _svc_asyncio(bulk: bool) -> tuple[Callable[[LiveCtx], Result], Callable[[Dra
 
         async def main() -> None:
             nonlocal n, nbytes, seconds
-            t0 = time.perf_counter()
+            t0 = clock_start()
             async with svc.asyncio() as rx:
                 if bulk:
                     async for ob in rx.batches():
@@ -408,11 +430,11 @@ def _svc_asyncio(bulk: bool) -> tuple[Callable[[LiveCtx], Result], Callable[[Dra
                         ts = pkt.timestamp_ns  # noqa: F841
                         if nbytes >= stop_at:
                             break
-                seconds = time.perf_counter() - t0
+                seconds = clock_stop(t0)
 
         try:
             want = ctx.fill(_cap_stats(cap))
-            stop_at = 64 * want
+            stop_at = FRAME_LEN * want
             asyncio.run(asyncio.wait_for(main(), ctx.deadline() - time.monotonic()))
         finally:
             svc.stop()
@@ -465,7 +487,7 @@ def _svc_trio(bulk: bool) -> tuple[Callable[[LiveCtx], Result], Callable[[DrainC
         async def main() -> None:
             nonlocal n, nbytes, seconds
             with trio.fail_after(ctx.deadline() - time.monotonic()):
-                t0 = time.perf_counter()
+                t0 = clock_start()
                 async with svc.trio() as rx:
                     if bulk:
                         async for ob in rx.batches():
@@ -479,11 +501,11 @@ def _svc_trio(bulk: bool) -> tuple[Callable[[LiveCtx], Result], Callable[[DrainC
                             ts = pkt.timestamp_ns  # noqa: F841
                             if nbytes >= stop_at:
                                 break
-                    seconds = time.perf_counter() - t0
+                    seconds = clock_stop(t0)
 
         try:
             want = ctx.fill(_cap_stats(cap))
-            stop_at = 64 * want
+            stop_at = FRAME_LEN * want
             trio.run(main)
         finally:
             svc.stop()
@@ -581,12 +603,12 @@ def _aio(flavour: str, bulk: bool) -> tuple[Callable[[LiveCtx], Result], Callabl
         except BaseException:
             cap.close()
             raise
-        stop_at = 64 * want
+        stop_at = FRAME_LEN * want
         acap = face(cap)
 
         async def main() -> None:
             nonlocal n, nbytes, seconds
-            t0 = time.perf_counter()
+            t0 = clock_start()
             if bulk:
                 while n < want:
                     ob = await acap.recv()
@@ -598,7 +620,7 @@ def _aio(flavour: str, bulk: bool) -> tuple[Callable[[LiveCtx], Result], Callabl
                     ts = pkt.timestamp_ns  # noqa: F841
                     if nbytes >= stop_at:
                         break
-            seconds = time.perf_counter() - t0
+            seconds = clock_stop(t0)
 
         try:
             run(main)

@@ -30,6 +30,7 @@ import time
 from typing import Any, Callable
 
 from _lab import FRAME_LEN, BenchError, BenchLab, FillError, Generator, pinned, privilege_problem, trafgen_problem
+import consumers
 from consumers import CONSUMERS, Consumer, Result
 import tx
 
@@ -157,12 +158,13 @@ def drain_ring(a: argparse.Namespace) -> int:
         ring = a.drain_ring_mib << 20
     else:
         # A 64-byte frame takes 152 bytes of a V3 block (header, sockaddr_ll,
-        # alignment). On top of the full blocks, the kernel's retire timer
+        # alignment: 88 + the frame, rounded up to 16). On top of the full blocks, the kernel's retire timer
         # hands over a partly filled block every ``tov`` ms even under load,
         # each wasting the rest of its block: budget one per timer tick of a
         # fill at a pessimistic 300 kframes/s.
         ticks = -(-a.frames * 1000 // (300_000 * tov))
-        ring = (-(-a.frames * 160 // block) + ticks + 4) * block
+        per_frame = (FRAME_LEN + 88 + 15) // 16 * 16 + 8
+        ring = (-(-a.frames * per_frame // block) + ticks + 4) * block
     return int(ring)
 
 
@@ -188,7 +190,7 @@ def run_drain(lab: BenchLab, c: Consumer, a: argparse.Namespace) -> dict[str, An
         prob = "; ".join(filter(None, [prob, f"delivered {r.delivered} of {ctx.received}"]))
     note = f"ok after refill ({fills[0]})" if fills and not prob else ""
     return dict(result=r, sent=ctx.sent, received=ctx.received, seconds=r.seconds,
-                ring=ring, problem=prob, note=note)
+                cpu_seconds=consumers.CPU_SECONDS, ring=ring, problem=prob, note=note)
 
 
 # --- output -------------------------------------------------------------------------
@@ -337,9 +339,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--install", action="store_true", help="apt-get install netsniff-ng if trafgen is missing")
     p.add_argument("--glibc-tuned", action="store_true",
                    help="run the workers with MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ set high (see README)")
+    p.add_argument("--frame-len", type=int, default=0,
+                   help="bytes per frame, 60..1514 (default 64; sets NCBENCH_FRAME_LEN for the workers)")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: MODE:CONSUMER:LAB-SPEC
     p.add_argument("--pin", default="", help=argparse.SUPPRESS)  # internal: CPUs for a live worker
     a = p.parse_args(argv)
+    if a.frame_len and a.frame_len != FRAME_LEN:
+        # FRAME_LEN is read once, when _lab is imported: start again with it set.
+        os.environ["NCBENCH_FRAME_LEN"] = str(a.frame_len)
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     if a.worker:
         return worker(a)
 
@@ -419,6 +427,13 @@ def _ratio(mode: str, d: dict[str, Any], ref: dict[str, Any] | None) -> float | 
     return mine / theirs if theirs else None
 
 
+def _cpu_ratio(d: dict[str, Any], ref: dict[str, Any] | None) -> float | None:
+    """Drain: packets per CPU second (the whole process) over the peer's."""
+    if ref is None or "error" in d or "error" in ref or not d.get("cpu_seconds") or not ref.get("cpu_seconds"):
+        return None
+    return (d["result"].delivered / d["cpu_seconds"]) / (ref["result"].delivered / ref["cpu_seconds"])
+
+
 def _print_round(mode: str, chosen: list[Consumer], runs: dict[str, list[dict[str, Any]]], rnd: int,
                  peer: Consumer | None, repeat: int) -> None:
     ref = runs[peer.name][rnd] if peer else None
@@ -427,7 +442,7 @@ def _print_round(mode: str, chosen: list[Consumer], runs: dict[str, list[dict[st
         d = runs[c.name][rnd]
         label = c.label + (" [no-op cb]" if c.peer and mode == "live" else "")
         if "error" in d:
-            rows.append([label, f"ERROR: {d['error']}"] + [""] * (6 if mode == "live" else 4))
+            rows.append([label, f"ERROR: {d['error']}"] + [""] * (6 if mode == "live" else 6))
             continue
         r: Result = d["result"]
         ratio = _ratio(mode, d, ref)
@@ -437,12 +452,14 @@ def _print_round(mode: str, chosen: list[Consumer], runs: dict[str, list[dict[st
                          _fmt_int(r.delivered), f"{100 * r.delivered / max(1, d['received']):.1f}%",
                          _fmt_int(r.kernel_drops + r.queue_drops), rs, d["problem"] or "ok"])
         else:
+            cr = _cpu_ratio(d, ref)
             rows.append([label, _fmt_int(r.delivered), f"{d['seconds']:.3f}",
-                         _fmt_int(r.delivered / d["seconds"]), rs, d["problem"] or d.get("note") or "ok"])
+                         _fmt_int(r.delivered / d["seconds"]), rs, f"{d.get('cpu_seconds', 0):.3f}",
+                         "-" if cr is None else f"{cr:.2f}x", d["problem"] or d.get("note") or "ok"])
     if mode == "live":
         hdr = ["consumer", "recv pps", "received", "captured", "capt/recv", "drops", "vs pypcap", "check"]
     else:
-        hdr = ["consumer", "frames", "seconds", "packets/s", "vs pypcap", "check"]
+        hdr = ["consumer", "frames", "seconds", "packets/s", "vs pypcap", "CPU s", "vs pypcap CPU", "check"]
     print(f"-- round {rnd + 1}/{repeat}")
     print(_table(hdr, rows), flush=True)
 
@@ -461,9 +478,11 @@ def _print_summary(mode: str, chosen: list[Consumer], runs: dict[str, list[dict[
                          _span(ratios, lambda x: f"{x:.2f}x"), str(errs)])
         else:
             pps = [d["result"].delivered / d["seconds"] for _, d in ok]
-            rows.append([c.label, _span(pps, _fmt_int), _span(ratios, lambda x: f"{x:.2f}x"), str(errs)])
+            cpu = [x for i, d in ok if (x := _cpu_ratio(d, runs[peer.name][i] if peer else None)) is not None]
+            rows.append([c.label, _span(pps, _fmt_int), _span(ratios, lambda x: f"{x:.2f}x"),
+                         _span(cpu, lambda x: f"{x:.2f}x"), str(errs)])
     hdr = (["consumer", "capt/recv", "drops", "vs pypcap", "errors"] if mode == "live"
-           else ["consumer", "packets/s", "vs pypcap", "errors"])
+           else ["consumer", "packets/s", "vs pypcap", "vs pypcap CPU", "errors"])
     print(f"-- {mode} summary over {len(next(iter(runs.values()), []))} rounds: median [min..max]")
     print(_table(hdr, rows), flush=True)
 

@@ -22,6 +22,7 @@ offered to the bridge (a1's ``rx_packets``) arrived on b0.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import itertools
 import json
@@ -54,6 +55,9 @@ SENDERS = [
     Sender("trafgen", "trafgen (qdisc bypass, its default)", None),
     Sender("injector", "Injector.send_many, qdisc_bypass=True", "trafgen"),
     Sender("service", "InjectService.send_many (bypass injector)", "trafgen"),
+    Sender("async-injector", "AsyncInjector.send_many under asyncio (bypass)", "trafgen"),
+    Sender("async-injector-trio", "AsyncInjector.send_many under trio (bypass)", "trafgen"),
+    Sender("service-asyncio", "InjectService asyncio face send_many", "trafgen"),
     Sender("trafgen-qdisc", "trafgen -q (through the qdisc)", None),
     Sender("injector-qdisc", "Injector.send_many, qdisc_bypass=False", "trafgen-qdisc"),
 ]
@@ -113,6 +117,65 @@ def _send_service(lab: BenchLab, frames: int) -> tuple[float, dict[str, int]]:
     return dt, dict(queued=st.submitted, sent=st.sent, rejected=st.rejected, ring_full=st.ring_full)
 
 
+def _send_async_injector(lab: BenchLab, frames: int, loop: str) -> tuple[float, dict[str, int]]:
+    from netring_chan import AsyncInjector, Injector
+
+    frame = lab.frame()
+    dt = 0.0
+
+    async def main() -> None:
+        nonlocal dt
+        async with AsyncInjector(Injector(lab.tx, qdisc_bypass=True)) as inj:
+            t0 = time.perf_counter()
+            await inj.send_many([frame] * frames)
+            if not await inj.wait_drained(60):
+                raise BenchError(f"AsyncInjector did not drain within 60 s: {inj.stats()}")
+            dt = time.perf_counter() - t0
+            nonlocal st
+            st = inj.stats()
+
+    st: Any = None
+    if loop == "trio":
+        import trio
+
+        trio.run(main)
+    else:
+        asyncio.run(main())
+    return dt, dict(queued=st.queued, sent=st.sent, rejected=st.rejected, ring_full=st.ring_full)
+
+
+def _send_service_asyncio(lab: BenchLab, frames: int) -> tuple[float, dict[str, int]]:
+    from netring_chan import InjectService
+    from netring_chan import Injector
+
+    frame = lab.frame()
+    chunk = [frame] * SERVICE_CHUNK
+    svc = InjectService(Injector(lab.tx, qdisc_bypass=True))
+    dt = 0.0
+
+    async def main() -> None:
+        nonlocal dt
+        async with svc.asyncio() as tx:
+            t0 = time.perf_counter()
+            left = frames
+            while left:
+                n = min(left, SERVICE_CHUNK)
+                await tx.send_many(chunk if n == SERVICE_CHUNK else chunk[:n])
+                left -= n
+            if not await tx.wait_drained(60):
+                raise BenchError(f"InjectService did not drain within 60 s: {svc.stats()}")
+            dt = time.perf_counter() - t0
+
+    try:
+        asyncio.run(main())
+    finally:
+        svc.stop(drain=True)
+    st = svc.stats()
+    if not st.balanced:
+        raise BenchError(f"InjectService counters do not add up: {st}")
+    return dt, dict(queued=st.submitted, sent=st.sent, rejected=st.rejected, ring_full=st.ring_full)
+
+
 def tx_measure(lab: BenchLab, name: str, frames: int) -> dict[str, Any]:
     """One sender puts ``frames`` frames out of ``lab.tx``; count them on ``lab.rx``."""
     tx0, rx0 = link_stats(lab.ns, lab.tx), link_stats(lab.ns, lab.rx)
@@ -131,6 +194,10 @@ def tx_measure(lab: BenchLab, name: str, frames: int) -> dict[str, Any]:
         with pinned({TX_CPU}), lab.inside():
             if name == "service":
                 seconds, counters = _send_service(lab, frames)
+            elif name == "service-asyncio":
+                seconds, counters = _send_service_asyncio(lab, frames)
+            elif name.startswith("async-injector"):
+                seconds, counters = _send_async_injector(lab, frames, "trio" if name.endswith("trio") else "asyncio")
             else:
                 seconds, counters = _send_injector(lab, frames, bypass=name == "injector")
     rx1 = _wait_settled(lab)

@@ -23,6 +23,7 @@ import queue
 import sys
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable
 
+from ._fastpath import PacketAiter
 from ._loops import Loop, current_library, loop_for
 from .errors import ClosedError
 from .packet import OwnedBatch, OwnedPacket, PacketCursor
@@ -187,8 +188,10 @@ class Receiver(_Face):
         assert p is not None  # the queue admits no empty batch
         return p
 
-    def __aiter__(self) -> Self:
-        return self
+    def __aiter__(self) -> AsyncIterator[OwnedPacket]:
+        # A packet in hand is handed out by C without a coroutine (see
+        # _fastpath); only an empty cursor costs a call of _next_slow.
+        return PacketAiter(self._cur, self._next_slow)
 
     async def __anext__(self) -> OwnedPacket:
         it = self._cur.it
@@ -197,6 +200,9 @@ class Receiver(_Face):
             if p is not None:
                 return p
             self._cur.it = None
+        return await self._next_slow()
+
+    async def _next_slow(self) -> OwnedPacket:
         try:
             return await self.receive()
         except self._ends:

@@ -9,24 +9,25 @@ a slice the user kept of ``pkt.data`` pins the block rather than reading
 recycled memory — so no view ever sees another packet's bytes.
 
 ``OwnedPacket`` / ``OwnedBatch`` are copies that outlive the ring and pickle.
-A block is copied out by one C call (GIL released); owned packets are then
-built by C-driven iteration over typed columns, never by a Python loop over
-packets.
+A block's metadata is copied into typed columns by one C call (GIL
+released) and each packet's bytes are made straight from the block by
+another; owned packets are then built by a C iterator over the columns,
+never by a Python loop over packets.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import enum
-import operator
-import pickle
 from array import array
 from collections import deque
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
+from ._fastpath import PacketBase, Packets
+from ._fastpath import slices as _slices
 from ._lowlevel import ffi, lib
-from .errors import MalformedBlockError, ReleasedError
+from .errors import ReleasedError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -271,8 +272,6 @@ class BlockPool(Protocol):
     (implemented next to the ring: ``rings.afpacket.blocks.Scratch``)."""
 
     def put_meta(self, mv: _MetaViews) -> None: ...
-    def out(self, size: int) -> bytearray: ...
-    def put_out(self, buf: bytearray) -> None: ...
 
 
 class PacketBatch:
@@ -463,36 +462,28 @@ class _Columns:
                 self.vlan_tci[i], self.vlan_tpid[i], self.rxhash[i], self.hatype[i], addr)
 
 
-try:  # the C field getter namedtuple uses: ~3x faster than property(itemgetter)
-    from _collections import _tuplegetter as _tg  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - other interpreters
-    def _tg(index: int, doc: str | None) -> Any:  # type: ignore[misc]
-        return property(operator.itemgetter(index), doc=doc)
-
-_get0 = _tg(0, "The captured bytes (at most ``snaplen`` long).")
-_get1 = _tg(1, "Capture time in nanoseconds since the epoch.")
-
-
 def _col(name: str, doc: str) -> Any:
     def get(self: OwnedPacket) -> Any:
-        return getattr(self[2], name)[self[3]]
+        return getattr(self._cols, name)[self._index]
     get.__name__ = name
     return property(get, doc=doc)
 
 
-class OwnedPacket(tuple):  # type: ignore[type-arg]
+class OwnedPacket(PacketBase):
     """A captured frame copied out of the ring: immutable, picklable.
 
-    Stored as ``(data, timestamp_ns, columns, index)`` so that a batch's
-    packets are built by C-driven iteration; the other fields are read from
-    the batch's columns on access. Build one by hand with ``OwnedPacket.make``.
+    ``data`` and ``timestamp_ns`` are stored in the packet; the other fields
+    are read from its batch's columns on access. A batch's packets are made
+    by a C iterator, one allocation each. Build one by hand with
+    ``OwnedPacket.make``.
     """
 
     __slots__ = ()
 
-    data: bytes = _get0
+    # Stored by PacketBase (C); declared here for the reader and the docs.
+    data: bytes
     """The captured bytes (at most ``snaplen`` long)."""
-    timestamp_ns: int = _get1
+    timestamp_ns: int
     """Capture time in nanoseconds since the epoch."""
     wire_len: int = _col("wire_len", "Original length of the frame on the wire.")
     """Original length of the frame on the wire."""
@@ -518,12 +509,12 @@ class OwnedPacket(tuple):  # type: ignore[type-arg]
         cols = _Columns(([timestamp_ns], [len(data)], [len(data) if wire_len is None else wire_len],
                          [status_bits], [rxhash], [ifindex], [protocol], [hatype], [vlan_tci],
                          [vlan_tpid], [pkttype], [len(source_address)], [bytes(source_address)]))
-        return tuple.__new__(cls, (data, timestamp_ns, cols, 0))
+        return cls(data, timestamp_ns, cols, 0)
 
     @property
     def source_address(self) -> bytes:
         """Link-layer source address (``sll_addr``, ``sll_halen`` bytes)."""
-        c, i = self[2], self[3]
+        c, i = self._cols, self._index
         if isinstance(c.addr, memoryview):
             return bytes(c.addr[8 * i:8 * i + c.halen[i]])
         return bytes(c.addr[i])
@@ -531,22 +522,22 @@ class OwnedPacket(tuple):  # type: ignore[type-arg]
     @property
     def timestamp(self) -> float:
         """Capture time as float seconds since the epoch."""
-        return int(self[1]) / 1e9
+        return int(self.timestamp_ns) / 1e9
 
     @property
     def datetime(self) -> _dt.datetime:
         """Capture time as an aware UTC ``datetime`` (microsecond precision)."""
-        return _ns_to_datetime(self[1])
+        return _ns_to_datetime(self.timestamp_ns)
 
     @property
     def caplen(self) -> int:
         """Bytes in ``data`` (after kernel and snaplen truncation)."""
-        return len(self[0])
+        return len(self.data)
 
     @property
     def truncated(self) -> bool:
         """True when ``data`` is shorter than the frame on the wire."""
-        return len(self[0]) < self.wire_len
+        return len(self.data) < self.wire_len
 
     @property
     def direction(self) -> Direction | int:
@@ -561,18 +552,18 @@ class OwnedPacket(tuple):  # type: ignore[type-arg]
     @property
     def vlan_tci(self) -> int | None:
         """802.1Q TCI the kernel took off the frame, if it had a tag."""
-        c, i = self[2], self[3]
+        c, i = self._cols, self._index
         return int(c.vlan_tci[i]) if c.status[i] & lib.TP_STATUS_VLAN_VALID else None
 
     @property
     def vlan_tpid(self) -> int | None:
         """802.1Q TPID of the tag the kernel took off the frame, if it reported one."""
-        c, i = self[2], self[3]
+        c, i = self._cols, self._index
         return int(c.vlan_tpid[i]) if c.status[i] & lib.TP_STATUS_VLAN_TPID_VALID else None
 
     def _fields(self) -> tuple[Any, ...]:
-        row: tuple[Any, ...] = self[2].row(self[3])
-        return (self[0], self[1]) + row
+        row: tuple[Any, ...] = self._cols.row(self._index)
+        return (self.data, self.timestamp_ns) + row
 
     def to_owned(self) -> OwnedPacket:
         """Itself: an owned packet is already a copy."""
@@ -595,8 +586,9 @@ class OwnedPacket(tuple):  # type: ignore[type-arg]
         return hash(self._fields())
 
     def __repr__(self) -> str:
-        return f"OwnedPacket(data={self[0][:16]!r}{'...' if len(self[0]) > 16 else ''}, " \
-               f"timestamp_ns={self[1]}, wire_len={self.wire_len}, direction={self.direction!r})"
+        d = self.data
+        return f"OwnedPacket(data={d[:16]!r}{'...' if len(d) > 16 else ''}, " \
+               f"timestamp_ns={self.timestamp_ns}, wire_len={self.wire_len}, direction={self.direction!r})"
 
 
 def _owned_from_fields(data: bytes, ts: int, wire_len: int, pkttype: int, ifindex: int, protocol: int,
@@ -608,7 +600,6 @@ def _owned_from_fields(data: bytes, ts: int, wire_len: int, pkttype: int, ifinde
 
 _release = memoryview.release
 _COL_FORMATS = ("Q", "I", "I", "I", "I", "i", "H", "H", "H", "H", "B", "B", "B")
-_loads = pickle.loads
 
 
 class OwnedBatch(Sequence[OwnedPacket]):
@@ -639,17 +630,12 @@ class OwnedBatch(Sequence[OwnedPacket]):
             return cls([], b"", 0, batch.seq_num, batch.timed_out)
         offs = ffi.new("uint64_t[]", lib.NC_NCOLS + 1)
         lib.nc_cols_layout(n, offs)
-        size = lib.NC_STREAM_OVERHEAD(n) + batch._data_bytes
-        pool = batch._pool
-        out = pool.out(size) if pool is not None else bytearray(size)
         cols = bytearray(int(offs[lib.NC_NCOLS]))
-        used = lib.nc_copy_out(batch._owner, batch._meta, n, batch._snaplen,
-                               ffi.from_buffer(out), len(out), ffi.from_buffer(cols))
-        if used < 0:  # cannot happen: the walk summed the lengths
-            raise MalformedBlockError("copy-out overflow")
-        datas = _loads(out)  # stops at STOP; the rest of a reused buffer is ignored
-        if pool is not None:
-            pool.put_out(out)
+        bounds = ffi.new("uint32_t[]", 2 * n)
+        # Columns and data bounds in one C pass (GIL released), then each
+        # packet's bytes made straight from the block: one copy per byte.
+        lib.nc_copy_cols(batch._meta, n, batch._snaplen, ffi.from_buffer(cols), bounds, bounds + n)
+        datas = _slices(int(ffi.cast("uintptr_t", batch._owner)), int(ffi.cast("uintptr_t", bounds)), n)
         return cls(datas, cols, n, batch.seq_num, batch.timed_out)
 
     def _columns(self) -> _Columns:
@@ -691,8 +677,7 @@ class OwnedBatch(Sequence[OwnedPacket]):
 
     def __iter__(self) -> Iterator[OwnedPacket]:
         c = self._columns()
-        n = self._n
-        return map(OwnedPacket, zip(self._datas, c.ts, repeat(c, n), range(n)))
+        return Packets(OwnedPacket, self._datas, c.ts, c)
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
@@ -703,7 +688,7 @@ class OwnedBatch(Sequence[OwnedPacket]):
         if not 0 <= i < n:
             raise IndexError("packet index out of range")
         c = self._columns()
-        return tuple.__new__(OwnedPacket, (self.datas()[i], c.ts[i], c, i))
+        return OwnedPacket(self.datas()[i], c.ts[i], c, i)
 
     def to_owned(self) -> OwnedBatch:
         """Itself: an owned batch is already a copy."""

@@ -88,7 +88,8 @@ POLL_INTERVAL = 0.1
 # stop() waits this long for the threads before it closes their sources or
 # sinks from outside (which wakes any wait at once).
 _JOIN_BUDGET = 0.8
-# Frames a sender thread takes from the queue before it flushes its sink.
+# Frames per queue item of send_many; a sender thread takes at least this
+# many (up to its sink's capacity) from the queue before it flushes its sink.
 _BATCH = 64
 # Polling period of the waits that have nothing to wait on (counters).
 _SETTLE_POLL = 0.002
@@ -811,10 +812,10 @@ class _SendControl:
                 setattr(self, what, getattr(self, what) + n)
 
 
-def _take(core: BatchQueue[list[bytes]], first: list[bytes]) -> list[bytes]:
-    """``first`` plus what else is queued now, up to about ``_BATCH`` frames."""
+def _take(core: BatchQueue[list[bytes]], first: list[bytes], limit: int) -> list[bytes]:
+    """``first`` plus what else is queued now, up to about ``limit`` frames."""
     frames = list(first)
-    while len(frames) < _BATCH:
+    while len(frames) < limit:
         try:
             frames += core.get_nowait()
         except (queue.Empty, ClosedError, ServiceError):
@@ -854,7 +855,9 @@ def _sender_loop(core: BatchQueue[list[bytes]], sink: Sink, name: str, i_me: int
             except (ClosedError, ServiceError):
                 break  # stopped and nothing left, or another sender failed
             ctl.in_hand[i_me] = len(item)
-            frames = _take(core, item)
+            # Up to a ring's worth per flush: a flush per 64 frames cost
+            # a syscall and a lock round per 64 frames for nothing.
+            frames = _take(core, item, max(_BATCH, sink.capacity))
             ctl.in_hand[i_me] = len(frames)
             _push(sink, frames, i_me, ctl)
         if not ctl.discard:  # stopped with drain: wait for the sink too

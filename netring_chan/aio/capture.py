@@ -37,6 +37,7 @@ import errno
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from .._fastpath import PacketAiter
 from .._loops import Loop, loop_for
 from .._sys import pending_error
 from ..contract import Batch, Source
@@ -316,7 +317,7 @@ class AsyncCapture:
 TrioCapture = AsyncCapture
 
 
-class PacketStream:
+class PacketStream(PacketAiter):
     """Async iterator of ``OwnedPacket`` over a face: ``async for pkt in cap``.
 
     It receives whole owned blocks and hands out their packets, built by
@@ -331,15 +332,15 @@ class PacketStream:
     def __init__(self, receiver: AsyncCapture) -> None:
         self._rx = receiver
         self._cur = PacketCursor()
+        # PacketAiter's __anext__ (C) hands out a packet in hand without a
+        # coroutine; only an empty cursor costs a call of _next_slow.
+        super().__init__(self._cur)
 
     def __aiter__(self) -> PacketStream:
         return self
 
-    async def __anext__(self) -> OwnedPacket:
+    async def _next_slow(self) -> OwnedPacket:
         cur = self._cur
-        p = cur.next()
-        if p is not None:
-            return p
         rx = self._rx
         while True:
             if rx._closed:

@@ -119,16 +119,19 @@ class AsyncInjector:
         loop = self._the_loop()
         sink = self._sink
         n, total = 0, len(frames)
+        # At most a ring's worth per call: slicing the whole rest of a long
+        # list for every run of free slots made send_many quadratic.
+        step = max(1, sink.capacity)
         while n < total:
             self._check()
             async with self._lock:
                 self._check()
-                k = sink.publish(frames[n:] if n else frames)
+                k = sink.publish(frames[n:n + step] if n or total > step else frames)
                 if not k:
                     deadline = deadline_after(timeout)
                     while not k:
                         await self._wait_room(loop, deadline)
-                        k = sink.publish(frames[n:] if n else frames)
+                        k = sink.publish(frames[n:n + step] if n or total > step else frames)
             n += k
             await loop.checkpoint()
         return n

@@ -45,18 +45,17 @@ class Lease:
 class Scratch:
     """Work memory one ring reuses from block to block (a ``BlockPool``).
 
-    The walk's metadata array and the copy-out buffer are about a block in
-    size; allocated afresh per block, glibc returns them to the kernel when
-    freed and every block then pays hundreds of page faults (measured: as
-    much as the whole per-packet cost of the bulk path). Reused, they stay
-    mapped. Lists are used as lock-free pools (append/pop are atomic).
+    The walk's metadata array is about a block in size; allocated afresh
+    per block, glibc returns it to the kernel when freed and every block
+    then pays hundreds of page faults (measured: as much as the whole
+    per-packet cost of the bulk path). Reused, it stays mapped. A list is
+    used as a lock-free pool (append/pop are atomic).
     """
 
-    __slots__ = ("metas", "outs")
+    __slots__ = ("metas",)
 
     def __init__(self) -> None:
         self.metas: list[_MetaViews] = []
-        self.outs: list[bytearray] = []
 
     def meta(self, cap: int) -> _MetaViews:
         while self.metas:
@@ -67,16 +66,6 @@ class Scratch:
 
     def put_meta(self, mv: _MetaViews) -> None:
         self.metas.append(mv)
-
-    def out(self, size: int) -> bytearray:
-        while self.outs:
-            b = self.outs.pop()
-            if len(b) >= size:
-                return b
-        return bytearray(size)
-
-    def put_out(self, buf: bytearray) -> None:
-        self.outs.append(buf)
 
 
 def walk_block(lease: Lease, snaplen: int, scratch: Scratch | None = None) -> PacketBatch:

@@ -1,0 +1,654 @@
+/* netring_chan._fastpath: the per-packet async iteration step in C.
+ *
+ * `async for pkt in rx` calls rx.__aiter__().__anext__() once per packet
+ * and awaits what it returns. An `async def __anext__` makes a coroutine
+ * (a frame) per packet even when the packet is already in hand; that cost
+ * about as much as the packet itself. PacketAiter.__anext__ instead returns
+ * a Step: an awaitable which, when first resumed, takes the next packet
+ * from the cursor's C iterator and completes at once with it, without
+ * suspending (so it is the same to asyncio, trio and anyio). Like a
+ * coroutine it does nothing until resumed: a step cancelled or dropped
+ * before it ran takes nothing. Only when the cursor is used up is the
+ * face's `slow` coroutine function called (it takes the next batch, and may
+ * suspend, be cancelled or end the iteration); the step then delegates to
+ * that coroutine as `await` would.
+ *
+ * Limited API (3.10), so one build serves every interpreter.
+ */
+#ifndef Py_LIMITED_API
+#define Py_LIMITED_API 0x030A0000
+#endif
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner;  /* the PacketAiter to take from; NULL once taken */
+    PyObject *coro;   /* the slow path's coroutine, when the cursor was used up */
+} Step;
+
+static PyTypeObject *StepType;
+static PyObject *str_it, *str_next_slow, *str_throw, *str_value;
+
+static int aiter_take(PyObject *self, PyObject **p);
+static PyObject *aiter_slow(PyObject *self);
+
+static int step_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(((Step *)self)->owner);
+    Py_VISIT(((Step *)self)->coro);
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static int step_clear(PyObject *self)
+{
+    Py_CLEAR(((Step *)self)->owner);
+    Py_CLEAR(((Step *)self)->coro);
+    return 0;
+}
+
+static void step_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    step_clear(self);
+    PyObject_GC_Del(self);
+    Py_DECREF(tp);
+}
+
+/* The delegate's result: a finished step drops its coroutine. */
+static PySendResult step_delegate(Step *st, PyObject *arg, PyObject **result)
+{
+    PySendResult r = PyIter_Send(st->coro, arg, result);
+    if (r != PYGEN_NEXT)
+        Py_CLEAR(st->coro);
+    return r;
+}
+
+static PyObject *step_await(PyObject *self)
+{
+    Py_INCREF(self);
+    return self;
+}
+
+/* The packet is taken when the step is first resumed, not when __anext__
+ * made it: like a coroutine, a step cancelled or dropped before it ran
+ * takes nothing. 3.10 and 3.11 resume it through am_send. */
+static PySendResult step_send(PyObject *self, PyObject *arg, PyObject **result)
+{
+    Step *st = (Step *)self;
+    PyObject *owner, *p;
+    int r;
+    if (st->coro != NULL)
+        return step_delegate(st, arg, result);
+    owner = st->owner;
+    if (owner == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited __anext__() result");
+        *result = NULL;
+        return PYGEN_ERROR;
+    }
+    st->owner = NULL;
+    r = aiter_take(owner, &p);
+    if (r > 0) {
+        Py_DECREF(owner);
+        *result = p;
+        return PYGEN_RETURN;
+    }
+    if (r == 0)  /* used up meanwhile (another task on the same face) */
+        st->coro = aiter_slow(owner);
+    Py_DECREF(owner);
+    if (st->coro == NULL) {
+        *result = NULL;
+        return PYGEN_ERROR;
+    }
+    return step_delegate(st, arg, result);
+}
+
+/* 3.12+ resume an awaited iterator through tp_iternext: the value travels
+ * in a StopIteration. Making one per packet (and its args tuple) cost more
+ * than the coroutine this replaces, so one instance is reused, its `value`
+ * replaced, whenever nobody else still holds it. */
+static PyObject *stop_spare;
+
+static int raise_stop(PyObject *value)
+{
+    PyObject *e = stop_spare;
+    if (e != NULL && Py_REFCNT(e) == 1) {
+        Py_INCREF(e);
+    } else {
+        e = PyObject_CallNoArgs(PyExc_StopIteration);
+        if (e == NULL)
+            return -1;
+        Py_XDECREF(stop_spare);
+        Py_INCREF(e);
+        stop_spare = e;
+    }
+    if (PyObject_SetAttr(e, str_value, value) < 0) {
+        Py_DECREF(e);
+        return -1;
+    }
+    PyException_SetContext(e, NULL);
+    PyException_SetCause(e, NULL);
+    PyException_SetTraceback(e, Py_None);
+    PyErr_SetObject(PyExc_StopIteration, e);
+    Py_DECREF(e);
+    return 0;
+}
+
+static PyObject *step_resume(PyObject *self, PyObject *arg)
+{
+    PyObject *res;
+    switch (step_send(self, arg, &res)) {
+    case PYGEN_NEXT:
+        return res;
+    case PYGEN_RETURN:
+        raise_stop(res);
+        Py_DECREF(res);
+        return NULL;
+    default:
+        return NULL;
+    }
+}
+
+static PyObject *step_next(PyObject *self)
+{
+    return step_resume(self, Py_None);
+}
+
+static PyObject *step_throw(PyObject *self, PyObject *args)
+{
+    Step *st = (Step *)self;
+    PyObject *typ, *val = NULL, *tb = NULL, *meth, *res;
+    if (st->coro != NULL) {
+        meth = PyObject_GetAttr(st->coro, str_throw);
+        if (meth == NULL)
+            return NULL;
+        res = PyObject_Call(meth, args, NULL);
+        Py_DECREF(meth);
+        if (res == NULL)
+            Py_CLEAR(st->coro);  /* it finished (returned or raised) */
+        return res;
+    }
+    /* not started: nothing was taken; the exception goes straight back */
+    if (!PyArg_UnpackTuple(args, "throw", 1, 3, &typ, &val, &tb))
+        return NULL;
+    Py_CLEAR(st->owner);
+    if (PyExceptionInstance_Check(typ)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    } else {
+        PyErr_SetObject(typ, val);
+    }
+    return NULL;
+}
+
+static PyObject *step_close(PyObject *self, PyObject *unused)
+{
+    Step *st = (Step *)self;
+    (void)unused;
+    PyObject *coro = st->coro, *res;
+    Py_CLEAR(st->owner);
+    if (coro == NULL)
+        Py_RETURN_NONE;
+    st->coro = NULL;
+    res = PyObject_CallMethod(coro, "close", NULL);
+    Py_DECREF(coro);
+    return res;
+}
+
+static PyMethodDef step_methods[] = {
+    {"send", step_resume, METH_O, NULL},
+    {"throw", step_throw, METH_VARARGS, NULL},
+    {"close", step_close, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot step_slots[] = {
+    {Py_tp_dealloc, step_dealloc},
+    {Py_tp_traverse, step_traverse},
+    {Py_tp_clear, step_clear},
+    {Py_am_await, step_await},
+    {Py_am_send, step_send},
+    {Py_tp_iter, step_await},
+    {Py_tp_iternext, step_next},
+    {Py_tp_methods, step_methods},
+    {Py_tp_doc, "What PacketAiter.__anext__ returns: an awaitable taking the next packet "
+                "when first resumed, without suspending while the cursor has one."},
+    {0, NULL},
+};
+
+static PyType_Spec step_spec = {
+    "netring_chan._fastpath.Step", sizeof(Step), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, step_slots,
+};
+
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *cursor;  /* has an attribute `it`: an iterator of packets, or None */
+    PyObject *slow;    /* () -> awaitable: the next packet once the cursor is used up;
+                        * NULL: the method _next_slow (a subclass's, no cycle) */
+    PyObject *spare;   /* the last Step handed out, reused once nobody else holds it */
+} PacketAiter;
+
+static int aiter_clear(PyObject *self);
+
+static int aiter_init(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    PacketAiter *a = (PacketAiter *)self;
+    PyObject *cursor, *slow;
+    if (kwds != NULL && PyDict_Size(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "PacketAiter takes no keyword arguments");
+        return -1;
+    }
+    slow = Py_None;
+    if (!PyArg_UnpackTuple(args, "PacketAiter", 1, 2, &cursor, &slow))
+        return -1;
+    if (slow == Py_None) {
+        slow = NULL;
+    } else if (!PyCallable_Check(slow)) {
+        PyErr_Format(PyExc_TypeError, "slow must be callable or None, got %R", slow);
+        return -1;
+    }
+    Py_INCREF(cursor);
+    Py_XINCREF(slow);
+    aiter_clear(self);
+    a->cursor = cursor;
+    a->slow = slow;
+    return 0;
+}
+
+static int aiter_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    PacketAiter *a = (PacketAiter *)self;
+    Py_VISIT(a->cursor);
+    Py_VISIT(a->slow);
+    Py_VISIT(a->spare);
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static int aiter_clear(PyObject *self)
+{
+    PacketAiter *a = (PacketAiter *)self;
+    Py_CLEAR(a->cursor);
+    Py_CLEAR(a->slow);
+    Py_CLEAR(a->spare);
+    return 0;
+}
+
+static void aiter_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    aiter_clear(self);
+    ((freefunc)PyType_GetSlot(tp, Py_tp_free))(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *aiter_aiter(PyObject *self)
+{
+    Py_INCREF(self);
+    return self;
+}
+
+/* 1: *p is the cursor's next packet; 0: the cursor is used up (now None); -1: error */
+static int aiter_take(PyObject *self, PyObject **p)
+{
+    PacketAiter *a = (PacketAiter *)self;
+    PyObject *it = PyObject_GetAttr(a->cursor, str_it);
+    if (it == NULL)
+        return -1;
+    if (it == Py_None) {
+        Py_DECREF(it);
+        return 0;
+    }
+    *p = PyIter_Next(it);
+    Py_DECREF(it);
+    if (*p != NULL)
+        return 1;
+    if (PyErr_Occurred())
+        return -1;
+    return PyObject_SetAttr(a->cursor, str_it, Py_None) < 0 ? -1 : 0;
+}
+
+static PyObject *aiter_slow(PyObject *self)
+{
+    PacketAiter *a = (PacketAiter *)self;
+    if (a->slow == NULL)
+        return PyObject_CallMethodObjArgs(self, str_next_slow, NULL);
+    return PyObject_CallObject(a->slow, NULL);
+}
+
+/* Always a Step, which looks at the cursor only when resumed: one attribute
+ * read per packet. The Step of the previous packet is reused when nothing
+ * but this iterator holds it any more (the usual `async for`), so the
+ * common case allocates nothing. */
+static PyObject *aiter_anext(PyObject *self)
+{
+    PacketAiter *a = (PacketAiter *)self;
+    Step *st = (Step *)a->spare;
+    if (a->cursor == NULL) {
+        PyErr_SetString(PyExc_ValueError, "PacketAiter was not initialised");
+        return NULL;
+    }
+    if (st != NULL && Py_REFCNT(st) == 1 && st->owner == NULL && st->coro == NULL) {
+        Py_INCREF(st);
+    } else {
+        st = PyObject_GC_New(Step, StepType);
+        if (st == NULL)
+            return NULL;
+        st->owner = NULL;
+        st->coro = NULL;
+        PyObject_GC_Track((PyObject *)st);
+        Py_INCREF(st);
+        Py_XDECREF(a->spare);
+        a->spare = (PyObject *)st;
+    }
+    Py_INCREF(self);
+    st->owner = self;
+    return (PyObject *)st;
+}
+
+static PyType_Slot aiter_slots[] = {
+    {Py_tp_init, aiter_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, aiter_dealloc},
+    {Py_tp_traverse, aiter_traverse},
+    {Py_tp_clear, aiter_clear},
+    {Py_am_aiter, aiter_aiter},
+    {Py_am_anext, aiter_anext},
+    {Py_tp_doc, "PacketAiter(cursor, slow=None): async iterator handing out cursor.it's packets "
+                "without suspending; once the cursor is used up, slow() (None: "
+                "self._next_slow()), a coroutine."},
+    {0, NULL},
+};
+
+static PyType_Spec aiter_spec = {
+    "netring_chan._fastpath.PacketAiter", sizeof(PacketAiter), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE, aiter_slots,
+};
+
+/* ------------------------------------------------------------------------ */
+
+/* The storage of an OwnedPacket (the Python subclass in packet.py adds the
+ * properties): the packet's bytes and timestamp, its batch's columns and
+ * its row in them; one allocation, its fields read by member descriptors.
+ * The row is a C integer, not a Python int per packet. It refers only to a
+ * bytes object, an int and the columns object, none of which can refer
+ * back to a packet, so the base itself needs no GC support. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *data;
+    PyObject *ts;
+    PyObject *cols;
+    Py_ssize_t index;
+} PacketBase;
+
+static PyObject *base_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
+{
+    PyObject *data, *ts, *cols, *idx;
+    PacketBase *p;
+    Py_ssize_t i;
+    if (kwds != NULL && PyDict_Size(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_UnpackTuple(args, "PacketBase", 4, 4, &data, &ts, &cols, &idx))
+        return NULL;
+    i = PyLong_AsSsize_t(idx);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    p = (PacketBase *)((allocfunc)PyType_GetSlot(tp, Py_tp_alloc))(tp, 0);
+    if (p == NULL)
+        return NULL;
+    Py_INCREF(data); Py_INCREF(ts); Py_INCREF(cols);
+    p->data = data; p->ts = ts; p->cols = cols; p->index = i;
+    return (PyObject *)p;
+}
+
+static void base_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PacketBase *p = (PacketBase *)self;
+    Py_XDECREF(p->data);
+    Py_XDECREF(p->ts);
+    Py_XDECREF(p->cols);
+    ((freefunc)PyType_GetSlot(tp, Py_tp_free))(self);
+    Py_DECREF(tp);
+}
+
+#include <structmember.h>
+static PyMemberDef base_members[] = {
+    {"data", T_OBJECT_EX, offsetof(PacketBase, data), READONLY, "The captured bytes (at most ``snaplen`` long)."},
+    {"timestamp_ns", T_OBJECT_EX, offsetof(PacketBase, ts), READONLY, "Capture time in nanoseconds since the epoch."},
+    {"_cols", T_OBJECT_EX, offsetof(PacketBase, cols), READONLY, NULL},
+    {"_index", T_PYSSIZET, offsetof(PacketBase, index), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot base_slots[] = {
+    {Py_tp_new, base_new},
+    {Py_tp_dealloc, base_dealloc},
+    {Py_tp_members, base_members},
+    {Py_tp_doc, "PacketBase(data, timestamp_ns, columns, index): an owned packet's storage."},
+    {0, NULL},
+};
+
+static PyType_Spec base_spec = {
+    "netring_chan._fastpath.PacketBase", sizeof(PacketBase), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, base_slots,
+};
+
+/* Packets(cls, datas, timestamps, cols): iterator making cls instances
+ * (cls a subclass of PacketBase; its __init__ is not called) for rows 0..len(datas)-1,
+ * datas a list of bytes, timestamps an iterator of ints. */
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *cls;
+    allocfunc alloc;
+    PyObject *datas;
+    PyObject *ts;
+    PyObject *cols;
+    Py_ssize_t i, n;
+} Packets;
+
+static PyTypeObject *BaseType;
+
+static PyObject *packets_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
+{
+    PyObject *cls, *datas, *ts, *cols;
+    Packets *it;
+    if (kwds != NULL && PyDict_Size(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Packets takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_UnpackTuple(args, "Packets", 4, 4, &cls, &datas, &ts, &cols))
+        return NULL;
+    /* Made by cls's own tp_alloc (zero-filled): a subclass's extra slots
+     * start unset and its __dict__ empty, as with tuple.__new__ before. */
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, BaseType)) {
+        PyErr_Format(PyExc_TypeError, "cls must be a subclass of PacketBase, got %R", cls);
+        return NULL;
+    }
+    if (!PyList_Check(datas)) {
+        PyErr_Format(PyExc_TypeError, "datas must be a list, got %R", (PyObject *)Py_TYPE(datas));
+        return NULL;
+    }
+    ts = PyObject_GetIter(ts);
+    if (ts == NULL)
+        return NULL;
+    it = (Packets *)((allocfunc)PyType_GetSlot(tp, Py_tp_alloc))(tp, 0);
+    if (it == NULL) {
+        Py_DECREF(ts);
+        return NULL;
+    }
+    Py_INCREF(cls); Py_INCREF(datas); Py_INCREF(cols);
+    it->cls = (PyTypeObject *)cls;
+    it->alloc = (allocfunc)PyType_GetSlot((PyTypeObject *)cls, Py_tp_alloc);
+    it->datas = datas; it->ts = ts; it->cols = cols;
+    it->i = 0;
+    it->n = PyList_Size(datas);
+    return (PyObject *)it;
+}
+
+static int packets_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Packets *it = (Packets *)self;
+    Py_VISIT(it->cls); Py_VISIT(it->datas); Py_VISIT(it->ts); Py_VISIT(it->cols);
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static int packets_clear(PyObject *self)
+{
+    Packets *it = (Packets *)self;
+    Py_CLEAR(it->cls); Py_CLEAR(it->datas); Py_CLEAR(it->ts); Py_CLEAR(it->cols);
+    return 0;
+}
+
+static void packets_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    packets_clear(self);
+    ((freefunc)PyType_GetSlot(tp, Py_tp_free))(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *packets_next(PyObject *self)
+{
+    Packets *it = (Packets *)self;
+    PyObject *data, *ts;
+    PacketBase *p;
+    if (it->datas == NULL || it->i >= it->n || it->i >= PyList_Size(it->datas))
+        return NULL;
+    data = PyList_GetItem(it->datas, it->i);
+    if (data == NULL)
+        return NULL;
+    ts = PyIter_Next(it->ts);
+    if (ts == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "fewer timestamps than packets");
+        return NULL;
+    }
+    p = (PacketBase *)it->alloc(it->cls, 0);
+    if (p == NULL) {
+        Py_DECREF(ts);
+        return NULL;
+    }
+    Py_INCREF(data); Py_INCREF(it->cols);
+    p->data = data; p->ts = ts; p->cols = it->cols; p->index = it->i++;
+    return (PyObject *)p;
+}
+
+static PyObject *packets_iter(PyObject *self)
+{
+    Py_INCREF(self);
+    return self;
+}
+
+static PyType_Slot packets_slots[] = {
+    {Py_tp_new, packets_new},
+    {Py_tp_dealloc, packets_dealloc},
+    {Py_tp_traverse, packets_traverse},
+    {Py_tp_clear, packets_clear},
+    {Py_tp_iter, packets_iter},
+    {Py_tp_iternext, packets_next},
+    {Py_tp_doc, "Packets(cls, datas, timestamps, columns): an iterator making one cls per row."},
+    {0, NULL},
+};
+
+static PyType_Spec packets_spec = {
+    "netring_chan._fastpath.Packets", sizeof(Packets), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, packets_slots,
+};
+
+/* slices(base, bounds, n): [bytes(base[starts[i]:ends[i]]) for i < n], where
+ * base is the address of a ring block and bounds that of two uint32_t
+ * arrays starts[n], ends[n] (nc_copy_cols'), both as ints. Private to
+ * OwnedBatch._copy, which holds the block and validated the bounds (the
+ * walk): raw addresses, because the limited API of 3.10 has no buffers. */
+static PyObject *slices(PyObject *mod, PyObject *args)
+{
+    unsigned long long base_addr, bounds_addr;
+    Py_ssize_t n, i;
+    const char *base;
+    const uint32_t *starts, *ends;
+    PyObject *list;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "KKn:slices", &base_addr, &bounds_addr, &n))
+        return NULL;
+    if (n < 0 || (n > 0 && (base_addr == 0 || bounds_addr == 0))) {
+        PyErr_SetString(PyExc_ValueError, "slices: null address or negative count");
+        return NULL;
+    }
+    base = (const char *)(uintptr_t)base_addr;
+    starts = (const uint32_t *)(uintptr_t)bounds_addr;
+    ends = starts + n;
+    list = PyList_New(n);
+    if (list == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        PyObject *b = PyBytes_FromStringAndSize(base + starts[i], (Py_ssize_t)(ends[i] - starts[i]));
+        if (b == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SetItem(list, i, b);
+    }
+    return list;
+}
+
+static PyMethodDef module_methods[] = {
+    {"slices", slices, METH_VARARGS, "slices(base, bounds, n): each packet's bytes, straight from its block."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "netring_chan._fastpath",
+    "Per-packet async iteration without a coroutine per packet.", -1, module_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void)
+{
+    PyObject *m, *aiter;
+    str_it = PyUnicode_InternFromString("it");
+    str_next_slow = PyUnicode_InternFromString("_next_slow");
+    str_throw = PyUnicode_InternFromString("throw");
+    str_value = PyUnicode_InternFromString("value");
+    if (str_it == NULL || str_next_slow == NULL || str_throw == NULL || str_value == NULL)
+        return NULL;
+    StepType = (PyTypeObject *)PyType_FromSpec(&step_spec);
+    if (StepType == NULL)
+        return NULL;
+    aiter = PyType_FromSpec(&aiter_spec);
+    if (aiter == NULL)
+        return NULL;
+    BaseType = (PyTypeObject *)PyType_FromSpec(&base_spec);
+    if (BaseType == NULL)
+        return NULL;
+    {
+        PyObject *pk = PyType_FromSpec(&packets_spec);
+        if (pk == NULL)
+            return NULL;
+        m = PyModule_Create(&module);
+        if (m == NULL)
+            return NULL;
+        Py_INCREF(BaseType);
+        if (PyModule_AddObject(m, "PacketBase", (PyObject *)BaseType) < 0
+                || PyModule_AddObject(m, "Packets", pk) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
+    Py_INCREF(StepType);
+    if (PyModule_AddObject(m, "Step", (PyObject *)StepType) < 0
+            || PyModule_AddObject(m, "PacketAiter", aiter) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
