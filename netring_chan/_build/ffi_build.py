@@ -30,7 +30,8 @@ Kernel and libc headers, one module each (:data:`HEADERS`):
 - ``filter``: ``<linux/filter.h>``, classic BPF (sock_filter, sock_fprog).
 - ``net_tstamp``: ``<linux/net_tstamp.h>``, SO_TIMESTAMPING flags.
 - ``if_xdp``: ``<linux/if_xdp.h>``, AF_XDP (not used by the runtime yet).
-- ``bpf``: ``<linux/bpf.h>`` and the bpf(2) call (not used by the runtime yet).
+- ``bpf``: ``<linux/bpf.h>`` and the bpf(2) call: XSKMAP, the XDP program, BPF links.
+- ``rtnetlink``: ``<linux/rtnetlink.h>`` layouts, for an interface's RX queue count.
 
 Struct layouts are declared partially (``...;``) so the C compiler fills in
 the real offsets from the installed kernel headers, never from hand-written
@@ -77,7 +78,7 @@ from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-HEADERS = ("libc", "if_ether", "if_packet", "filter", "net_tstamp", "if_xdp", "bpf")
+HEADERS = ("libc", "if_ether", "if_packet", "filter", "net_tstamp", "if_xdp", "bpf", "rtnetlink")
 HELPERS = ("walk", "copyout", "poll", "txring", "netdev", "pcapfile")
 
 
