@@ -52,7 +52,8 @@ from ..._sys import close_fd, ifindex as _ifindex, raise_errno
 from ...errors import ConfigError, InterfaceNotFoundError, RingError, VerifierError
 from ._ebpf import R1, R2, R3, Insn, assemble, call, exit_insn, ld_map_fd, ldx_mem_w, mov64_imm
 
-__all__ = ["XdpAttach", "XdpProgram", "register_socket", "rx_queue_count", "redirect_program"]
+__all__ = ["XdpAttach", "XdpProgram", "register_socket", "unregister_socket", "rx_queue_count",
+           "redirect_program"]
 
 _LICENSE = b"Dual MIT/GPL"
 _PROG_NAME = b"nc_xsk_redirect"
@@ -199,15 +200,16 @@ def _create_xskmap(entries: int) -> int:
     if err == errno.EINVAL:
         raise RingError(err, "bpf(BPF_MAP_CREATE, XSKMAP): the kernel lacks AF_XDP socket maps "
                              "(CONFIG_XDP_SOCKETS, Linux 4.18)")
-    raise_errno(err, "bpf(BPF_MAP_CREATE, XSKMAP)", cap="bpf")
+    raise_errno(err, "bpf(BPF_MAP_CREATE, XSKMAP)", cap="xdp_program")
     raise AssertionError("unreachable")
 
 
 def register_socket(map_fd: int, queue_id: int, xsk_fd: int) -> None:
     """Put the AF_XDP socket ``xsk_fd`` into the XSKMAP ``map_fd`` at key
     ``queue_id`` (replacing what was there), so an XDP program redirecting
-    by RX queue index sends that queue's frames to it. The socket must be
-    bound to the map's interface and queue already."""
+    by RX queue index sends that queue's frames to it. The socket should be
+    bound to the map's interface and queue (the kernel accepts one not bound
+    yet; frames redirected to it meanwhile are dropped)."""
     _check_int(map_fd, "map_fd", 0, 2**31 - 1)
     _check_int(queue_id, "queue_id", 0, 2**32 - 1)
     _check_int(xsk_fd, "xsk_fd", 0, 2**31 - 1)
@@ -226,21 +228,33 @@ def register_socket(map_fd: int, queue_id: int, xsk_fd: int) -> None:
     if err == errno.E2BIG:
         raise ConfigError(f"{what}: queue_id {queue_id} is beyond the map's last slot")
     if err in (errno.EBADF, errno.ENOTSOCK, errno.EOPNOTSUPP):
-        # EBADF: map_fd or xsk_fd is no open fd; ENOTSOCK/EOPNOTSUPP: xsk_fd is no
-        # AF_XDP socket, or one not bound yet; EINVAL: map_fd is no XSKMAP.
+        # EBADF: map_fd or xsk_fd is no open fd; ENOTSOCK/EOPNOTSUPP: xsk_fd is
+        # no AF_XDP socket.
         raise ConfigError(f"{what}: {os.strerror(err)} (map_fd must be an XSKMAP, "
-                          f"xsk_fd an AF_XDP socket bound to its interface and queue)")
-    raise_errno(err, what, cap="bpf")
+                          f"xsk_fd an AF_XDP socket)")
+    raise_errno(err, what, cap="xdp_program")
 
 
-def _delete(map_fd: int, queue_id: int) -> None:
+def unregister_socket(map_fd: int, queue_id: int) -> None:
+    """Remove whatever AF_XDP socket the XSKMAP ``map_fd`` holds at key
+    ``queue_id`` (that queue's frames then take the program's fallback);
+    nothing happens if the slot is empty."""
+    _check_int(map_fd, "map_fd", 0, 2**31 - 1)
+    _check_int(queue_id, "queue_id", 0, 2**32 - 1)
     key = ffi.new("uint32_t *", queue_id)
     attr = ffi.new("union bpf_attr *")
     attr.map_fd = map_fd
     attr.key = int(ffi.cast("uintptr_t", key))
     rc = _bpf(lib.BPF_MAP_DELETE_ELEM, attr)
-    if rc < 0 and -rc != errno.ENOENT:
-        raise_errno(-rc, f"bpf(BPF_MAP_DELETE_ELEM) of queue_id={queue_id}", cap="bpf")
+    if rc >= 0 or -rc == errno.ENOENT:
+        return
+    what = f"bpf(BPF_MAP_DELETE_ELEM) of queue_id={queue_id} from map_fd={map_fd}"
+    if -rc in (errno.E2BIG, errno.EINVAL):
+        raise ConfigError(f"{what}: queue_id {queue_id} is beyond the map's last slot "
+                          "(or map_fd is no XSKMAP)")
+    if -rc == errno.EBADF:
+        raise ConfigError(f"{what}: map_fd is no open fd")
+    raise_errno(-rc, what, cap="xdp_program")
 
 
 # -- the program ---------------------------------------------------------------
@@ -291,7 +305,7 @@ def _load_program(insns: Sequence[Insn], name: bytes = _PROG_NAME) -> int:
         if text:
             raise VerifierError(-fd, _WHAT_LOAD, text)
         err = -fd
-    raise_errno(err, _WHAT_LOAD, cap="bpf")
+    raise_errno(err, _WHAT_LOAD, cap="xdp_program")
     raise AssertionError("unreachable")
 
 
@@ -303,7 +317,7 @@ def _prog_id(prog_fd: int) -> int:
     attr.info.info = int(ffi.cast("uintptr_t", info))
     rc = _bpf(lib.BPF_OBJ_GET_INFO_BY_FD, attr)
     if rc < 0:
-        raise_errno(-rc, "bpf(BPF_OBJ_GET_INFO_BY_FD)", cap="bpf")
+        raise_errno(-rc, "bpf(BPF_OBJ_GET_INFO_BY_FD)", cap="xdp_program")
     return int(info.id)
 
 
@@ -412,7 +426,7 @@ class XdpProgram(Resource):
     def unregister(self, queue_id: int) -> None:
         """Stop redirecting RX queue ``queue_id`` (its frames go to the stack
         again); nothing happens if no socket was registered there."""
-        _delete(self.map_fd, self._check_queue(queue_id))
+        unregister_socket(self.map_fd, self._check_queue(queue_id))
 
     def _release(self) -> None:
         # The link first: closing it detaches the program from the interface.
