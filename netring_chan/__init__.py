@@ -12,7 +12,8 @@ Layering (arrows point down only; this module only re-exports):
 * ``contract``: the ``Source``, ``Sink`` and ``Batch`` protocols and the
   stats records — all the layers above know of a backend;
 * ``rings``: the kernel backends, one package each (``rings.afpacket``:
-  ``Capture``, ``Injector``, classic BPF, fanout); ``testing``:
+  ``Capture``, ``Injector``, classic BPF, fanout; ``rings.xdp``: ``XdpSocket``,
+  ``XdpProgram``); ``testing``:
   ``MemorySource``/``MemorySink`` for tests without root; ``rings.files``
   (also ``netring_chan.files``): pcap/pcapng readers (sources) and writers (sinks);
 * ``packet``: zero-copy ``Packet``/``PacketBatch`` and owned copies;
@@ -41,6 +42,8 @@ from .rings.afpacket import (
     InjectorConfig, InjectorStats, RingShrunkWarning, TimestampSource, TxSlot, compile_filter,
 )
 from .rings.files import FileInterface, Reader, Rotate, Writer, open_reader, open_writer
+from .rings.xdp import XdpAttach, XdpConfig, XdpMode, XdpProgram, XdpSocket, XdpStats
+from .errors import VerifierError
 from .threads import CaptureService, InjectService, InjectServiceStats, ServiceStats, SourceStats
 
 __version__ = "0.1.0"
@@ -57,6 +60,7 @@ __all__ = [
     "RingShrunkWarning", "TimestampSource",
     "Injector", "InjectorConfig", "InjectorStats", "TxSlot",
     "open_reader", "open_writer", "Reader", "Writer", "Rotate", "FileInterface",
+    "XdpSocket", "XdpConfig", "XdpMode", "XdpStats", "XdpAttach", "XdpProgram", "VerifierError",
     "Bridge", "BridgeDirection", "BridgeStats", "DirectionStats", "Verdict",
     "CaptureService", "InjectService", "InjectServiceStats", "Overflow", "ServiceError",
     "ServiceStats", "SourceStats",

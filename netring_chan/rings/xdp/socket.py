@@ -617,6 +617,10 @@ class XdpSocket(Resource):
         """``interface:queue`` (the contract's label)."""
         return f"{self.interface}:{self.queue_id}"
 
+    error_poll_interval = _POLL_SLICE
+    """Seconds between looks at the socket's pending error while waiting: its
+    fd shows no event when the interface goes (the ``Source`` contract)."""
+
     @property
     def at_end(self) -> bool:
         """Never: a live interface has no end (the ``Source`` contract)."""
