@@ -331,25 +331,33 @@ def _link(prog_fd: int, ifindex: int, mode: XdpAttach) -> int:
     return _bpf(lib.BPF_LINK_CREATE, attr)
 
 
-def _link_error(err: int, name: str, mode: XdpAttach) -> Exception:
-    what = f"bpf(BPF_LINK_CREATE) of the XDP program on {name!r} in {mode.value} mode"
+def _link_what(name: str, mode: XdpAttach) -> str:
+    return f"bpf(BPF_LINK_CREATE) of the XDP program on {name!r} in {mode.value} mode"
+
+
+def _link_refusal(err: int, name: str, mode: XdpAttach) -> str | None:
+    """What a refused ``BPF_LINK_CREATE`` means, for the message; None when
+    the errno says it all (a capability, a vanished interface: ``raise_errno``)."""
+    what = _link_what(name, mode)
     if err == errno.EBUSY:
-        return RingError(err, f"{what}: the interface already has an XDP program attached "
-                              "(another link, or one attached by netlink: 'ip link set dev "
-                              f"{name} xdp off' removes the latter)")
+        return (f"{what}: the interface already has an XDP program attached (another link, or one "
+                f"attached by netlink: 'ip link set dev {name} xdp off' removes the latter)")
     if err == errno.ERANGE:
-        return RingError(err, f"{what}: the MTU is too large for native XDP on this interface "
-                              "(or its veth peer); lower it, or use attach='skb'")
+        return (f"{what}: the MTU is too large for native XDP on this interface (or its veth peer); "
+                "lower it, or use attach='skb'")
     if err == errno.EOPNOTSUPP:
-        return RingError(err, f"{what}: the driver has no native XDP; use attach='skb'")
+        return f"{what}: the driver has no native XDP; use attach='skb'"
     if err == errno.EINVAL and mode is XdpAttach.SKB:
-        return RingError(err, f"{what}: the kernel refused it (EINVAL); before Linux 5.9 it cannot "
-                              "attach XDP programs with BPF links")
-    try:
-        raise_errno(err, what, interface=name, cap="xdp")
-    except Exception as exc:  # raise_errno always raises; keep its choice of class
-        return exc
-    raise AssertionError("unreachable")
+        return (f"{what}: the kernel refused it (EINVAL); before Linux 5.9 it cannot attach XDP "
+                "programs with BPF links")
+    return None
+
+
+def _raise_link_error(err: int, name: str, mode: XdpAttach) -> None:
+    refusal = _link_refusal(err, name, mode)
+    if refusal is not None:
+        raise RingError(err, refusal)
+    raise_errno(err, _link_what(name, mode), interface=name, cap="xdp")
 
 
 class XdpProgram(Resource):
@@ -394,11 +402,12 @@ class XdpProgram(Resource):
             self.mode: XdpAttach = XdpAttach.NATIVE if wanted is XdpAttach.AUTO else wanted
             fd = _link(self.prog_fd, self.ifindex, self.mode)
             if fd < 0 and wanted is XdpAttach.AUTO and -fd in _NATIVE_REFUSALS:
-                self.fallback_reason = str(_link_error(-fd, self.interface, XdpAttach.NATIVE))
+                self.fallback_reason = (_link_refusal(-fd, self.interface, XdpAttach.NATIVE)
+                                        or f"{_link_what(self.interface, XdpAttach.NATIVE)}: {os.strerror(-fd)}")
                 self.mode = XdpAttach.SKB
                 fd = _link(self.prog_fd, self.ifindex, self.mode)
             if fd < 0:
-                raise _link_error(-fd, self.interface, self.mode)
+                _raise_link_error(-fd, self.interface, self.mode)
             self.link_fd = fd
         except BaseException:
             self._release()
