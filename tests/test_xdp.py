@@ -121,6 +121,43 @@ def test_fill_ring_starvation_is_counted_as_drops(lab):
         assert len(take(s, 8)) == 8
 
 
+def test_a_socket_registered_in_the_callers_own_map(lab):
+    # The caller's program and map (here an XdpProgram's, used only through its map fd).
+    with nc.XdpProgram(lab.a, attach="skb") as prog:
+        with nc.XdpSocket(lab.a, mode="rx", xsk_map_fd=prog.map_fd) as s:
+            assert s.program is None and s.attach_mode is None
+            lab.send(rx_frames(5))
+            assert [p.data for p in take(s, 5)] == rx_frames(5)
+            assert s.quiesce() >= 0  # leaves the map: the queue's frames now go to the stack
+            lab.send(rx_frames(5, 5))
+            time.sleep(0.1)
+            assert s.next_batch() is None and s.stats().packets == 5
+        assert "xdp" in lab.ip("link", "show", lab.a).stdout  # the caller's program stays
+
+
+def test_its_own_program_goes_when_the_process_is_killed(lab):
+    code = ("import sys, time\nimport netring_chan as nc\n"
+            f"s = nc.XdpSocket({lab.a!r}, mode='rx')\n"
+            "print(s.attach_mode.value, flush=True)\ntime.sleep(60)\n")
+    p = subprocess.Popen(["ip", "netns", "exec", lab.ns, sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() in ("skb", "native")
+        assert "xdp" in lab.ip("link", "show", lab.a).stdout
+        p.kill()
+        p.wait(10)
+        p.stdout.close()
+        deadline = time.monotonic() + 2
+        while "xdp" in lab.ip("link", "show", lab.a).stdout and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "xdp" not in lab.ip("link", "show", lab.a).stdout
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 # -- send -------------------------------------------------------------------------------------------
 
 

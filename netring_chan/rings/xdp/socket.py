@@ -543,12 +543,10 @@ class XdpSocket(Resource):
                 if not p.closed:
                     p.unregister(self.queue_id)
             elif self._map_fd is not None:
-                from . import program as _program
+                from .program import unregister_socket
 
-                unregister = getattr(_program, "unregister_socket", None)
-                if unregister is not None:
-                    unregister(self._map_fd, self.queue_id)
-        except OSError:
+                unregister_socket(self._map_fd, self.queue_id)
+        except (OSError, ConfigError):
             pass  # the interface (and with it the program) is already gone
         finally:
             if self._own_program and p is not None:
