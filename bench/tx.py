@@ -56,6 +56,7 @@ SENDERS = [
     Sender("service", "InjectService.send_many (bypass injector)", "trafgen"),
     Sender("trafgen-qdisc", "trafgen -q (through the qdisc)", None),
     Sender("injector-qdisc", "Injector.send_many, qdisc_bypass=False", "trafgen-qdisc"),
+    Sender("xdp", "XdpSocket.send_many (AF_XDP TX, copy mode)", "trafgen"),
 ]
 SERVICE_CHUNK = 4096  # frames per InjectService.send_many call
 
@@ -84,6 +85,20 @@ def _send_injector(lab: BenchLab, frames: int, bypass: bool) -> tuple[float, dic
             raise BenchError(f"Injector did not drain within 60 s: {inj.stats()}")
         dt = time.perf_counter() - t0
         st = inj.stats()
+    return dt, dict(queued=st.queued, sent=st.sent, rejected=st.rejected, ring_full=st.ring_full)
+
+
+def _send_xdp(lab: BenchLab, frames: int) -> tuple[float, dict[str, int]]:
+    from netring_chan import XdpSocket
+
+    frame = lab.frame()
+    with XdpSocket(lab.tx, mode="tx") as xs:  # 2048 TX frames, no XDP program needed
+        t0 = time.perf_counter()
+        xs.send_many(itertools.repeat(frame, frames))
+        if not xs.wait_drained(60):
+            raise BenchError(f"XdpSocket did not drain within 60 s: {xs.stats()}")
+        dt = time.perf_counter() - t0
+        st = xs.stats()
     return dt, dict(queued=st.queued, sent=st.sent, rejected=st.rejected, ring_full=st.ring_full)
 
 
@@ -131,6 +146,8 @@ def tx_measure(lab: BenchLab, name: str, frames: int) -> dict[str, Any]:
         with pinned({TX_CPU}), lab.inside():
             if name == "service":
                 seconds, counters = _send_service(lab, frames)
+            elif name == "xdp":
+                seconds, counters = _send_xdp(lab, frames)
             else:
                 seconds, counters = _send_injector(lab, frames, bypass=name == "injector")
     rx1 = _wait_settled(lab)
