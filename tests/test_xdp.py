@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -268,6 +269,35 @@ def test_missing_privileges_name_the_capability():
                          env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert out.stdout.startswith("CapabilityError CAP_NET_RAW"), out.stdout + out.stderr
     assert "socket(AF_XDP)" in out.stdout
+
+
+def _in_lab_without(lab, caps: str, code: str, *limits: str) -> str:
+    """Run ``code`` in the lab's netns with ``caps`` dropped from the bounding set; its output."""
+    out = subprocess.run(["ip", "netns", "exec", lab.ns, *limits, "setpriv", f"--bounding-set={caps}",
+                          sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    return out.stdout + out.stderr
+
+
+_OPEN = ("import netring_chan as nc\ntry:\n    nc.XdpSocket({ifname!r}, mode={mode!r})\n"
+         "except Exception as e:\n    print(type(e).__name__, getattr(e, 'capability', ''), e)\n"
+         "else:\n    print('opened')\n")
+
+
+def test_missing_bpf_capability_names_it(lab):
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux)")
+    out = _in_lab_without(lab, "-bpf,-sys_admin", _OPEN.format(ifname=lab.a, mode="rx"))
+    assert out.startswith("CapabilityError CAP_BPF,CAP_NET_ADMIN"), out
+    # Sending needs no program, so no CAP_BPF.
+    assert _in_lab_without(lab, "-bpf,-sys_admin", _OPEN.format(ifname=lab.a, mode="tx")).startswith("opened")
+
+
+def test_a_umem_over_the_memlock_limit_says_so(lab):
+    if shutil.which("setpriv") is None or shutil.which("prlimit") is None:
+        pytest.skip("needs setpriv and prlimit (util-linux)")
+    out = _in_lab_without(lab, "-ipc_lock", _OPEN.format(ifname=lab.a, mode="tx"), "prlimit", "--memlock=65536")
+    assert out.startswith("RingError") and "RLIMIT_MEMLOCK" in out and "CAP_IPC_LOCK" in out, out
 
 
 # -- several queues ---------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ from ..._lowlevel import ffi, lib
 from ..._resource import Resource
 from ..._sys import (
     check_timeout, close_fd, deadline_after, eventfd, eventfd_signal, ifindex, interface_gone,
-    pending_error, poll_wait, raise_errno, setsockopt_int, setsockopt_struct,
+    pending_error, poll_wait, raise_errno, setsockopt_int,
 )
 from ...contract import Frame, RxStats, TxStats, check_each, publish_all
 from ...errors import ClosedError, ConfigError, RingError, RingFullError
@@ -360,8 +360,16 @@ class XdpSocket(Resource):
         reg.len = size
         reg.chunk_size = self.frame_size
         reg.headroom = cfg.headroom
-        setsockopt_struct(fd, lib.SOL_XDP, lib.XDP_UMEM_REG, reg,
-                          f"XDP_UMEM_REG ({self.frame_count} frames of {self.frame_size} bytes)")
+        what = f"XDP_UMEM_REG ({self.frame_count} frames of {self.frame_size} bytes)"
+        if lib.setsockopt(fd, lib.SOL_XDP, lib.XDP_UMEM_REG, reg, ffi.sizeof(reg[0])) < 0:
+            err = ffi.errno
+            if err in (errno.ENOBUFS, errno.ENOMEM):
+                # The kernel pins the UMEM and charges it to RLIMIT_MEMLOCK
+                # unless the process has CAP_IPC_LOCK.
+                raise RingError(err, f"{what}: the kernel could not pin {size} bytes of UMEM; it counts "
+                                "against RLIMIT_MEMLOCK (ulimit -l) without CAP_IPC_LOCK: raise the limit, "
+                                "grant CAP_IPC_LOCK or ask for fewer frames")
+            raise_errno(err, what)
         mode = cfg.mode
         setsockopt_int(fd, lib.SOL_XDP, lib.XDP_UMEM_FILL_RING, cfg.fill_size, f"fill ring size {cfg.fill_size}")
         setsockopt_int(fd, lib.SOL_XDP, lib.XDP_UMEM_COMPLETION_RING, cfg.completion_size,
