@@ -243,6 +243,9 @@ def test_bad_input_is_named(lab):
                        ({"frame_count": 1 << 21}, "4 GiB"), ({"colour": 1}, "colour")]:
         with pytest.raises(nc.ConfigError, match=what):
             nc.XdpSocket(lab.a, **opts)
+    with nc.XdpProgram(lab.b, attach="skb") as other:
+        with pytest.raises(nc.ConfigError, match=f"program is attached to {lab.b!r}, not to {lab.a!r}"):
+            nc.XdpSocket(lab.a, program=other)
     with pytest.raises(nc.ConfigError, match="program= or xsk_map_fd="):
         nc.XdpSocket(lab.a, program=object(), xsk_map_fd=3)  # type: ignore[arg-type]
     with nc.XdpSocket(lab.a, mode="tx") as s:

@@ -306,6 +306,8 @@ class XdpSocket(Resource):
 
         if program is not None and not isinstance(program, XdpProgram):
             raise ConfigError(f"program must be an XdpProgram, got {type(program).__name__}")
+        if program is not None and program.ifindex != self.ifindex:
+            raise ConfigError(f"program is attached to {program.interface!r}, not to {interface!r}")
         try:
             self._attach = XdpAttach(config.attach)
         except ValueError:
