@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -110,6 +111,42 @@ def test_a_held_batch_keeps_the_umem_readable_after_close(lab):
     assert bytes(view) == rx_frames(1)[0][:20]
     del view, b
     assert set(os.listdir("/proc/self/fd")) <= before  # the socket went with the last view
+
+
+def test_close_from_another_thread_ends_a_blocking_wait_promptly(lab):
+    with nc.XdpSocket(lab.a, mode="rx") as s:
+        got: list[object] = []
+        t = threading.Thread(target=lambda: got.append(s.next_batch_blocking(None)))
+        t.start()
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        s.close()
+        t.join(2)
+        assert not t.is_alive() and got == [None]
+        assert time.monotonic() - t0 < 0.5
+
+
+def test_a_forked_child_cannot_touch_the_parents_socket(lab):
+    with nc.XdpSocket(lab.a, mode="rx") as s:
+        r, w = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() of a threaded process
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child: every use refused, nothing released
+            try:
+                s.next_batch()
+                os.write(w, b"used")
+            except nc.ClosedError as e:
+                os.write(w, b"refused" if "fork" in str(e) else b"other")
+            finally:
+                s.close()
+                os._exit(0)
+        os.close(w)
+        assert os.waitpid(pid, 0)[1] == 0
+        with os.fdopen(r, "rb") as f:
+            assert f.read() == b"refused"
+        lab.send(rx_frames(3))  # the parent's socket still works
+        assert [p.data for p in take(s, 3)] == rx_frames(3)
 
 
 def test_fill_ring_starvation_is_counted_as_drops(lab):
