@@ -274,6 +274,8 @@ class XdpSocket(Resource):
     ``attach``, closed with the socket); ``program=`` shares one (one socket
     per queue through one program; the caller closes it); ``xsk_map_fd=``
     registers in the caller's own map. A TX-only socket needs no program.
+    A frame redirected to the socket is taken: the kernel stack does not
+    see it (AF_PACKET gets a copy instead).
 
     Needs CAP_NET_RAW for the socket, and CAP_NET_ADMIN with CAP_BPF (or
     CAP_SYS_ADMIN) for its own program. ``bind_mode`` is ``"zerocopy"`` or
