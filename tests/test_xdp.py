@@ -400,6 +400,27 @@ def test_one_socket_per_queue_through_one_program_sees_every_frame_once(lab_fact
                     s.close()
 
 
+def test_a_capture_service_over_one_socket_per_queue(lab_factory):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs to send on two TX queues")
+    lab = lab_factory(queues=2)
+    with lab.inside():
+        with nc.XdpProgram(lab.a, attach="native") as prog:
+            socks = [nc.XdpSocket(lab.a, q, program=prog, mode="rx") for q in range(prog.queues)]
+            with nc.CaptureService(socks) as svc:  # one thread per queue, one queue of packets
+                sent = [rx_frames(150, 0), rx_frames(150, 1000)]
+                _send_from_cpus(lab, sent)
+                got: list[bytes] = []
+                for p in svc.packets(timeout=1.0):
+                    got.append(p.data)
+                    if len(got) == 300:
+                        break
+            st = svc.stats()
+            assert sorted(got) == sorted(sent[0] + sent[1])
+            assert (st.kernel_packets, st.delivered, st.kernel_drops) == (300, 300, 0) and st.balanced
+            assert all(s.closed for s in socks)  # the service closed its sources
+
+
 # -- the RX walk's bounds checks, without root -------------------------------------------------------
 
 
