@@ -42,6 +42,7 @@ net/xdp/xsk.c):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import errno
@@ -948,7 +949,7 @@ class XdpSocket(Resource):
         if left is not None and left <= 0:
             raise RingFullError(errno.EAGAIN, f"no room on the AF_XDP TX ring of {self.interface!r} in time")
         step = 0.005 if left is None else min(0.005, left)
-        with self._use() if wake else _nothing():
+        with self._use() if wake else contextlib.nullcontext():
             poll_wait(self._fd, lib.POLLOUT, self._wake if wake else -1, step)
         if wake and (self._closing or self._closed):
             raise ClosedError(f"AF_XDP socket on {self.interface!r} is closed")
@@ -1009,14 +1010,6 @@ class XdpSocket(Resource):
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._fd} {self.bind_mode}"
         return f"<XdpSocket {getattr(self, 'interface', '?')!r} queue {getattr(self, 'queue_id', '?')} {state}>"
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 class _Active:
