@@ -109,6 +109,20 @@ def _capture(ctx: LiveCtx | DrainCtx) -> Any:
                       block_timeout_ms=ctx.block_timeout_ms)
 
 
+def _xdp(attach: str) -> Callable[[LiveCtx | DrainCtx], Any]:
+    """An RX-only ``XdpSocket`` on queue 0 (its own program, ``attach`` mode) of 2 KiB
+    frames: live, as many as the ring bytes every consumer gets; drain, one per frame
+    the harness puts in (a UMEM frame holds one packet whatever its size)."""
+    def open_(ctx: LiveCtx | DrainCtx) -> Any:
+        import netring_chan as nc
+
+        frames = getattr(ctx, "frames", 0) or ctx.ring_bytes // 2048
+        ring = 1 << max(0, frames - 1).bit_length()
+        return nc.XdpSocket(ctx.ifname, mode="rx", attach=attach, frame_size=2048, frame_count=frames,
+                            fill_size=ring, rx_size=ring, batch_size=1024)
+    return open_
+
+
 def _touch_direct(batch: Any) -> int:
     """Zero-copy: a ``Packet`` view per frame, its memoryview and timestamp."""
     nbytes = 0
@@ -139,10 +153,10 @@ def _touch_owned_bulk(batch: Any) -> int:
     return nbytes
 
 
-def _capture_live(touch: Callable[[Any], int]) -> Callable[[LiveCtx], Result]:
+def _capture_live(touch: Callable[[Any], int], opener: Callable[[Any], Any] = _capture) -> Callable[[LiveCtx], Result]:
     def live(ctx: LiveCtx) -> Result:
         n = nbytes = 0
-        with _capture(ctx) as cap:
+        with opener(ctx) as cap:
             ctx.ready()
             while True:
                 b = cap.next_batch_blocking(0.1)
@@ -158,10 +172,11 @@ def _capture_live(touch: Callable[[Any], int]) -> Callable[[LiveCtx], Result]:
     return live
 
 
-def _capture_drain(touch: Callable[[Any], int]) -> Callable[[DrainCtx], Result]:
+def _capture_drain(touch: Callable[[Any], int],
+                   opener: Callable[[Any], Any] = _capture) -> Callable[[DrainCtx], Result]:
     def drain(ctx: DrainCtx) -> Result:
         n = nbytes = 0
-        with _capture(ctx) as cap:
+        with opener(ctx) as cap:
             def stats() -> tuple[int, int]:
                 s = cap.stats()
                 return s.packets, s.drops
@@ -284,10 +299,10 @@ def _bulk(owned: Any) -> int:
     return nbytes
 
 
-def _service(ctx: LiveCtx | DrainCtx) -> tuple[Any, Any]:
+def _service(ctx: LiveCtx | DrainCtx, opener: Callable[[Any], Any] = _capture) -> tuple[Any, Any]:
     import netring_chan as nc
 
-    cap = _capture(ctx)
+    cap = opener(ctx)
     return nc.CaptureService(cap), cap
 
 
@@ -340,8 +355,8 @@ def drain_svc_sync(ctx: DrainCtx) -> Result:
     return _svc_result(svc, nbytes, seconds)
 
 
-def live_svc_sync_bulk(ctx: LiveCtx) -> Result:
-    svc, _ = _service(ctx)
+def live_svc_sync_bulk(ctx: LiveCtx, opener: Callable[[Any], Any] = _capture) -> Result:
+    svc, _ = _service(ctx, opener)
     nbytes = 0
     with svc:
         ctx.ready()
@@ -354,8 +369,8 @@ def live_svc_sync_bulk(ctx: LiveCtx) -> Result:
     return _svc_result(svc, nbytes)
 
 
-def drain_svc_sync_bulk(ctx: DrainCtx) -> Result:
-    svc, cap = _service(ctx)
+def drain_svc_sync_bulk(ctx: DrainCtx, opener: Callable[[Any], Any] = _capture) -> Result:
+    svc, cap = _service(ctx, opener)
     n = nbytes = 0
     try:
         want = ctx.fill(_cap_stats(cap))
@@ -682,4 +697,16 @@ CONSUMERS: list[Consumer] = [
              missing=_needs("TrioCapture", packages=("trio",))),
     Consumer("aio-trio-bulk", "TrioCapture recv() bulk", *_atb,
              missing=_needs("TrioCapture", packages=("trio",))),
+    # AF_XDP: the same touches over an XdpSocket (native XDP on the veth, copy mode).
+    Consumer("xdp-direct", "XdpSocket native, zero-copy Packet", _capture_live(_touch_direct, _xdp("native")),
+             _capture_drain(_touch_direct, _xdp("native")), missing=_needs("XdpSocket")),
+    Consumer("xdp-owned-bulk", "XdpSocket native, to_owned() bulk",
+             _capture_live(_touch_owned_bulk, _xdp("native")), _capture_drain(_touch_owned_bulk, _xdp("native")),
+             missing=_needs("XdpSocket")),
+    Consumer("xdp-skb-owned-bulk", "XdpSocket SKB mode, to_owned() bulk",
+             _capture_live(_touch_owned_bulk, _xdp("skb")), _capture_drain(_touch_owned_bulk, _xdp("skb")),
+             missing=_needs("XdpSocket")),
+    Consumer("xdp-svc-sync-bulk", "CaptureService(XdpSocket native) bulk",
+             lambda ctx: live_svc_sync_bulk(ctx, _xdp("native")),
+             lambda ctx: drain_svc_sync_bulk(ctx, _xdp("native")), missing=_needs("XdpSocket")),
 ]

@@ -60,6 +60,7 @@ SENDERS = [
     Sender("service-asyncio", "InjectService asyncio face send_many", "trafgen"),
     Sender("trafgen-qdisc", "trafgen -q (through the qdisc)", None),
     Sender("injector-qdisc", "Injector.send_many, qdisc_bypass=False", "trafgen-qdisc"),
+    Sender("xdp", "XdpSocket.send_many (AF_XDP TX, copy mode)", "trafgen"),
 ]
 SERVICE_CHUNK = 4096  # frames per InjectService.send_many call
 
@@ -88,6 +89,20 @@ def _send_injector(lab: BenchLab, frames: int, bypass: bool) -> tuple[float, dic
             raise BenchError(f"Injector did not drain within 60 s: {inj.stats()}")
         dt = time.perf_counter() - t0
         st = inj.stats()
+    return dt, dict(queued=st.queued, sent=st.sent, rejected=st.rejected, ring_full=st.ring_full)
+
+
+def _send_xdp(lab: BenchLab, frames: int) -> tuple[float, dict[str, int]]:
+    from netring_chan import XdpSocket
+
+    frame = lab.frame()
+    with XdpSocket(lab.tx, mode="tx") as xs:  # 2048 TX frames, no XDP program needed
+        t0 = time.perf_counter()
+        xs.send_many(itertools.repeat(frame, frames))
+        if not xs.wait_drained(60):
+            raise BenchError(f"XdpSocket did not drain within 60 s: {xs.stats()}")
+        dt = time.perf_counter() - t0
+        st = xs.stats()
     return dt, dict(queued=st.queued, sent=st.sent, rejected=st.rejected, ring_full=st.ring_full)
 
 
@@ -198,6 +213,8 @@ def tx_measure(lab: BenchLab, name: str, frames: int) -> dict[str, Any]:
                 seconds, counters = _send_service_asyncio(lab, frames)
             elif name.startswith("async-injector"):
                 seconds, counters = _send_async_injector(lab, frames, "trio" if name.endswith("trio") else "asyncio")
+            elif name == "xdp":
+                seconds, counters = _send_xdp(lab, frames)
             else:
                 seconds, counters = _send_injector(lab, frames, bypass=name == "injector")
     rx1 = _wait_settled(lab)

@@ -12,7 +12,8 @@ Layering (arrows point down only; this module only re-exports):
 * ``contract``: the ``Source``, ``Sink`` and ``Batch`` protocols and the
   stats records — all the layers above know of a backend;
 * ``rings``: the kernel backends, one package each (``rings.afpacket``:
-  ``Capture``, ``Injector``, classic BPF, fanout); ``testing``:
+  ``Capture``, ``Injector``, classic BPF, fanout; ``rings.xdp``: ``XdpSocket``,
+  ``XdpProgram``); ``testing``:
   ``MemorySource``/``MemorySink`` for tests without root; ``rings.files``
   (also ``netring_chan.files``): pcap/pcapng readers (sources) and writers (sinks);
 * ``workers``: fanout worker processes (``WorkerPool``), built on the
@@ -45,6 +46,8 @@ from .rings.afpacket import (
 )
 from .rings.files import FileInterface, Reader, Rotate, Writer, open_reader, open_writer
 from .rings.files import ParquetWriter, open_parquet
+from .rings.xdp import XdpAttach, XdpConfig, XdpMode, XdpProgram, XdpSocket, XdpStats
+from .errors import VerifierError
 from .threads import CaptureService, InjectService, InjectServiceStats, ServiceStats, SourceStats
 from .workers import WorkerContext, WorkerError, WorkerPool, WorkerPoolStats, WorkerStats
 
@@ -63,6 +66,7 @@ __all__ = [
     "Injector", "InjectorConfig", "InjectorStats", "TxSlot",
     "open_reader", "open_writer", "Reader", "Writer", "Rotate", "FileInterface",
     "open_parquet", "ParquetWriter", "ArrowMissingError",
+    "XdpSocket", "XdpConfig", "XdpMode", "XdpStats", "XdpAttach", "XdpProgram", "VerifierError",
     "Bridge", "BridgeDirection", "BridgeStats", "DirectionStats", "Verdict",
     "CaptureService", "InjectService", "InjectServiceStats", "Overflow", "ServiceError",
     "ServiceStats", "SourceStats",

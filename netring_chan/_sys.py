@@ -27,6 +27,7 @@ _CAPS = {
     "bpf": "CAP_BPF",
     "xdp": "CAP_NET_ADMIN",
     "netns": "CAP_SYS_ADMIN",
+    "xdp_program": "CAP_BPF,CAP_NET_ADMIN",  # an XSKMAP or XDP program needs both (or CAP_SYS_ADMIN)
 }
 
 

@@ -28,7 +28,7 @@ import select
 import struct
 import threading
 import time
-from typing import Any, Callable, Iterator, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Union
 
 from ._loops import loop_for
 from ._resource import Resource
@@ -36,6 +36,9 @@ from ._sys import close_fd, eventfd, eventfd_signal, pending_error, deadline_aft
 from .errors import ClosedError, ConfigError
 from .packet import Direction, Packet
 from .rings.afpacket import Capture, Injector
+
+if TYPE_CHECKING:
+    from .rings.xdp import XdpSocket
 
 __all__ = ["Bridge", "BridgeDirection", "BridgeStats", "DirectionStats", "Verdict"]
 
@@ -101,7 +104,7 @@ class BridgeStats:
 class _Leg:
     """One direction: capture on the ingress, injector on the egress."""
 
-    def __init__(self, direction: BridgeDirection, rx: Capture, tx: Injector) -> None:
+    def __init__(self, direction: BridgeDirection, rx: Capture | XdpSocket, tx: Injector | XdpSocket) -> None:
         self.direction = direction
         self.rx = rx
         self.tx = tx
@@ -135,13 +138,18 @@ class Bridge(Resource):
     the bridge and is re-raised by ``run``; the frame it was called for is
     not forwarded. ``close()`` releases the rings (idempotent).
     ``capture_options`` / ``injector_options`` go to each ``Capture`` /
-    ``Injector``.
+    ``Injector``. With ``xdp_options`` (a dict, ``{}`` for the defaults)
+    each interface gets one ``XdpSocket`` instead, for both directions,
+    made with those options (queue 0); the three AF_PACKET switches then do
+    not apply: an XDP program sees only what arrives, never the bridge's
+    own frames.
     """
 
     def __init__(self, a: str, b: str, callback: Callback | None = None, *,
                  promiscuous: bool = True, ignore_outgoing: bool = True, qdisc_bypass: bool = True,
                  capture_options: dict[str, Any] | None = None,
-                 injector_options: dict[str, Any] | None = None) -> None:
+                 injector_options: dict[str, Any] | None = None,
+                 xdp_options: dict[str, Any] | None = None) -> None:
         self._closed = True
         self._legs: list[_Leg] = []
         self._wake = -1
@@ -156,22 +164,32 @@ class Bridge(Resource):
         copts = {"block_size": 1 << 18, "block_count": 16, "block_timeout_ms": 1,
                  "promiscuous": promiscuous, "ignore_outgoing": ignore_outgoing, **(capture_options or {})}
         iopts = {"frame_count": 512, "qdisc_bypass": qdisc_bypass, **(injector_options or {})}
-        opened: list[Capture | Injector] = []
+        opened: list[Capture | Injector | XdpSocket] = []
         try:
-            rx_a = Capture(a, **copts)
-            opened.append(rx_a)
-            rx_b = Capture(b, **copts)
-            opened.append(rx_b)
-            tx_a = Injector(a, **iopts)
-            opened.append(tx_a)
-            tx_b = Injector(b, **iopts)
-            opened.append(tx_b)
+            if xdp_options is not None:
+                from .rings.xdp import XdpSocket  # lazy: the AF_PACKET bridge needs none of it
+
+                xa = XdpSocket(a, **xdp_options)
+                opened.append(xa)
+                xb = XdpSocket(b, **xdp_options)
+                opened.append(xb)
+                legs = [_Leg(BridgeDirection.A_TO_B, xa, xb), _Leg(BridgeDirection.B_TO_A, xb, xa)]
+            else:
+                rx_a = Capture(a, **copts)
+                opened.append(rx_a)
+                rx_b = Capture(b, **copts)
+                opened.append(rx_b)
+                tx_a = Injector(a, **iopts)
+                opened.append(tx_a)
+                tx_b = Injector(b, **iopts)
+                opened.append(tx_b)
+                legs = [_Leg(BridgeDirection.A_TO_B, rx_a, tx_b), _Leg(BridgeDirection.B_TO_A, rx_b, tx_a)]
             self._wake = eventfd()
         except BaseException:
             for r in opened:
                 r.close()
             raise
-        self._legs = [_Leg(BridgeDirection.A_TO_B, rx_a, tx_b), _Leg(BridgeDirection.B_TO_A, rx_b, tx_a)]
+        self._legs = legs
         self._stop = False
         self._running = threading.Lock()
         self._runner = 0  # thread id of the run()/arun() in progress

@@ -127,6 +127,10 @@ class Source(_End, Protocol):
     idempotent and reads the final counters. ``label`` names the source in
     thread names and messages (an interface name, a file name).
 
+    A source whose ``fileno()`` shows no event when it fails (an AF_XDP
+    socket whose interface was removed) has a float ``error_poll_interval``:
+    fd-driven faces then read its socket's pending error that often.
+
     ``at_end`` is True once the source will never give another batch (a
     file read to its end; a live source never is); its
     ``next_batch_blocking`` then returns ``None`` at once. A

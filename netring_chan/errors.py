@@ -23,6 +23,7 @@ __all__ = [
     "RingFullError",
     "FileFormatError",
     "ArrowMissingError",
+    "VerifierError",
 ]
 
 
@@ -91,6 +92,17 @@ class FileFormatError(NetringError, ValueError):
 
 class FilterError(ConfigError):
     """A BPF filter expression or program was rejected."""
+
+
+class VerifierError(FilterError):
+    """The kernel's eBPF verifier refused a program (``BPF_PROG_LOAD``);
+    the message ends with the verifier's log, also kept in ``log``, and
+    ``errno`` is the load's error (EACCES, or EINVAL)."""
+
+    def __init__(self, errno: int, what: str, log: str) -> None:
+        super().__init__(f"{what}: the verifier refused it ({_errno_name(errno)}); its log:\n{log}")
+        self.errno = errno
+        self.log = log
 
 
 class LibpcapMissingError(FilterError, ImportError):

@@ -65,7 +65,7 @@ def frame(dst: bytes, src: bytes, payload: bytes, ethertype: int = ETH_P_LAB) ->
 class Lab:
     """Namespace ``ns`` holding veth ends ``a`` and ``b`` (both up, no IPv6)."""
 
-    def __init__(self, pairs: int = 1, mtu: int | None = None) -> None:
+    def __init__(self, pairs: int = 1, mtu: int | None = None, queues: int | None = None) -> None:
         tag = uuid.uuid4().hex[:8]
         self.ns = f"nctest-{tag}"
         self.ifaces: list[tuple[str, str]] = [(f"nc{tag}{i}a", f"nc{tag}{i}b") for i in range(pairs)]
@@ -74,9 +74,11 @@ class Lab:
         try:
             for k in ("all", "default"):
                 sh("ip", "netns", "exec", self.ns, "sysctl", "-qw", f"net.ipv6.conf.{k}.disable_ipv6=1")
+            # queues: RX and TX queues of each veth end (default: the kernel's, one each).
+            nq = ("numrxqueues", str(queues), "numtxqueues", str(queues)) if queues else ()
             for n, (a, b) in enumerate(self.ifaces):
-                sh("ip", "-n", self.ns, "link", "add", a, "address", mac(2 * n + 1).hex(":"),
-                   "type", "veth", "peer", "name", b, "address", mac(2 * n + 2).hex(":"))
+                sh("ip", "-n", self.ns, "link", "add", a, "address", mac(2 * n + 1).hex(":"), *nq,
+                   "type", "veth", "peer", "name", b, "address", mac(2 * n + 2).hex(":"), *nq)
                 for ifc in (a, b):
                     if mtu:
                         sh("ip", "-n", self.ns, "link", "set", ifc, "mtu", str(mtu))

@@ -340,3 +340,19 @@ def test_vlan_tag_survives_the_bridge_and_oversized_rewrites_are_counted(world):
     assert got == [(plain, None), (tagged_body, 42)]
     assert 42 in seen_tci  # the bridge got it stripped, so it had to put it back
     assert st.a_to_b.too_large == 1 and st.a_to_b.forwarded == 2, st
+
+
+@pytest.mark.parametrize("attach", ["skb", "native"])
+def test_ping_crosses_an_xdp_bridge(world, attach):
+    """The same bridge over one XdpSocket per interface (RX through its XDP program, TX
+    through its TX ring): ARP and ICMP cross both ways, and the bridge never sees its own
+    frames (XDP hooks only what arrives)."""
+    with Bridge(world.a1, world.b1, xdp_options={"attach": attach}) as br, Running(br) as run:
+        assert world.ping(count=3)
+        run.stop()
+        assert run.error is None
+        st = br.stats()
+        for d in (st.a_to_b, st.b_to_a):
+            assert d.balanced and d.received >= 3 and d.forwarded == d.received, d
+            assert d.own_frames == 0 and d.kernel_drops == 0
+    assert br.closed

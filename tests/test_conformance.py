@@ -8,6 +8,7 @@ source plus the way frames reach it and the way it breaks:
     asyncio               svc.asyncio()                    lab.b by the stdlib AF_PACKET socket
     trio                  svc.trio()                       (bound to the lab EtherType: no strays);
     anyio-asyncio         svc.channel(), anyio             breaks when the veth is deleted
+                                                  xdp      an XdpSocket on lab.a, the same way
     anyio-trio            svc.channel(), anyio     memory   a MemorySource, frames pushed; breaks
     AsyncCapture-<loop>   AsyncCapture(source) on           through vanish_at
                           asyncio, trio, anyio-asyncio, anyio-trio
@@ -18,7 +19,8 @@ consumer that never reads), an error reaching the consumer with its cause,
 cancelled receives losing nothing.
 
 Sending, smaller: SEND_FACES (the InjectService faces and AsyncInjector on
-each loop) over OUTS (an Injector on lab.a checked on lab.b, a MemorySink).
+each loop) over OUTS (an Injector or a TX-only XdpSocket on lab.a checked on lab.b, a
+MemorySink).
 
 Adding a face is one entry in a face table, adding a backend one entry in
 FEEDS or OUTS. Every face runs its own event loop inside the test; the
@@ -260,6 +262,16 @@ class CaptureFeed:
         self.lab.ip("link", "del", self.lab.a)
 
 
+class XdpFeed(CaptureFeed):
+    """An XdpSocket on lab.a (queue 0, its own XDP program); frames sent from lab.b; breaks
+    when the veth goes (the lab netns holds no other traffic: IPv6 off, no addresses)."""
+
+    def source(self, failing: bool = False) -> Any:
+        src = nc.XdpSocket(self.lab.a, mode="rx", frame_count=256, fill_size=256, rx_size=256)
+        self.made.append(src)
+        return src
+
+
 def in_lab(make: Callable[[Any], Any]) -> Callable[[pytest.FixtureRequest], Any]:
     """A factory that needs the ``lab`` fixture (root; skipped or failed without it)."""
     def factory(request: pytest.FixtureRequest) -> Any:
@@ -270,6 +282,7 @@ def in_lab(make: Callable[[Any], Any]) -> Callable[[pytest.FixtureRequest], Any]
 
 FEEDS: dict[str, Callable[[pytest.FixtureRequest], Any]] = {
     "capture": in_lab(CaptureFeed),
+    "xdp": in_lab(XdpFeed),
     "memory": lambda request: MemoryFeed(),
 }
 
@@ -838,8 +851,23 @@ class InjectorOut:
         self.rx.close()
 
 
+class XdpOut(InjectorOut):
+    """A TX-only XdpSocket on lab.a (16 TX frames); frames checked on lab.b."""
+
+    def sink(self, failing: bool = False) -> Any:
+        s = nc.XdpSocket(self.lab.a, mode="tx", frame_count=16, tx_size=16, completion_size=16)
+        self.made.append(s)
+        return s
+
+    def stall(self, sink: Any) -> None:
+        # AF_XDP transmits with dev_direct_xmit: no qdisc holds its frames, and a veth
+        # drops rather than pushes back, so nothing outside the socket can stall it.
+        pytest.skip("an AF_XDP socket on veth cannot be stalled from outside (no qdisc on its TX path)")
+
+
 OUTS: dict[str, Callable[[pytest.FixtureRequest], Any]] = {
     "injector": in_lab(InjectorOut),
+    "xdp": in_lab(XdpOut),
     "memory": lambda request: MemoryOut(),
 }
 

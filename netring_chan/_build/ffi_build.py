@@ -29,8 +29,9 @@ Kernel and libc headers, one module each (:data:`HEADERS`):
 - ``if_packet``: ``<linux/if_packet.h>``, AF_PACKET rings and frame headers.
 - ``filter``: ``<linux/filter.h>``, classic BPF (sock_filter, sock_fprog).
 - ``net_tstamp``: ``<linux/net_tstamp.h>``, SO_TIMESTAMPING flags.
-- ``if_xdp``: ``<linux/if_xdp.h>``, AF_XDP (not used by the runtime yet).
-- ``bpf``: ``<linux/bpf.h>`` and the bpf(2) call (not used by the runtime yet).
+- ``if_xdp``: ``<linux/if_xdp.h>``, AF_XDP sockets and rings.
+- ``bpf``: ``<linux/bpf.h>`` and the bpf(2) call: XSKMAP, the XDP program, BPF links.
+- ``rtnetlink``: ``<linux/rtnetlink.h>`` layouts, for an interface's RX queue count.
 
 Struct layouts are declared partially (``...;``) so the C compiler fills in
 the real offsets from the installed kernel headers, never from hand-written
@@ -40,7 +41,8 @@ C helpers, one module per concern (:data:`HELPERS`), each the cdef of the C
 file of the same name in ``c/``: ``walk`` (RX block walker, struct nc_pkt),
 ``copyout`` (owned copies; after ``walk``), ``poll`` (ring fd + eventfd),
 ``txring`` (PACKET_TX_RING slots), ``netdev`` (interface MTU and type),
-``pcapfile`` (pcap/pcapng records a batch per call; after ``copyout``).
+``pcapfile`` (pcap/pcapng records a batch per call; after ``copyout``),
+``xsk`` (AF_XDP rings over a UMEM; after ``walk`` and ``netdev``).
 Everything in them knows nothing of Python objects: cffi calls them with the
 GIL released, and the Python side owns every buffer passed in.
 
@@ -77,8 +79,8 @@ from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-HEADERS = ("libc", "if_ether", "if_packet", "filter", "net_tstamp", "if_xdp", "bpf")
-HELPERS = ("walk", "copyout", "poll", "txring", "netdev", "pcapfile")
+HEADERS = ("libc", "if_ether", "if_packet", "filter", "net_tstamp", "if_xdp", "bpf", "rtnetlink")
+HELPERS = ("walk", "copyout", "poll", "txring", "netdev", "pcapfile", "xsk")
 
 
 def load_module(name: str) -> ModuleType:

@@ -1,6 +1,6 @@
 """<linux/if_xdp.h>: AF_XDP sockets, UMEM registration and ring layout.
 
-Not used by the runtime yet. The structs are declared as today's kernel ABI;
+Used by ``netring_chan.rings.xdp.socket``. The structs are declared as today's kernel ABI;
 where the installed header is older (or absent), CUSTOMIZATIONS supplies
 that ABI itself and the matching NC_HAS_* flag is 0:
 

@@ -27,7 +27,9 @@ Kernel facts the wait loop depends on (net/packet/af_packet.c, ``packet_poll``):
   reports ``POLLERR``, which both event loops deliver to a read waiter. We read
   ``SO_ERROR`` (which clears it) only on a wake that found no block, so blocks
   already captured are delivered first; the error is then kept and raised by
-  every later call.
+  every later call. A source whose socket reports no event when its
+  interface goes (AF_XDP) sets ``error_poll_interval``: each wait then
+  lasts at most that long before ``SO_ERROR`` is read.
 """
 
 from __future__ import annotations
@@ -116,6 +118,9 @@ class AsyncCapture:
         self._busy = False
         self._error: tuple[int, str] | None = None
         self._sockerr = True  # False once SO_ERROR proved the fd is not a socket
+        # A source whose fd shows no event when it fails (AF_XDP) says how
+        # often to look at its pending error instead.
+        self._recheck: float | None = getattr(src, "error_poll_interval", None)
         self._batches = self._packets = self._waits = self._spurious = 0
         self._stream: PacketStream | None = None
         try:
@@ -224,13 +229,14 @@ class AsyncCapture:
                     if b is not None:
                         return b
                 self._waits += 1
-                await loop.wait_fd(self._fd)
+                ready = await loop.wait_fd(self._fd, timeout=self._recheck)
                 b = self._take()
                 if b is not None:
                     return b
                 self._check_pending_error()
-                self._spurious += 1
-                spurious += 1
+                if ready:
+                    self._spurious += 1
+                    spurious += 1
         finally:
             self._busy = False
 

@@ -65,7 +65,12 @@ def check_ring_size(total: int, what: str, max_ring_bytes: int | None) -> None:
 
 
 class Mapping:
-    """``mmap`` of a ring on ``fd``; owns the fd from construction on."""
+    """``mmap`` of a ring on ``fd``; owns the fd from construction on.
+
+    ``fd=-1``: anonymous private memory instead (an AF_XDP UMEM, which the
+    socket registers rather than maps); ``on_unmapped`` still runs after
+    the unmap, to release what must outlive the memory.
+    """
 
     def __init__(self, fd: int, size: int, *, on_unmapped: Callable[[], None], populate: bool = False) -> None:
         self.size = size
@@ -77,10 +82,11 @@ class Mapping:
         # the child never hands a region back or unmaps (see _fork).
         self._forked = False
         _fork.track(self)
-        flags = lib.MAP_SHARED | (lib.MAP_POPULATE if populate else 0)
+        flags = (lib.MAP_SHARED if fd >= 0 else lib.MAP_PRIVATE | lib.MAP_ANONYMOUS) \
+            | (lib.MAP_POPULATE if populate else 0)
         addr = lib.mmap(ffi.NULL, size, lib.PROT_READ | lib.PROT_WRITE, flags, fd, 0)
         if addr == ffi.cast("void *", -1):
-            check(-1, f"mmap of a {size}-byte ring")
+            check(-1, f"mmap of a {size}-byte {'ring' if fd >= 0 else 'UMEM'}")
         self.addr: Any = ffi.cast("uint8_t *", addr)
 
     def _after_fork_in_child(self) -> None:
