@@ -146,3 +146,34 @@ def test_bridge_example_forwards_and_drops(lab_factory: type[Lab]) -> None:
     assert proc.returncode == 0 and err == "", err
     assert got == keep
     assert "a->b: received 8, forwarded 5, dropped 3, balanced True" in out, out
+
+
+def test_workers_parquet_example_writes_one_dataset(lab: Lab, tmp_path: Path) -> None:
+    """Two fanout workers write the frames of four flows as Parquet shards;
+    the dataset the example reads back holds every one of them."""
+    from capture_util import hwaddr, ipv4_frame
+
+    with lab.inside():
+        dst, src = hwaddr(lab.a), hwaddr(lab.b)
+    sent = [ipv4_frame(dst, src, f"10.9.{f}.1", "10.8.0.2", 1000 + f, 2000 + f, bytes([k]) * 20)
+            for k in range(5) for f in range(4)]
+    out, dt = _run(lab, "workers_parquet.py", str(tmp_path / "dataset"), "--workers", "2",
+                   "--count", str(len(sent)), "--duration", "20", "--filter", "udp", send=sent)
+    m = re.search(r"workers wrote \[(\d+), (\d+)\] packets \((\d+) in all\); kernel packets (\d+), "
+                  r"kernel drops (\d+)", out)
+    assert m, out
+    a, b, total, kpk, kdr = map(int, m.groups())
+    assert a + b == total == kpk == len(sent) and kdr == 0, out
+    assert f"the dataset holds {len(sent)} rows" in out, out
+    assert dt < 15  # stopped at --count
+
+
+def test_capture_xdp_example_sees_frames(lab: Lab) -> None:
+    sent = [frame(mac(1), mac(2), bytes([i]) * (60 + i)) for i in range(5)]
+    out, dt = _run(lab, "capture_xdp.py", "--attach", "skb", "--count", "5", "--duration", "10", send=sent)
+    assert "(skb mode, copy)" in out.splitlines()[0], out
+    lines = [ln for ln in out.splitlines() if re.match(r"^\d+\.\d{6} ", ln)]
+    assert [ln.split()[2] for ln in lines] == [f[:14].hex() for f in sent]
+    assert [int(ln.split()[1]) for ln in lines] == [len(f) for f in sent]
+    assert "captured 5 packets; socket packets 5, drops 0" in out, out
+    assert dt < 8
