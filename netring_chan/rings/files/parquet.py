@@ -30,7 +30,7 @@ import re
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
-from ..._arrow import packets_to_arrow, pyarrow, schema
+from ..._arrow import COLUMNS, packets_to_arrow, pyarrow, schema
 from ...contract import Frame, TxStats, check_each, frame_length
 from ...errors import ConfigError
 from ...packet import OwnedBatch, PacketBatch
@@ -41,8 +41,14 @@ __all__ = ["ParquetWriter", "open_parquet", "PARTITION_TIMES"]
 PARTITION_TIMES = ("hour", "day")
 _ROW_BYTES = 35  # fixed-width columns and the data offset, per row: the buffer's estimate of a row
 _NS = {"hour": 3600 * 10**9, "day": 86400 * 10**9}
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_BAD_VALUE = re.compile(r"[/\\=\x00]")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Hive readers match keys case-insensitively (DuckDB), and a key that names
+# a column replaces that column's values; they percent-decode values, read
+# the default partition as null, and drop a path segment with a control
+# character (DuckDB).
+_RESERVED = frozenset(("date", "hour") + COLUMNS)
+_BAD_VALUE = re.compile(r"[/\\=%\x00-\x1f\x7f]")
+_NULL_VALUE = "__HIVE_DEFAULT_PARTITION__"
 _OUTGOING = 4  # PACKET_OUTGOING
 # Dictionary encoding where values repeat; min/max statistics where a query
 # prunes row groups by them (time, lengths, protocol). Not on the packet
@@ -57,16 +63,18 @@ def _check_partition(partition: object) -> tuple[tuple[str, str], ...]:
         return ()
     if not isinstance(partition, Mapping):
         raise ConfigError(f"partition must be a mapping of key to value (e.g. {{'worker': 0}}), got {partition!r}")
-    out = []
+    out: list[tuple[str, str]] = []
     for k, v in partition.items():
-        if not isinstance(k, str) or not _KEY.match(k) or k in ("date", "hour"):
-            raise ConfigError(f"partition key must be an identifier other than 'date' and 'hour', got {k!r}")
+        if not isinstance(k, str) or not _KEY.fullmatch(k) or k.lower() in _RESERVED or \
+                any(k.lower() == seen.lower() for seen, _ in out):
+            raise ConfigError(f"partition key must be an identifier other than 'date', 'hour', the "
+                              f"column names {COLUMNS} and the other keys (in any case), got {k!r}")
         if isinstance(v, bool) or not isinstance(v, (str, int)):
             raise ConfigError(f"partition value of {k!r} must be a str or an int, got {v!r}")
-        text = str(v)
-        if not text or _BAD_VALUE.search(text) or text in (".", ".."):
-            raise ConfigError(f"partition value of {k!r} must be a non-empty name without '/', '\\\\', '=' "
-                              f"or NUL, got {v!r}")
+        text = str(int(v)) if isinstance(v, int) else str.__str__(v)  # an enum's value, not its name
+        if not text or _BAD_VALUE.search(text) or text in (".", "..", _NULL_VALUE):
+            raise ConfigError(f"partition value of {k!r} must be a non-empty name without '/', '\\\\', '=', "
+                              f"'%' or control characters, got {v!r}")
         out.append((k, text))
     return tuple(out)
 
@@ -427,7 +435,10 @@ def open_parquet(path: str | os.PathLike[str], *, snaplen: int = 262144, linktyp
     writer into one partition a distinct name (a host, a process id, a
     start time): a name is truncated when it is opened again.
     ``partition``: hive-style ``key=value`` directories (keys are
-    identifiers, values str or int). ``partition_time``: ``"hour"``
+    identifiers, in any case neither a column's name nor ``date`` or
+    ``hour``, which readers would confuse with them; values str or int,
+    without ``/``, ``\\``, ``=``, ``%`` or control characters, which
+    readers decode or drop). ``partition_time``: ``"hour"``
     (``date=.../hour=...``), ``"day"`` (``date=...``) or ``None``, by the
     packets' UTC capture time. ``snaplen``, ``linktype``, ``interface``:
     as ``open_writer`` (kept in the file's metadata). ``compression``: a

@@ -1,0 +1,64 @@
+"""Review of the Arrow/Parquet feature: what a user of DuckDB or pyarrow would
+trip on (partition names the readers misread, time partitions that explode
+into one file per packet). Needs no root."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import netring_chan as nc
+from netring_chan.files import open_parquet
+
+pa = pytest.importorskip("pyarrow")
+ds = pytest.importorskip("pyarrow.dataset")
+duckdb = pytest.importorskip("duckdb")
+
+pytestmark = pytest.mark.unprivileged
+
+T0 = 1_700_000_000_123_456_789
+HOUR = 3600 * 10**9
+
+
+def duck(sql: str) -> list[tuple[Any, ...]]:
+    con = duckdb.connect()
+    try:
+        return con.execute(sql).fetchall()  # type: ignore[no-any-return]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("partition", [
+    {"worker\n": 1},  # a newline: DuckDB drops the partition column
+    {"caplen": 7},  # a column's name: DuckDB reads 7 for every caplen, pyarrow fails
+    {"Protocol": 5},  # DuckDB's names are case-insensitive: protocol becomes 5
+    {"DATA": 1},
+    {"Hour": 1},  # the time partition's key, in another case
+    {"worker": 1, "Worker": 2},  # one column for DuckDB
+    {"worker": "a%2Fb"},  # readers percent-decode a value: read back as 'a/b'
+    {"worker": "a\nb"},  # DuckDB drops the partition column
+    {"worker": "__HIVE_DEFAULT_PARTITION__"},  # read back as null
+])
+def test_partitions_the_readers_would_misread_are_refused(tmp_path: Path, partition: dict[Any, Any]) -> None:
+    with pytest.raises(nc.ConfigError, match="partition"):
+        open_parquet(tmp_path / "x.parquet", partition=partition)
+    assert not any(tmp_path.iterdir())
+
+
+class W(enum.IntEnum):
+    A = 3
+
+
+def test_accepted_partitions_read_back_as_written(tmp_path: Path) -> None:
+    p = nc.OwnedPacket.make(b"\x01" * 60, T0, 60, 0, protocol=0x800)
+    with open_parquet(tmp_path / "x.parquet", partition={"host": "edge-1.example", "worker": W.A}) as w:
+        w.write([p])
+    assert [str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*.parquet")] == \
+        ["host=edge-1.example/worker=3/x.parquet"]
+    assert duck(f"SELECT host, worker, protocol, caplen FROM read_parquet('{tmp_path}/**/*.parquet', "
+                "hive_partitioning=true)") == [("edge-1.example", 3, 0x800, 60)]
+    t = ds.dataset(str(tmp_path), format="parquet", partitioning="hive").to_table()
+    assert t.column("host").to_pylist() == ["edge-1.example"] and t.column("worker").to_pylist() == [3]
