@@ -15,6 +15,7 @@ from netring_chan.files import open_parquet
 
 pa = pytest.importorskip("pyarrow")
 ds = pytest.importorskip("pyarrow.dataset")
+pq = pytest.importorskip("pyarrow.parquet")
 duckdb = pytest.importorskip("duckdb")
 
 pytestmark = pytest.mark.unprivileged
@@ -62,3 +63,21 @@ def test_accepted_partitions_read_back_as_written(tmp_path: Path) -> None:
                 "hive_partitioning=true)") == [("edge-1.example", 3, 0x800, 60)]
     t = ds.dataset(str(tmp_path), format="parquet", partitioning="hive").to_table()
     assert t.column("host").to_pylist() == ["edge-1.example"] and t.column("worker").to_pylist() == [3]
+
+
+def test_packets_out_of_order_across_an_hour_make_one_file_per_hour(tmp_path: Path) -> None:
+    # Packets from several CPUs reach a block a little out of order: at an
+    # hour boundary a batch goes back and forth between the two hours.
+    edge = (T0 // HOUR + 1) * HOUR
+    pk = [nc.OwnedPacket.make(i.to_bytes(4, "big") * 15, edge + (7 if i % 2 else -7) * (i + 1)) for i in range(400)]
+    with open_parquet(tmp_path / "x.parquet", partition_time="hour") as w:
+        assert w.write(pk) == 400
+    files = sorted(tmp_path.rglob("*.parquet"))
+    assert len(files) == 2, len(files)
+    t = ds.dataset(str(tmp_path), format="parquet", partitioning="hive").to_table()
+    assert t.num_rows == 400
+    for f in files:  # each hour's packets, in the order they came
+        part = pq.read_table(f)
+        late = {ts >= edge for ts in part.column("timestamp").cast(pa.int64()).to_pylist()}
+        assert len(late) == 1
+        assert part.column("data").to_pylist() == [p.data for p in pk if (p.timestamp_ns >= edge) in late]

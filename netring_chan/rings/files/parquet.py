@@ -11,8 +11,9 @@ A shard for a dataset directory: ``partition={"worker": 3}`` puts the files
 under hive-style ``worker=3/`` directories, and ``partition_time="hour"``
 (or ``"day"``) under ``date=YYYY-MM-DD/hour=HH/`` by each packet's UTC
 capture time (a file holds one time partition; a batch that crosses an
-hour is split there). DuckDB (``read_parquet('dir/**/*.parquet',
-hive_partitioning=true)``), ``pyarrow.dataset``, Spark, Trino and Polars
+hour is split by hour, each hour's rows in their order). DuckDB
+(``read_parquet('dir/**/*.parquet', hive_partitioning=true)``),
+``pyarrow.dataset``, Spark, Trino and Polars
 read such a directory as one table with the partition keys as columns.
 
 A Parquet file is readable only once it is closed (its footer is written
@@ -254,19 +255,22 @@ class ParquetWriter(_Rotating):
         if pc.max(caplen).as_py() > self.snaplen:
             rb = self._cut(rb)
             caplen = rb.column("caplen")
-        keys = None
+        key = None
         if self.partition_time is not None:
             keys = pc.divide(rb.column("timestamp").cast(self._pa.int64()), _NS[self.partition_time])
+            parts = pc.unique(keys)
+            if len(parts) > 1:
+                # Each time partition's rows together, in their order: packets
+                # a little out of order across a boundary (from several CPUs)
+                # must not end a file at each change, one file per packet.
+                for part in parts:
+                    self._write_rows(rb.filter(pc.equal(keys, part)))
+                return n
+            key = parts[0].as_py()
         size = self.rotate.size if self.rotate is not None else None
         at = 0
         while at < n:
             k = n - at
-            key = None
-            if keys is not None:
-                key = keys[at].as_py()
-                other = pc.index(pc.not_equal(keys.slice(at), key), True).as_py()
-                if other > 0:
-                    k = other
             if self._file is None or key != self._key or self._rotation_due():
                 self._finish_file()
                 self._open_next(key)
