@@ -81,3 +81,14 @@ def test_packets_out_of_order_across_an_hour_make_one_file_per_hour(tmp_path: Pa
         late = {ts >= edge for ts in part.column("timestamp").cast(pa.int64()).to_pylist()}
         assert len(late) == 1
         assert part.column("data").to_pylist() == [p.data for p in pk if (p.timestamp_ns >= edge) in late]
+
+
+def test_a_time_before_1970_is_in_its_own_hour(tmp_path: Path) -> None:
+    # Integer division truncates toward zero: -5 ns went to 1970-01-01 hour 00.
+    pk = [nc.OwnedPacket.make(b"\x01" * 60, -5), nc.OwnedPacket.make(b"\x02" * 60, -HOUR),
+          nc.OwnedPacket.make(b"\x03" * 60, 0)]
+    with open_parquet(tmp_path / "x.parquet", partition_time="hour") as w:
+        w.write(pk)
+    files = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*.parquet"))
+    assert files == ["date=1969-12-31/hour=23/x.parquet", "date=1970-01-01/hour=00/x1.parquet"]
+    assert pq.read_table(tmp_path / files[0]).column("data").to_pylist() == [b"\x01" * 60, b"\x02" * 60]

@@ -257,7 +257,9 @@ class ParquetWriter(_Rotating):
             caplen = rb.column("caplen")
         key = None
         if self.partition_time is not None:
-            keys = pc.divide(rb.column("timestamp").cast(self._pa.int64()), _NS[self.partition_time])
+            ts, unit = rb.column("timestamp").cast(self._pa.int64()), _NS[self.partition_time]
+            keys = pc.divide(ts, unit)  # truncates toward zero: floor it for a time before 1970
+            keys = pc.subtract(keys, pc.cast(pc.less(ts, pc.multiply(keys, unit)), self._pa.int64()))
             parts = pc.unique(keys)
             if len(parts) > 1:
                 # Each time partition's rows together, in their order: packets
