@@ -5,6 +5,7 @@ into one file per packet). Needs no root."""
 from __future__ import annotations
 
 import enum
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,22 @@ def test_a_time_before_1970_is_in_its_own_hour(tmp_path: Path) -> None:
     files = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*.parquet"))
     assert files == ["date=1969-12-31/hour=23/x.parquet", "date=1970-01-01/hour=00/x1.parquet"]
     assert pq.read_table(tmp_path / files[0]).column("data").to_pylist() == [b"\x01" * 60, b"\x02" * 60]
+
+
+def test_template_fields_in_the_directory_of_a_partitioned_shard(tmp_path: Path) -> None:
+    # The partition directories went under the template's directory as
+    # written: '{n}' there named every file alike, each rotation truncating
+    # the one before; '%Y' made a directory called '%Y'.
+    with open_parquet(tmp_path / "run{n}" / "x.parquet", partition={"w": 1}, rotate=nc.Rotate(size=100)) as w:
+        for i in range(5):
+            w.write([nc.OwnedPacket.make(bytes([i]) * 60, T0 + i)])
+    assert [str(Path(p).relative_to(tmp_path)) for p in w.paths] == \
+        ["run0/w=1/x.parquet", "run1/w=1/x.parquet", "run2/w=1/x.parquet"]
+    t = ds.dataset(str(tmp_path), format="parquet", partitioning="hive").to_table()
+    assert sorted(t.column("data").to_pylist()) == [bytes([i]) * 60 for i in range(5)]
+    now = 1_700_000_000.0
+    with open_parquet(tmp_path / "%Y" / "y.parquet", partition={"w": 1}, partition_time="day",
+                      _clock=lambda: now) as w:
+        w.write([nc.OwnedPacket.make(b"\x01" * 60, T0)])
+    assert [str(Path(p).relative_to(tmp_path)) for p in w.paths] == \
+        [time.strftime("%Y", time.localtime(now)) + "/w=1/date=2023-11-14/y.parquet"]

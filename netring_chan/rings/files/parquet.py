@@ -177,15 +177,13 @@ class ParquetWriter(_Rotating):
             parts.append(time.strftime("date=%Y-%m-%d", t))
             if self.partition_time == "hour":
                 parts.append(time.strftime("hour=%H", t))
-        if not parts:
-            return ""
-        return os.path.join(os.path.dirname(self._template), *parts)
+        return os.path.join(*parts) if parts else ""
 
     def _open_next(self, key: int | None) -> None:
         d = self._directory(key)
-        if d:
-            os.makedirs(d, exist_ok=True)
         name = self._next_path(d)
+        if d:
+            os.makedirs(os.path.dirname(name), exist_ok=True)
         # Unbuffered: pyarrow writes whole pages and the footer itself, and a
         # forked child must hold no buffered bytes of ours (see below).
         f = open(name, "wb", buffering=0)  # noqa: SIM115 - closed in _finish_file

@@ -172,13 +172,14 @@ class _Rotating(Resource):
             return root + suffix + ext
         return name + suffix
 
-    def _next_path(self, directory: str = "") -> str:
+    def _next_path(self, subdir: str = "") -> str:
         """The next file's name, registered as the current one; the oldest of
-        a ring is removed. ``directory``: put the file there instead of in
-        the template's directory."""
+        a ring is removed. ``subdir``: put the file in that subdirectory of
+        the name's directory (the template's, its fields filled in)."""
         name = self._name(self._nfile)
-        if directory:
-            name = os.path.join(directory, os.path.basename(name))
+        if subdir:
+            head, tail = os.path.split(name)
+            name = os.path.join(head, subdir, tail)
         self._nfile += 1
         self.path = name
         self.paths.append(name)
