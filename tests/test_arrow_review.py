@@ -40,6 +40,7 @@ def duck(sql: str) -> list[tuple[Any, ...]]:
     {"DATA": 1},
     {"Hour": 1},  # the time partition's key, in another case
     {"worker": 1, "Worker": 2},  # one column for DuckDB
+    {"_worker": 1},  # pyarrow.dataset skips a directory starting with '_': no rows at all
     {"worker": "a%2Fb"},  # readers percent-decode a value: read back as 'a/b'
     {"worker": "a\nb"},  # DuckDB drops the partition column
     {"worker": "__HIVE_DEFAULT_PARTITION__"},  # read back as null
@@ -112,3 +113,12 @@ def test_template_fields_in_the_directory_of_a_partitioned_shard(tmp_path: Path)
         w.write([nc.OwnedPacket.make(b"\x01" * 60, T0)])
     assert [str(Path(p).relative_to(tmp_path)) for p in w.paths] == \
         [time.strftime("%Y", time.localtime(now)) + "/w=1/date=2023-11-14/y.parquet"]
+
+
+@pytest.mark.parametrize("name", ["_x.parquet", ".x.parquet"])
+def test_a_shard_name_dataset_readers_skip_is_refused(tmp_path: Path, name: str) -> None:
+    # pyarrow.dataset ignores files whose names start with '.' or '_'.
+    for kw in ({"partition": {"worker": 1}}, {"partition_time": "hour"}):
+        with pytest.raises(nc.ConfigError, match="name"):
+            open_parquet(tmp_path / name, **kw)  # type: ignore[arg-type]
+    assert not any(tmp_path.iterdir())

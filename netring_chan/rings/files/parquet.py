@@ -42,11 +42,12 @@ __all__ = ["ParquetWriter", "open_parquet", "PARTITION_TIMES"]
 PARTITION_TIMES = ("hour", "day")
 _ROW_BYTES = 35  # fixed-width columns and the data offset, per row: the buffer's estimate of a row
 _NS = {"hour": 3600 * 10**9, "day": 86400 * 10**9}
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Hive readers match keys case-insensitively (DuckDB), and a key that names
-# a column replaces that column's values; they percent-decode values, read
-# the default partition as null, and drop a path segment with a control
-# character (DuckDB).
+_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# pyarrow.dataset skips files and directories whose names start with '.'
+# or '_'. Hive readers match keys case-insensitively (DuckDB), and a key
+# that names a column replaces that column's values; they percent-decode
+# values, read the default partition as null, and drop a path segment with
+# a control character (DuckDB).
 _RESERVED = frozenset(("date", "hour") + COLUMNS)
 _BAD_VALUE = re.compile(r"[/\\=%\x00-\x1f\x7f]")
 _NULL_VALUE = "__HIVE_DEFAULT_PARTITION__"
@@ -68,8 +69,8 @@ def _check_partition(partition: object) -> tuple[tuple[str, str], ...]:
     for k, v in partition.items():
         if not isinstance(k, str) or not _KEY.fullmatch(k) or k.lower() in _RESERVED or \
                 any(k.lower() == seen.lower() for seen, _ in out):
-            raise ConfigError(f"partition key must be an identifier other than 'date', 'hour', the "
-                              f"column names {COLUMNS} and the other keys (in any case), got {k!r}")
+            raise ConfigError(f"partition key must be an identifier not starting with '_', other than 'date', "
+                              f"'hour', the column names {COLUMNS} and the other keys (in any case), got {k!r}")
         if isinstance(v, bool) or not isinstance(v, (str, int)):
             raise ConfigError(f"partition value of {k!r} must be a str or an int, got {v!r}")
         text = str(int(v)) if isinstance(v, int) else str.__str__(v)  # an enum's value, not its name
@@ -437,10 +438,11 @@ def open_parquet(path: str | os.PathLike[str], *, snaplen: int = 262144, linktyp
     ``name1.parquet``... (a ``Rotate`` template's ``{n}`` and strftime
     fields work as for pcap; the directories are made as needed). Give each
     writer into one partition a distinct name (a host, a process id, a
-    start time): a name is truncated when it is opened again.
-    ``partition``: hive-style ``key=value`` directories (keys are
-    identifiers, in any case neither a column's name nor ``date`` or
-    ``hour``, which readers would confuse with them; values str or int,
+    start time), not starting with ``.`` or ``_`` (readers skip those): a
+    name is truncated when it is opened again. ``partition``: hive-style ``key=value`` directories (keys are
+    identifiers starting with a letter, in any case neither a column's
+    name nor ``date`` or ``hour``, which readers would confuse with them;
+    values str or int,
     without ``/``, ``\\``, ``=``, ``%`` or control characters, which
     readers decode or drop). ``partition_time``: ``"hour"``
     (``date=.../hour=...``), ``"day"`` (``date=...``) or ``None``, by the
@@ -464,6 +466,9 @@ def open_parquet(path: str | os.PathLike[str], *, snaplen: int = 262144, linktyp
     parts = _check_partition(partition)
     if partition_time is not None and partition_time not in PARTITION_TIMES:
         raise ConfigError(f"partition_time must be one of {PARTITION_TIMES} or None, got {partition_time!r}")
+    if (parts or partition_time is not None) and os.path.basename(p).startswith((".", "_")):
+        raise ConfigError(f"path: the name of a dataset's shard must not start with '.' or '_' "
+                          f"(dataset readers skip such files), got {path!r}")
     pa = pyarrow()
     try:
         ok = isinstance(compression, str) and (compression == "none" or pa.Codec.is_available(compression))
