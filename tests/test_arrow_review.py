@@ -5,6 +5,7 @@ into one file per packet). Needs no root."""
 from __future__ import annotations
 
 import enum
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -122,3 +123,20 @@ def test_a_shard_name_dataset_readers_skip_is_refused(tmp_path: Path, name: str)
         with pytest.raises(nc.ConfigError, match="name"):
             open_parquet(tmp_path / name, **kw)  # type: ignore[arg-type]
     assert not any(tmp_path.iterdir())
+
+
+def test_a_file_that_cannot_be_opened_is_not_counted_as_opened(tmp_path: Path) -> None:
+    # The name was registered (paths, path, the ring: the oldest file removed)
+    # before the file was opened; a failed open left a name of no file.
+    edge = (T0 // HOUR + 1) * HOUR
+    blocked = tmp_path / "date=2023-11-14" / "hour=23"  # the next hour's directory is a file
+    blocked.parent.mkdir()
+    blocked.write_bytes(b"")
+    with open_parquet(tmp_path / "x.parquet", partition_time="hour", rotate=nc.Rotate(size=1 << 20, files=1)) as w:
+        w.write([nc.OwnedPacket.make(b"\x01" * 60, edge - 1)])
+        first = w.path
+        with pytest.raises(OSError):
+            w.write([nc.OwnedPacket.make(b"\x02" * 60, edge + 1)])
+        assert w.paths == [first] and w.path == first
+        assert os.path.exists(first)  # the ring of one kept it: nothing replaced it
+    assert pq.read_table(first).column("data").to_pylist() == [b"\x01" * 60]

@@ -197,6 +197,7 @@ class ParquetWriter(_Rotating):
             raise
         self._file = f
         self._key = key
+        self._started(name)
 
     def _write_group(self) -> None:
         """The buffered rows, as one row group of the current file."""

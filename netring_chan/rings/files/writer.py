@@ -128,9 +128,10 @@ class _Rotating(Resource):
     """The rotation policy of every file writer, written once: names from the
     template (``Rotate``), the ring of files, and when a file is due to end.
 
-    A subclass calls ``_next_path()`` when it opens a file (it registers the
-    name and removes the oldest of a ring) and ``_rotation_due()`` before it
-    writes; it keeps ``_file_bytes`` and ``_file_packets`` up to date.
+    A subclass opens the file ``_next_path()`` names, then calls
+    ``_started(name)`` (it registers the name and removes the oldest of a
+    ring), and calls ``_rotation_due()`` before it writes; it keeps
+    ``_file_bytes`` and ``_file_packets`` up to date.
     ``_numbered``: number files even without a ``Rotate`` (a writer that
     opens several files for another reason). ``_number_before_ext``: put
     the number before the extension (``x1.parquet``) instead of after
@@ -173,14 +174,19 @@ class _Rotating(Resource):
         return name + suffix
 
     def _next_path(self, subdir: str = "") -> str:
-        """The next file's name, registered as the current one; the oldest of
-        a ring is removed. ``subdir``: put the file in that subdirectory of
-        the name's directory (the template's, its fields filled in)."""
+        """The next file's name. ``subdir``: put the file in that subdirectory
+        of the name's directory (the template's, its fields filled in)."""
         name = self._name(self._nfile)
         if subdir:
             head, tail = os.path.split(name)
             name = os.path.join(head, subdir, tail)
         self._nfile += 1
+        return name
+
+    def _started(self, name: str) -> None:
+        """The file ``name`` was opened: it is the current one, and the oldest
+        of a ring is removed (only now: a file that could not be opened
+        replaces none)."""
         self.path = name
         self.paths.append(name)
         r = self.rotate
@@ -196,7 +202,6 @@ class _Rotating(Resource):
                     pass
         self._file_bytes = self._file_packets = 0
         self._file_start = self._clock()
-        return name
 
     def _rotation_due(self) -> bool:
         """True when the current file holds packets and reached the size or age
@@ -259,6 +264,7 @@ class Writer(_Rotating):
     def _open_next(self) -> None:
         name = self._next_path()
         self._fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self._started(name)
         hdr = (_pcap_header(self.snaplen, self.linktype) if self._fmt == lib.NC_FMT_PCAP
                else _pcapng_header(self.interfaces, self.snaplen, self.linktype))
         self._append(hdr)
