@@ -140,3 +140,13 @@ def test_a_file_that_cannot_be_opened_is_not_counted_as_opened(tmp_path: Path) -
         assert w.paths == [first] and w.path == first
         assert os.path.exists(first)  # the ring of one kept it: nothing replaced it
     assert pq.read_table(first).column("data").to_pylist() == [b"\x01" * 60]
+
+
+def test_write_names_a_bad_interface_as_the_pcap_writer_does(tmp_path: Path) -> None:
+    pk = [nc.OwnedPacket.make(b"\x01" * 60, T0)]
+    with open_parquet(tmp_path / "x.parquet", interface=["a", "b"]) as w:
+        for bad in ("a", 2, -1, True, 1.0):
+            with pytest.raises(nc.ConfigError, match="interface"):
+                w.write(pk, interface=bad)  # type: ignore[arg-type]
+        assert w.write(pk, interface=1) == 1 and w.write(pk) == 1
+    assert pq.read_table(tmp_path / "x.parquet").num_rows == 2

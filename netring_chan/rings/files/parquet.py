@@ -231,10 +231,13 @@ class ParquetWriter(_Rotating):
     def write(self, packets: Writable, *, interface: int | None = None) -> int:
         """Write a batch or packets; returns how many were written (buffered).
 
-        ``interface`` is accepted for the pcap writer's signature and ignored:
-        every row carries its own ``ifindex``.
+        ``interface`` is accepted for the pcap writer's signature (``None``
+        or an index of the writer's interfaces) and not recorded: every row
+        carries its own ``ifindex``.
         """
         self._check_usable(f"writer {self.path!r}")
+        if interface is not None:
+            self._iface(interface)
         if isinstance(packets, PacketBatch):
             packets = packets.to_owned()
         if isinstance(packets, OwnedBatch):
@@ -318,10 +321,7 @@ class ParquetWriter(_Rotating):
         replaces the counters given. ``interface`` must be 0 or a valid
         index, and is not recorded (rows carry ``ifindex``)."""
         self._check_usable(f"writer {self.path!r}")
-        if not isinstance(interface, int) or isinstance(interface, bool) or \
-                not 0 <= interface < len(self.interfaces):
-            raise ConfigError(f"interface must be an index of the writer's {len(self.interfaces)} "
-                              f"interface(s), got {interface!r}")
+        self._iface(interface)
         for key, v in (("ifrecv", ifrecv), ("ifdrop", ifdrop), ("osdrop", osdrop), ("usrdeliv", usrdeliv)):
             if v is None:
                 continue

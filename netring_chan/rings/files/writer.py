@@ -140,6 +140,7 @@ class _Rotating(Resource):
 
     _numbered = False
     _number_before_ext = False
+    interfaces: tuple[str, ...]  # the subclass's: interface indices are checked against it
 
     def __init__(self, template: str, rotate: Rotate | None, clock: Callable[[], float]) -> None:
         self._template = template
@@ -202,6 +203,13 @@ class _Rotating(Resource):
                     pass
         self._file_bytes = self._file_packets = 0
         self._file_start = self._clock()
+
+    def _iface(self, iface: object) -> int:
+        """An interface index of this writer, or ``ConfigError`` naming it."""
+        n = len(self.interfaces)
+        if not isinstance(iface, int) or isinstance(iface, bool) or not 0 <= iface < n:
+            raise ConfigError(f"interface must be an index of the writer's {n} interface(s), got {iface!r}")
+        return iface
 
     def _rotation_due(self) -> bool:
         """True when the current file holds packets and reached the size or age
@@ -367,13 +375,6 @@ class Writer(_Rotating):
         if datas:
             self._write_cols(b"".join(datas), ts, caps, wires, kinds, len(datas), interface or 0)
         return len(datas)
-
-    def _iface(self, iface: object) -> int:
-        """An interface index of this writer, or ``ConfigError`` naming it."""
-        if not isinstance(iface, int) or isinstance(iface, bool) or not 0 <= iface < len(self.interfaces):
-            raise ConfigError(f"interface must be an index of the writer's {len(self.interfaces)} "
-                              f"interface(s), got {iface!r}")
-        return iface
 
     def _write_cols(self, data: bytes, ts: Any, caps: Any, wires: Any, kinds: Any, n: int,
                     iface: int) -> None:
