@@ -20,7 +20,9 @@ A Parquet file is readable only once it is closed (its footer is written
 last): ``close()`` (also at interpreter exit, or when a writer is collected
 open) and every rotation finish the file; a process killed before leaves
 that file unreadable, the shards it finished before intact. Rotating by
-``seconds`` bounds what a crash can lose.
+``seconds`` bounds what a crash can lose while packets keep coming: the
+age is checked at each write, so after a burst and then silence the file
+stays open (and its rows in memory) until the next packet or ``close()``.
 """
 
 from __future__ import annotations
