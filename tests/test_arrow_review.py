@@ -42,6 +42,9 @@ def duck(sql: str) -> list[tuple[Any, ...]]:
     {"Hour": 1},  # the time partition's key, in another case
     {"worker": 1, "Worker": 2},  # one column for DuckDB
     {"_worker": 1},  # pyarrow.dataset skips a directory starting with '_': no rows at all
+    {"worker": 10**400},  # longer than a directory entry's name
+    {"worker": 10**5000},  # past Python's int-to-str limit: a ValueError
+    {"worker": "a" * 250},  # longer than a directory entry: an OSError, at the first write when time-partitioned
     {"worker": "a%2Fb"},  # readers percent-decode a value: read back as 'a/b'
     {"worker": "a\nb"},  # DuckDB drops the partition column
     {"worker": "__HIVE_DEFAULT_PARTITION__"},  # read back as null

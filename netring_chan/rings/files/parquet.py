@@ -53,6 +53,7 @@ _KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _RESERVED = frozenset(("date", "hour") + COLUMNS)
 _BAD_VALUE = re.compile(r"[/\\=%\x00-\x1f\x7f]")
 _NULL_VALUE = "__HIVE_DEFAULT_PARTITION__"
+_NAME_MAX = 255  # bytes in a directory entry's name (Linux NAME_MAX)
 _OUTGOING = 4  # PACKET_OUTGOING
 # Dictionary encoding where values repeat; min/max statistics where a query
 # prunes row groups by them (time, lengths, protocol). Not on the packet
@@ -75,10 +76,15 @@ def _check_partition(partition: object) -> tuple[tuple[str, str], ...]:
                               f"'hour', the column names {COLUMNS} and the other keys (in any case), got {k!r}")
         if isinstance(v, bool) or not isinstance(v, (str, int)):
             raise ConfigError(f"partition value of {k!r} must be a str or an int, got {v!r}")
-        text = str(int(v)) if isinstance(v, int) else str.__str__(v)  # an enum's value, not its name
-        if not text or _BAD_VALUE.search(text) or text in (".", "..", _NULL_VALUE):
+        try:
+            text = str(int(v)) if isinstance(v, int) else str.__str__(v)  # an enum's value, not its name
+        except ValueError:  # an int past Python's int-to-str limit (its repr fails too)
+            raise ConfigError(f"partition value of {k!r} is an int too long to name a directory") from None
+        if not text or _BAD_VALUE.search(text) or text in (".", "..", _NULL_VALUE) or \
+                len(f"{k}={text}".encode(errors="surrogateescape")) > _NAME_MAX:
             raise ConfigError(f"partition value of {k!r} must be a non-empty name without '/', '\\\\', '=', "
-                              f"'%' or control characters, got {v!r}")
+                              f"'%' or control characters, '{k}=value' at most {_NAME_MAX} bytes, "
+                              f"got {v!r:.80}")
         out.append((k, text))
     return tuple(out)
 
