@@ -11,15 +11,18 @@ A shard for a dataset directory: ``partition={"worker": 3}`` puts the files
 under hive-style ``worker=3/`` directories, and ``partition_time="hour"``
 (or ``"day"``) under ``date=YYYY-MM-DD/hour=HH/`` by each packet's UTC
 capture time (a file holds one time partition; a batch that crosses an
-hour is split there). DuckDB (``read_parquet('dir/**/*.parquet',
-hive_partitioning=true)``), ``pyarrow.dataset``, Spark, Trino and Polars
+hour is split by hour, each hour's rows in their order). DuckDB
+(``read_parquet('dir/**/*.parquet', hive_partitioning=true)``),
+``pyarrow.dataset``, Spark, Trino and Polars
 read such a directory as one table with the partition keys as columns.
 
 A Parquet file is readable only once it is closed (its footer is written
 last): ``close()`` (also at interpreter exit, or when a writer is collected
 open) and every rotation finish the file; a process killed before leaves
 that file unreadable, the shards it finished before intact. Rotating by
-``seconds`` bounds what a crash can lose.
+``seconds`` bounds what a crash can lose while packets keep coming: the
+age is checked at each write, so after a burst and then silence the file
+stays open (and its rows in memory) until the next packet or ``close()``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import re
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
-from ..._arrow import packets_to_arrow, pyarrow, schema
+from ..._arrow import COLUMNS, packets_to_arrow, pyarrow, schema
 from ...contract import Frame, TxStats, check_each, frame_length
 from ...errors import ConfigError
 from ...packet import OwnedBatch, PacketBatch
@@ -41,8 +44,16 @@ __all__ = ["ParquetWriter", "open_parquet", "PARTITION_TIMES"]
 PARTITION_TIMES = ("hour", "day")
 _ROW_BYTES = 35  # fixed-width columns and the data offset, per row: the buffer's estimate of a row
 _NS = {"hour": 3600 * 10**9, "day": 86400 * 10**9}
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_BAD_VALUE = re.compile(r"[/\\=\x00]")
+_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# pyarrow.dataset skips files and directories whose names start with '.'
+# or '_'. Hive readers match keys case-insensitively (DuckDB), and a key
+# that names a column replaces that column's values; they percent-decode
+# values, read the default partition as null, and drop a path segment with
+# a control character (DuckDB).
+_RESERVED = frozenset(("date", "hour") + COLUMNS)
+_BAD_VALUE = re.compile(r"[/\\=%\x00-\x1f\x7f]")
+_NULL_VALUE = "__HIVE_DEFAULT_PARTITION__"
+_NAME_MAX = 255  # bytes in a directory entry's name (Linux NAME_MAX)
 _OUTGOING = 4  # PACKET_OUTGOING
 # Dictionary encoding where values repeat; min/max statistics where a query
 # prunes row groups by them (time, lengths, protocol). Not on the packet
@@ -57,16 +68,23 @@ def _check_partition(partition: object) -> tuple[tuple[str, str], ...]:
         return ()
     if not isinstance(partition, Mapping):
         raise ConfigError(f"partition must be a mapping of key to value (e.g. {{'worker': 0}}), got {partition!r}")
-    out = []
+    out: list[tuple[str, str]] = []
     for k, v in partition.items():
-        if not isinstance(k, str) or not _KEY.match(k) or k in ("date", "hour"):
-            raise ConfigError(f"partition key must be an identifier other than 'date' and 'hour', got {k!r}")
+        if not isinstance(k, str) or not _KEY.fullmatch(k) or k.lower() in _RESERVED or \
+                any(k.lower() == seen.lower() for seen, _ in out):
+            raise ConfigError(f"partition key must be an identifier not starting with '_', other than 'date', "
+                              f"'hour', the column names {COLUMNS} and the other keys (in any case), got {k!r}")
         if isinstance(v, bool) or not isinstance(v, (str, int)):
             raise ConfigError(f"partition value of {k!r} must be a str or an int, got {v!r}")
-        text = str(v)
-        if not text or _BAD_VALUE.search(text) or text in (".", ".."):
-            raise ConfigError(f"partition value of {k!r} must be a non-empty name without '/', '\\\\', '=' "
-                              f"or NUL, got {v!r}")
+        try:
+            text = str(int(v)) if isinstance(v, int) else str.__str__(v)  # an enum's value, not its name
+        except ValueError:  # an int past Python's int-to-str limit (its repr fails too)
+            raise ConfigError(f"partition value of {k!r} is an int too long to name a directory") from None
+        if not text or _BAD_VALUE.search(text) or text in (".", "..", _NULL_VALUE) or \
+                len(f"{k}={text}".encode(errors="surrogateescape")) > _NAME_MAX:
+            raise ConfigError(f"partition value of {k!r} must be a non-empty name without '/', '\\\\', '=', "
+                              f"'%' or control characters, '{k}=value' at most {_NAME_MAX} bytes, "
+                              f"got {v!r:.80}")
         out.append((k, text))
     return tuple(out)
 
@@ -168,15 +186,13 @@ class ParquetWriter(_Rotating):
             parts.append(time.strftime("date=%Y-%m-%d", t))
             if self.partition_time == "hour":
                 parts.append(time.strftime("hour=%H", t))
-        if not parts:
-            return ""
-        return os.path.join(os.path.dirname(self._template), *parts)
+        return os.path.join(*parts) if parts else ""
 
     def _open_next(self, key: int | None) -> None:
         d = self._directory(key)
-        if d:
-            os.makedirs(d, exist_ok=True)
         name = self._next_path(d)
+        if d:
+            os.makedirs(os.path.dirname(name), exist_ok=True)
         # Unbuffered: pyarrow writes whole pages and the footer itself, and a
         # forked child must hold no buffered bytes of ours (see below).
         f = open(name, "wb", buffering=0)  # noqa: SIM115 - closed in _finish_file
@@ -189,6 +205,7 @@ class ParquetWriter(_Rotating):
             raise
         self._file = f
         self._key = key
+        self._started(name)
 
     def _write_group(self) -> None:
         """The buffered rows, as one row group of the current file."""
@@ -222,10 +239,13 @@ class ParquetWriter(_Rotating):
     def write(self, packets: Writable, *, interface: int | None = None) -> int:
         """Write a batch or packets; returns how many were written (buffered).
 
-        ``interface`` is accepted for the pcap writer's signature and ignored:
-        every row carries its own ``ifindex``.
+        ``interface`` is accepted for the pcap writer's signature (``None``
+        or an index of the writer's interfaces) and not recorded: every row
+        carries its own ``ifindex``.
         """
         self._check_usable(f"writer {self.path!r}")
+        if interface is not None:
+            self._iface(interface)
         if isinstance(packets, PacketBatch):
             packets = packets.to_owned()
         if isinstance(packets, OwnedBatch):
@@ -246,19 +266,24 @@ class ParquetWriter(_Rotating):
         if pc.max(caplen).as_py() > self.snaplen:
             rb = self._cut(rb)
             caplen = rb.column("caplen")
-        keys = None
+        key = None
         if self.partition_time is not None:
-            keys = pc.divide(rb.column("timestamp").cast(self._pa.int64()), _NS[self.partition_time])
+            ts, unit = rb.column("timestamp").cast(self._pa.int64()), _NS[self.partition_time]
+            keys = pc.divide(ts, unit)  # truncates toward zero: floor it for a time before 1970
+            keys = pc.subtract(keys, pc.cast(pc.less(ts, pc.multiply(keys, unit)), self._pa.int64()))
+            parts = pc.unique(keys)
+            if len(parts) > 1:
+                # Each time partition's rows together, in their order: packets
+                # a little out of order across a boundary (from several CPUs)
+                # must not end a file at each change, one file per packet.
+                for part in parts:
+                    self._write_rows(rb.filter(pc.equal(keys, part)))
+                return n
+            key = parts[0].as_py()
         size = self.rotate.size if self.rotate is not None else None
         at = 0
         while at < n:
             k = n - at
-            key = None
-            if keys is not None:
-                key = keys[at].as_py()
-                other = pc.index(pc.not_equal(keys.slice(at), key), True).as_py()
-                if other > 0:
-                    k = other
             if self._file is None or key != self._key or self._rotation_due():
                 self._finish_file()
                 self._open_next(key)
@@ -304,10 +329,7 @@ class ParquetWriter(_Rotating):
         replaces the counters given. ``interface`` must be 0 or a valid
         index, and is not recorded (rows carry ``ifindex``)."""
         self._check_usable(f"writer {self.path!r}")
-        if not isinstance(interface, int) or isinstance(interface, bool) or \
-                not 0 <= interface < len(self.interfaces):
-            raise ConfigError(f"interface must be an index of the writer's {len(self.interfaces)} "
-                              f"interface(s), got {interface!r}")
+        self._iface(interface)
         for key, v in (("ifrecv", ifrecv), ("ifdrop", ifdrop), ("osdrop", osdrop), ("usrdeliv", usrdeliv)):
             if v is None:
                 continue
@@ -425,9 +447,13 @@ def open_parquet(path: str | os.PathLike[str], *, snaplen: int = 262144, linktyp
     ``name1.parquet``... (a ``Rotate`` template's ``{n}`` and strftime
     fields work as for pcap; the directories are made as needed). Give each
     writer into one partition a distinct name (a host, a process id, a
-    start time): a name is truncated when it is opened again.
-    ``partition``: hive-style ``key=value`` directories (keys are
-    identifiers, values str or int). ``partition_time``: ``"hour"``
+    start time), not starting with ``.`` or ``_`` (readers skip those): a
+    name is truncated when it is opened again. ``partition``: hive-style ``key=value`` directories (keys are
+    identifiers starting with a letter, in any case neither a column's
+    name nor ``date`` or ``hour``, which readers would confuse with them;
+    values str or int,
+    without ``/``, ``\\``, ``=``, ``%`` or control characters, which
+    readers decode or drop). ``partition_time``: ``"hour"``
     (``date=.../hour=...``), ``"day"`` (``date=...``) or ``None``, by the
     packets' UTC capture time. ``snaplen``, ``linktype``, ``interface``:
     as ``open_writer`` (kept in the file's metadata). ``compression``: a
@@ -449,6 +475,9 @@ def open_parquet(path: str | os.PathLike[str], *, snaplen: int = 262144, linktyp
     parts = _check_partition(partition)
     if partition_time is not None and partition_time not in PARTITION_TIMES:
         raise ConfigError(f"partition_time must be one of {PARTITION_TIMES} or None, got {partition_time!r}")
+    if (parts or partition_time is not None) and os.path.basename(p).startswith((".", "_")):
+        raise ConfigError(f"path: the name of a dataset's shard must not start with '.' or '_' "
+                          f"(dataset readers skip such files), got {path!r}")
     pa = pyarrow()
     try:
         ok = isinstance(compression, str) and (compression == "none" or pa.Codec.is_available(compression))

@@ -128,9 +128,10 @@ class _Rotating(Resource):
     """The rotation policy of every file writer, written once: names from the
     template (``Rotate``), the ring of files, and when a file is due to end.
 
-    A subclass calls ``_next_path()`` when it opens a file (it registers the
-    name and removes the oldest of a ring) and ``_rotation_due()`` before it
-    writes; it keeps ``_file_bytes`` and ``_file_packets`` up to date.
+    A subclass opens the file ``_next_path()`` names, then calls
+    ``_started(name)`` (it registers the name and removes the oldest of a
+    ring), and calls ``_rotation_due()`` before it writes; it keeps
+    ``_file_bytes`` and ``_file_packets`` up to date.
     ``_numbered``: number files even without a ``Rotate`` (a writer that
     opens several files for another reason). ``_number_before_ext``: put
     the number before the extension (``x1.parquet``) instead of after
@@ -139,6 +140,7 @@ class _Rotating(Resource):
 
     _numbered = False
     _number_before_ext = False
+    interfaces: tuple[str, ...]  # the subclass's: interface indices are checked against it
 
     def __init__(self, template: str, rotate: Rotate | None, clock: Callable[[], float]) -> None:
         self._template = template
@@ -172,14 +174,20 @@ class _Rotating(Resource):
             return root + suffix + ext
         return name + suffix
 
-    def _next_path(self, directory: str = "") -> str:
-        """The next file's name, registered as the current one; the oldest of
-        a ring is removed. ``directory``: put the file there instead of in
-        the template's directory."""
+    def _next_path(self, subdir: str = "") -> str:
+        """The next file's name. ``subdir``: put the file in that subdirectory
+        of the name's directory (the template's, its fields filled in)."""
         name = self._name(self._nfile)
-        if directory:
-            name = os.path.join(directory, os.path.basename(name))
+        if subdir:
+            head, tail = os.path.split(name)
+            name = os.path.join(head, subdir, tail)
         self._nfile += 1
+        return name
+
+    def _started(self, name: str) -> None:
+        """The file ``name`` was opened: it is the current one, and the oldest
+        of a ring is removed (only now: a file that could not be opened
+        replaces none)."""
         self.path = name
         self.paths.append(name)
         r = self.rotate
@@ -195,7 +203,13 @@ class _Rotating(Resource):
                     pass
         self._file_bytes = self._file_packets = 0
         self._file_start = self._clock()
-        return name
+
+    def _iface(self, iface: object) -> int:
+        """An interface index of this writer, or ``ConfigError`` naming it."""
+        n = len(self.interfaces)
+        if not isinstance(iface, int) or isinstance(iface, bool) or not 0 <= iface < n:
+            raise ConfigError(f"interface must be an index of the writer's {n} interface(s), got {iface!r}")
+        return iface
 
     def _rotation_due(self) -> bool:
         """True when the current file holds packets and reached the size or age
@@ -258,6 +272,7 @@ class Writer(_Rotating):
     def _open_next(self) -> None:
         name = self._next_path()
         self._fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self._started(name)
         hdr = (_pcap_header(self.snaplen, self.linktype) if self._fmt == lib.NC_FMT_PCAP
                else _pcapng_header(self.interfaces, self.snaplen, self.linktype))
         self._append(hdr)
@@ -360,13 +375,6 @@ class Writer(_Rotating):
         if datas:
             self._write_cols(b"".join(datas), ts, caps, wires, kinds, len(datas), interface or 0)
         return len(datas)
-
-    def _iface(self, iface: object) -> int:
-        """An interface index of this writer, or ``ConfigError`` naming it."""
-        if not isinstance(iface, int) or isinstance(iface, bool) or not 0 <= iface < len(self.interfaces):
-            raise ConfigError(f"interface must be an index of the writer's {len(self.interfaces)} "
-                              f"interface(s), got {iface!r}")
-        return iface
 
     def _write_cols(self, data: bytes, ts: Any, caps: Any, wires: Any, kinds: Any, n: int,
                     iface: int) -> None:
