@@ -176,3 +176,16 @@ def test_fuzz_the_c_entry_points_raise_never_crash(args: list[Any], more: list[A
         _call(next, ait.__anext__())
     _call(Step().send, None)
     _call(Step().throw, *args[:3])
+
+
+def test_what_only_the_old_tuple_gave_is_gone_as_the_changelog_says() -> None:
+    p, q = nc.OwnedPacket.make(b"b", 2), nc.OwnedPacket.make(b"a", 1)
+    assert not isinstance(p, tuple)
+    with pytest.raises(TypeError):
+        len(p)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        p[0]  # type: ignore[index]
+    with pytest.raises(TypeError):
+        sorted([p, q])  # type: ignore[type-var]
+    # what stays: fields, equality, hash, pickling
+    assert p == nc.OwnedPacket.make(b"b", 2) and hash(p) == hash(nc.OwnedPacket.make(b"b", 2))
