@@ -109,7 +109,8 @@ static PySendResult step_send(PyObject *self, PyObject *arg, PyObject **result)
 /* 3.12+ resume an awaited iterator through tp_iternext: the value travels
  * in a StopIteration. Making one per packet (and its args tuple) cost more
  * than the coroutine this replaces, so one instance is reused, its `value`
- * replaced, whenever nobody else still holds it. */
+ * replaced, whenever nobody else still holds it (so it keeps the last
+ * value it carried, one packet, until it carries the next). */
 static PyObject *stop_spare;
 
 static int raise_stop(PyObject *value)
@@ -132,8 +133,11 @@ static int raise_stop(PyObject *value)
     PyException_SetContext(e, NULL);
     PyException_SetCause(e, NULL);
     PyException_SetTraceback(e, Py_None);
-    PyErr_SetObject(PyExc_StopIteration, e);
-    Py_DECREF(e);
+    /* PyErr_Restore, not PyErr_SetObject: the latter makes the exception
+     * being handled (if any) the instance's __context__, and the reused
+     * instance would keep it (its traceback, frames) alive. Steals e. */
+    Py_INCREF(PyExc_StopIteration);
+    PyErr_Restore(PyExc_StopIteration, e, NULL);
     return 0;
 }
 
@@ -174,6 +178,11 @@ static PyObject *step_throw(PyObject *self, PyObject *args)
     /* not started: nothing was taken; the exception goes straight back */
     if (!PyArg_UnpackTuple(args, "throw", 1, 3, &typ, &val, &tb))
         return NULL;
+    if (!PyExceptionInstance_Check(typ) && !PyExceptionClass_Check(typ)) {
+        PyErr_Format(PyExc_TypeError, "exceptions must be classes or instances deriving from "
+                     "BaseException, not %R", typ);
+        return NULL;
+    }
     Py_CLEAR(st->owner);
     if (PyExceptionInstance_Check(typ)) {
         PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
@@ -304,6 +313,11 @@ static int aiter_take(PyObject *self, PyObject **p)
         Py_DECREF(it);
         return 0;
     }
+    if (!PyIter_Check(it)) {
+        PyErr_Format(PyExc_TypeError, "cursor.it must be an iterator or None, got %R", it);
+        Py_DECREF(it);
+        return -1;
+    }
     *p = PyIter_Next(it);
     Py_DECREF(it);
     if (*p != NULL)
@@ -329,6 +343,7 @@ static PyObject *aiter_anext(PyObject *self)
 {
     PacketAiter *a = (PacketAiter *)self;
     Step *st = (Step *)a->spare;
+    PyObject *old;
     if (a->cursor == NULL) {
         PyErr_SetString(PyExc_ValueError, "PacketAiter was not initialised");
         return NULL;
@@ -342,9 +357,12 @@ static PyObject *aiter_anext(PyObject *self)
         st->owner = NULL;
         st->coro = NULL;
         PyObject_GC_Track((PyObject *)st);
+        /* the old spare's release may run Python code (its coroutine's
+         * finally) that re-enters here: a->spare must be valid by then */
         Py_INCREF(st);
-        Py_XDECREF(a->spare);
+        old = a->spare;
         a->spare = (PyObject *)st;
+        Py_XDECREF(old);
     }
     Py_INCREF(self);
     st->owner = self;
@@ -527,18 +545,22 @@ static PyObject *packets_next(PyObject *self)
     data = PyList_GetItem(it->datas, it->i);
     if (data == NULL)
         return NULL;
+    /* owned before the timestamp iterator (maybe Python code) can drop it */
+    Py_INCREF(data);
     ts = PyIter_Next(it->ts);
     if (ts == NULL) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "fewer timestamps than packets");
+        Py_DECREF(data);
         return NULL;
     }
     p = (PacketBase *)it->alloc(it->cls, 0);
     if (p == NULL) {
+        Py_DECREF(data);
         Py_DECREF(ts);
         return NULL;
     }
-    Py_INCREF(data); Py_INCREF(it->cols);
+    Py_INCREF(it->cols);
     p->data = data; p->ts = ts; p->cols = it->cols; p->index = it->i++;
     return (PyObject *)p;
 }
