@@ -124,6 +124,11 @@ class AsyncInjector:
         step = max(1, sink.capacity)
         while n < total:
             self._check()
+            # The yield (and cancellation point) comes before a run is queued,
+            # never after: cancelled there, or while waiting for room, this
+            # run queued nothing; a run once queued is counted and returned.
+            await loop.checkpoint()
+            self._check()
             async with self._lock:
                 self._check()
                 k = sink.publish(frames[n:n + step] if n or total > step else frames)
@@ -133,7 +138,6 @@ class AsyncInjector:
                         await self._wait_room(loop, deadline)
                         k = sink.publish(frames[n:n + step] if n or total > step else frames)
             n += k
-            await loop.checkpoint()
         return n
 
     async def flush(self) -> int:
