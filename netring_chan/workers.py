@@ -380,7 +380,11 @@ def _worker_main(spec: _Spec, index: int, conn: Connection) -> None:
             except BaseException:  # noqa: BLE001
                 pass
         try:
-            link.send(("error", f"{type(e).__name__}: {e}", text, stats))
+            what = f"{type(e).__name__}: {e}"
+        except BaseException:  # noqa: BLE001 - its __str__ raised: the traceback still goes
+            what = f"{type(e).__name__} (its str() raised)"
+        try:
+            link.send(("error", what, text, stats))
         except BaseException:  # noqa: BLE001 - the parent is gone: nobody to tell
             pass
         sys.exit(1)

@@ -78,3 +78,25 @@ def stubborn(ctx: nc.WorkerContext) -> None:
     """Ignore the stop: the pool must kill it."""
     while True:
         time.sleep(0.05)
+
+
+class BadStr(Exception):
+    """An exception whose ``str()`` itself raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("str() of BadStr failed")
+
+
+def raise_bad_str(ctx: nc.WorkerContext) -> None:
+    """Raise an exception that cannot be turned into text."""
+    raise BadStr("unprintable")
+
+
+def mark_at_end(ctx: nc.WorkerContext, path: str) -> int:
+    """Read until stopped, then write ``path`` (the pool stopped this worker cleanly)."""
+    ctx.emit(("hello", ctx.index))
+    for _ in ctx:
+        pass
+    with open(f"{path}.{ctx.index}", "w") as f:
+        f.write("stopped cleanly")
+    return ctx.index
