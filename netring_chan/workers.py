@@ -511,6 +511,11 @@ def _collect(st: _State, i: int, mp: Any, spec: _Spec, core: BatchQueue[Any], na
         # Started from this thread, which outlives the worker: PR_SET_PDEATHSIG
         # follows the thread that made the process (see the module notes).
         proc.start()
+        # This thread reaps the worker, not multiprocessing: its exit handler
+        # would SIGTERM a daemon worker before the pool's own atexit stop
+        # could end it cleanly, and would do so in any child forked from
+        # this process (which inherits the list) as that child exits.
+        multiprocessing.process._children.discard(proc)  # type: ignore[attr-defined]
         child.close()
         st.pids[i] = proc.pid or 0
         with st.lock:
@@ -565,8 +570,13 @@ def _collect(st: _State, i: int, mp: Any, spec: _Spec, core: BatchQueue[Any], na
         # This thread cannot go on watching the worker (it could not be
         # started, or sent what the parent cannot unpickle): end it.
         st.kill(i)
+        p = st.procs[i]
+        if p is not None and p.pid is not None:
+            p.join(1.0)  # reaped here (see above), or it stays a zombie
+            st.exitcodes[i] = p.exitcode
         if st.errors[i] is None:
-            err = WorkerError(i, st.pids[i], f"could not be served: {type(e).__name__}: {e}")
+            err = WorkerError(i, st.pids[i], f"could not be served: {type(e).__name__}: {e}",
+                              exitcode=st.exitcodes[i])
             err.__cause__ = e
             st.errors[i] = err
             core.fail(name, err)

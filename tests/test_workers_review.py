@@ -12,7 +12,7 @@ import pytest
 import netring_chan as nc
 import worker_targets as wt
 from lab import Lab
-from test_workers import HERE, RING, collect, wait_gone
+from test_workers import HERE, RING, wait_gone
 
 
 def test_exception_whose_str_raises_still_reports_its_traceback(lab: Lab) -> None:
@@ -60,3 +60,23 @@ def test_exit_without_stop_stops_workers_cleanly(lab: Lab, tmp_path: os.PathLike
     assert wait_gone(pids, 2.0) == []
     for i in range(2):
         assert os.path.exists(f"{path}.{i}"), f"worker {i} did not end cleanly: {r.stderr}"
+
+
+def reaped(pid: int) -> bool:
+    """No process ``pid`` at all: exited and reaped (not a zombie)."""
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def test_object_the_parent_cannot_unpickle_fails_the_worker_and_reaps_it(lab: Lab) -> None:
+    with nc.WorkerPool(wt.emit_no_load, lab.a, 1, capture=RING) as pool:
+        with pytest.raises(nc.ServiceError) as ei:
+            pool.get(5.0)
+        pid = pool.pids[0]
+    err = ei.value.__cause__
+    assert isinstance(err, nc.WorkerError) and "could not be served" in str(err)
+    assert "cannot be rebuilt" in str(err)
+    deadline = time.monotonic() + 2
+    while not reaped(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert reaped(pid), "the killed worker was left a zombie"
+    assert err.exitcode == -9

@@ -100,3 +100,21 @@ def mark_at_end(ctx: nc.WorkerContext, path: str) -> int:
     with open(f"{path}.{ctx.index}", "w") as f:
         f.write("stopped cleanly")
     return ctx.index
+
+
+def _refuse() -> None:
+    raise RuntimeError("this object cannot be rebuilt in the parent")
+
+
+class NoLoad:
+    """Pickles in the worker, fails to unpickle in the parent."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse, ())
+
+
+def emit_no_load(ctx: nc.WorkerContext) -> None:
+    """Emit an object the parent cannot unpickle, then read until stopped."""
+    ctx.emit(NoLoad())
+    for _ in ctx:
+        pass
