@@ -752,6 +752,13 @@ class WorkerPool(_ReceivingService):
             pickle.dumps((target, tuple(args)))
         except Exception as e:  # noqa: BLE001
             raise ConfigError(f"target and args must be picklable (a module-level function): {e}") from None
+        # Pickled by name, it would fail only in each worker (which imports
+        # __main__ from its file): an interactive session or `python -c` has none.
+        if getattr(target, "__module__", None) == "__main__" \
+                and not getattr(sys.modules.get("__main__"), "__file__", None):
+            raise ConfigError(f"target {getattr(target, '__qualname__', target)!r} is defined in __main__ "
+                              "without a file (an interactive session or python -c), which a worker "
+                              "cannot import: define it in a module")
         self._st = _State(workers)
         self._members = tuple(_WorkerHandle(self._st, i) for i in range(workers))
         self._spec: _Spec | None = None

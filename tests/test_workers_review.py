@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
 import netring_chan as nc
 import worker_targets as wt
+from capture_util import send_in_order
 from lab import Lab
-from test_workers import HERE, RING, wait_gone
+from test_workers import HERE, RING, check_split, flows, wait_gone
 
 
 def test_exception_whose_str_raises_still_reports_its_traceback(lab: Lab) -> None:
@@ -28,6 +31,7 @@ def test_exception_whose_str_raises_still_reports_its_traceback(lab: Lab) -> Non
 
 _EXIT_WITHOUT_STOP = """
 import sys
+import time
 sys.path.insert(0, {here!r})
 from lab import inside
 import netring_chan as nc
@@ -80,3 +84,182 @@ def test_object_the_parent_cannot_unpickle_fails_the_worker_and_reaps_it(lab: La
         time.sleep(0.02)
     assert reaped(pid), "the killed worker was left a zombie"
     assert err.exitcode == -9
+
+
+_STARTING = """
+import sys
+import time
+sys.path.insert(0, {here!r})
+from lab import inside
+import netring_chan as nc
+import worker_targets as wt
+if __name__ == "__main__":
+    with inside({ns!r}):
+        pool = nc.WorkerPool(wt.idle, {ifname!r}, 2, start_method={method!r},
+                             capture=dict(block_size=1 << 16, block_count=4))
+        print("starting", flush=True)
+        try:
+            pool.start()
+        except KeyboardInterrupt:
+            print("interrupted", " ".join(map(str, pool.pids)), flush=True)
+            raise
+        print("started", flush=True)
+        for _ in pool:
+            pass
+"""
+
+
+def tagged(tag: str) -> list[int]:
+    """Live (not zombie) processes whose environment carries ``tag``."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as f:
+                env = f.read()
+            with open(f"/proc/{d}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if tag.encode() in env and state != "Z":
+            out.append(int(d))
+    return out
+
+
+def _starting(lab: Lab, method: str, tag: str) -> subprocess.Popen[str]:
+    code = _STARTING.format(here=HERE, ns=lab.ns, ifname=lab.a, method=method)
+    env = dict(os.environ, NC_REVIEW_TAG=tag)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "starting"
+    return proc
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.1, 0.25, 0.5])
+def test_parent_killed_during_start_leaves_no_worker(lab: Lab, delay: float) -> None:
+    tag = f"nc-review-{os.getpid()}-{delay}"
+    proc = _starting(lab, "spawn", tag)
+    try:
+        time.sleep(delay)
+        proc.kill()
+        proc.wait(5)
+        deadline = time.monotonic() + 3
+        while tagged(tag) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tagged(tag) == []
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.3])
+def test_ctrl_c_during_start_stops_every_worker(lab: Lab, delay: float) -> None:
+    tag = f"nc-review-int-{os.getpid()}-{delay}"
+    proc = _starting(lab, "spawn", tag)
+    try:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=5)
+        assert proc.returncode != 0
+        assert "KeyboardInterrupt" in err, err
+        deadline = time.monotonic() + 2
+        while tagged(tag) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tagged(tag) == []
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_results_through_the_asyncio_face(lab: Lab) -> None:
+    import asyncio
+
+    frames = flows(lab, 8, 5)
+
+    async def main() -> list[Any]:
+        got: list[Any] = []
+        with nc.WorkerPool(wt.record, lab.a, 2, capture=RING) as pool:
+            send_in_order(lab, frames)
+            rx = pool.asyncio()
+            async def take() -> None:
+                async for obj in rx:
+                    got.append(obj)
+                    if len(got) == len(frames):
+                        break
+            await asyncio.wait_for(take(), 10)
+        return got
+
+    check_split(asyncio.run(main()), 8, 5)
+
+
+def test_stop_with_a_full_block_queue_nobody_reads(lab: Lab) -> None:
+    frames = flows(lab, 16, 40)
+    pool = nc.WorkerPool(wt.record, lab.a, 2, capacity=8, capture=RING)
+    pool.start()
+    send_in_order(lab, frames)
+    time.sleep(0.5)  # the collectors wait for room, the workers' emits wait on their pipes
+    t0 = time.monotonic()
+    pool.stop()
+    assert time.monotonic() - t0 < 2.0
+    st = pool.stats()
+    assert st.balanced, st
+    assert all(e is None for e in pool.worker_errors), pool.worker_errors
+    # Nothing lost: everything the workers saw was emitted and is still queued.
+    assert st.emitted == st.capture.delivered == len(frames)
+    assert len([o for b in pool.get_all() for o in b]) == len(frames)
+    assert wait_gone(pool.pids, 1.0) == []
+
+
+def test_stop_from_a_signal_handler_while_iterating(lab: Lab) -> None:
+    got = []
+    with nc.WorkerPool(wt.idle, lab.a, 2, capture=RING) as pool:
+        old = signal.signal(signal.SIGALRM, lambda *a: pool.stop())
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.5)
+            t0 = time.monotonic()
+            for obj in pool:
+                got.append(obj)
+            took = time.monotonic() - t0
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+    assert len(got) == 2 and took < 3.0
+    assert pool.results() == [0, 1] and pool.stats().balanced
+
+
+def test_stop_twice_from_two_threads(lab: Lab) -> None:
+    import threading
+
+    pool = nc.WorkerPool(wt.idle, lab.a, 2, capture=RING).start()
+    ts = [threading.Thread(target=pool.stop) for _ in range(2)]
+    for t in ts:
+        t.start()
+    pool.stop()
+    for t in ts:
+        t.join(5)
+    assert not any(t.is_alive() for t in ts)
+    assert pool.results() == [0, 1] and pool.stats().balanced
+    pool.stop()
+
+
+_INTERACTIVE = """
+import netring_chan as nc
+def target(ctx):
+    pass
+try:
+    nc.WorkerPool(target, "lo", 2)
+except nc.ConfigError as e:
+    print("ConfigError:", e)
+"""
+
+
+@pytest.mark.unprivileged
+def test_target_in_main_without_a_file_is_refused_in_the_parent() -> None:
+    # `python -c` (or a REPL, a notebook): the worker could not import it and
+    # would only exit with code 1.
+    r = subprocess.run([sys.executable, "-c", _INTERACTIVE], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "ConfigError: target 'target' is defined in __main__ without a file" in r.stdout, r.stdout
+
