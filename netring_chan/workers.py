@@ -771,9 +771,11 @@ class WorkerPool(_ReceivingService):
         Raises the ``WorkerError`` of a worker that failed to start (or did
         not within ``start_timeout``), after stopping the others.
         """
-        if self._started:
+        if self._started and not self._stopped:
             self._check_not_forked()
             return self
+        if self._stopped:
+            super().start()  # ClosedError: a stopped pool does not restart
         st = os.stat("/proc/thread-self/ns/net")
         netns = (st.st_dev, st.st_ino, f"/proc/{os.getpid()}/task/{threading.get_native_id()}/ns/net")
         self._spec = _Spec(netns=netns, **self._spec_args)

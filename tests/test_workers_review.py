@@ -15,7 +15,7 @@ import netring_chan as nc
 import worker_targets as wt
 from capture_util import send_in_order
 from lab import Lab
-from test_workers import HERE, RING, check_split, flows, wait_gone
+from test_workers import HERE, RING, check_split, collect, flows, gone, wait_gone
 
 
 def test_exception_whose_str_raises_still_reports_its_traceback(lab: Lab) -> None:
@@ -263,3 +263,52 @@ def test_target_in_main_without_a_file_is_refused_in_the_parent() -> None:
     assert r.returncode == 0, r.stderr
     assert "ConfigError: target 'target' is defined in __main__ without a file" in r.stdout, r.stdout
 
+
+
+def test_a_stopped_pool_cannot_restart(lab: Lab) -> None:
+    # As a CaptureService: start() after stop() says so, rather than
+    # returning a pool whose iteration ends at once.
+    pool = nc.WorkerPool(wt.idle, lab.a, 1, capture=RING)
+    pool.start()
+    pool.stop()
+    with pytest.raises(nc.ClosedError, match="stopped"):
+        pool.start()
+    with pytest.raises(nc.ClosedError, match="stopped"):
+        with pool:
+            pass
+
+
+def test_pool_inherited_by_a_forked_child(lab: Lab) -> None:
+    import warnings
+
+    with nc.WorkerPool(wt.idle, lab.a, 2, capture=RING) as pool:
+        assert len(collect(pool, 2)) == 2
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe
+            code = 0
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    assert pool.stop() is False
+                    for call in (pool.stats, lambda: pool.get(0), pool.start):
+                        try:
+                            call()
+                        except nc.ClosedError:
+                            pass
+                        else:
+                            code = 3
+                    del call
+            except BaseException:  # noqa: BLE001
+                code = 2
+            os.write(w, bytes([code]))
+            os._exit(0)
+        os.close(w)
+        assert os.read(r, 1) == b"\0"
+        os.close(r)
+        os.waitpid(pid, 0)
+        time.sleep(0.3)
+        # The parent's pool is undisturbed.
+        assert pool.running and pool.error is None
+        assert not any(gone(p) for p in pool.pids)  # both still run
+    assert pool.results() == [0, 1] and pool.stats().balanced
