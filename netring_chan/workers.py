@@ -162,8 +162,9 @@ class WorkerPoolStats:
     ``capture``: the workers' capture counters added up, one ``SourceStats``
     per worker (``w0``, ``w1``...), with the same identity as one capture
     service (``capture.balanced``). ``emitted``: ``ctx.emit`` objects that
-    reached the parent; ``delivered``, ``queue_drops`` (``overflow="drop"``),
-    ``queued``, ``peak_queued``, ``capacity``: the results queue there.
+    reached the parent; ``delivered``, ``queue_drops`` (``overflow="drop"``,
+    or read from a worker after ``stop()`` stopped waiting for it and closed
+    the queue), ``queued``, ``peak_queued``, ``capacity``: the results queue there.
     """
 
     workers: tuple[WorkerStats, ...]
@@ -452,6 +453,7 @@ class _State:
         self.group_id: int | None = None
         self.stats: list[ServiceStats | None] = [None] * n
         self.emitted = [0] * n
+        self.late = [0] * n  # emitted objects read after stop closed the queue (queue drops)
         self.final = [False] * n
         self.results: list[Any] = [None] * n
         self.exitcodes: list[int | None] = [None] * n
@@ -597,8 +599,8 @@ def _handle(st: _State, i: int, msg: tuple[Any, ...], core: BatchQueue[Any]) -> 
         st.emitted[i] += len(objs)
         try:
             core.put(_Results(objs, i))
-        except Exception:  # noqa: BLE001 - closed after a stop gave up waiting: they are lost
-            pass
+        except Exception:  # noqa: BLE001 - closed after a stop gave up waiting: dropped, counted
+            st.late[i] += len(objs)
     elif kind == "stats":
         st.stats[i] = msg[1]
     elif kind == "ready":
@@ -858,7 +860,7 @@ class WorkerPool(_ReceivingService):
         c = self._core.counters()
         return WorkerPoolStats(
             workers=tuple(per), capture=ServiceStats(tuple(sources), qd, dl, qd_q, peak, cap),
-            emitted=sum(st.emitted), delivered=c.delivered, queue_drops=c.dropped, queued=c.queued,
+            emitted=sum(st.emitted), delivered=c.delivered, queue_drops=c.dropped + sum(st.late), queued=c.queued,
             peak_queued=c.peak, capacity=c.capacity)
 
     # -- the sync face: emitted objects ---------------------------------------------------

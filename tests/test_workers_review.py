@@ -312,3 +312,17 @@ def test_pool_inherited_by_a_forked_child(lab: Lab) -> None:
         assert pool.running and pool.error is None
         assert not any(gone(p) for p in pool.pids)  # both still run
     assert pool.results() == [0, 1] and pool.stats().balanced
+
+
+def test_results_identity_holds_when_a_killed_worker_left_objects_behind(lab: Lab) -> None:
+    # The collector is still reading the killed worker's pipe when stop()
+    # closes the results queue: what it reads then cannot be queued, and
+    # must not be counted as emitted-and-queued either.
+    pool = nc.WorkerPool(wt.stubborn_emitter, lab.a, 1, capture=RING)
+    pool.start()
+    time.sleep(0.3)
+    pool.stop()
+    time.sleep(1.0)  # the collector finishes reading what the worker wrote
+    st = pool.stats()
+    assert st.emitted == st.delivered + st.queue_drops + st.queued, st
+    assert st.balanced

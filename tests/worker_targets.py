@@ -118,3 +118,26 @@ def emit_no_load(ctx: nc.WorkerContext) -> None:
     ctx.emit(NoLoad())
     for _ in ctx:
         pass
+
+
+def _slow_load(n: int) -> int:
+    time.sleep(0.002)
+    return n
+
+
+class SlowLoad:
+    """Unpickles slowly in the parent (2 ms each), so its collector lags."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_slow_load, (self.n,))
+
+
+def stubborn_emitter(ctx: nc.WorkerContext) -> None:
+    """Emit slow-to-load objects for ever, ignoring the stop: the pool kills it."""
+    n = 0
+    while True:
+        ctx.emit(SlowLoad(n))
+        n += 1
