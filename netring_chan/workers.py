@@ -475,15 +475,16 @@ class _State:
             self.tell(i, ("stop",))
 
     def kill(self, i: int) -> None:
-        p = self.procs[i]
-        # Never os.kill(0 or None): pid 0 is our own process group. A worker
-        # not yet reaped (exitcode None) keeps its pid, even as a zombie.
-        if p is not None and p.pid and p.exitcode is None:
-            self.killed[i] = True
-            try:
-                os.kill(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        with self.lock:  # not while its collector closes it (reaped: nothing to kill)
+            p = self.procs[i]
+            # Never os.kill(0 or None): pid 0 is our own process group. A worker
+            # not yet reaped (exitcode None) keeps its pid, even as a zombie.
+            if p is not None and p.pid and p.exitcode is None:
+                self.killed[i] = True
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 class _WorkerHandle:
@@ -554,6 +555,9 @@ def _collect(st: _State, i: int, mp: Any, spec: _Spec, core: BatchQueue[Any], na
         proc.join()
         code = proc.exitcode
         st.exitcodes[i] = code
+        with st.lock:
+            st.procs[i] = None
+        proc.close()  # its sentinel pipe: a stopped pool holds no descriptor
         clean = st.final[i] and code == 0 and error is None
         if not clean:
             pid = st.pids[i]
@@ -576,6 +580,10 @@ def _collect(st: _State, i: int, mp: Any, spec: _Spec, core: BatchQueue[Any], na
         if p is not None and p.pid is not None:
             p.join(1.0)  # reaped here (see above), or it stays a zombie
             st.exitcodes[i] = p.exitcode
+            if p.exitcode is not None:
+                with st.lock:
+                    st.procs[i] = None
+                p.close()
         if st.errors[i] is None:
             err = WorkerError(i, st.pids[i], f"could not be served: {type(e).__name__}: {e}",
                               exitcode=st.exitcodes[i])

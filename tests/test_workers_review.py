@@ -326,3 +326,51 @@ def test_results_identity_holds_when_a_killed_worker_left_objects_behind(lab: La
     st = pool.stats()
     assert st.emitted == st.delivered + st.queue_drops + st.queued, st
     assert st.balanced
+
+
+@pytest.mark.parametrize("how, words", [
+    ("segv", "was killed by SIGSEGV"),
+    ("sys.exit", "failed: SystemExit: 3"),
+    ("os._exit", "exited with code 0 without reporting an end"),
+    ("unpicklable-return", "return value (function) cannot be pickled"),
+])
+def test_worker_ends_badly_and_the_parent_says_how(lab: Lab, how: str, words: str) -> None:
+    got = []
+    t0 = time.monotonic()
+    with nc.WorkerPool(wt.ends_badly, lab.a, 1, args=(how,), capture=RING) as pool:
+        with pytest.raises(nc.ServiceError) as ei:
+            while True:
+                got.append(pool.get(5.0))
+    assert time.monotonic() - t0 < 5.0
+    err = ei.value.__cause__
+    assert isinstance(err, nc.WorkerError) and words in str(err), err
+    if how in ("sys.exit", "unpicklable-return"):
+        # A signal or os._exit skips the flush: what it had not sent yet is gone (documented).
+        assert got == [("before", how)]
+    assert wait_gone(pool.pids, 1.0) == []
+
+
+def test_target_that_returns_at_once_ends_the_stream(lab: Lab) -> None:
+    with nc.WorkerPool(wt.ends_badly, lab.a, 2, args=("return-at-once",), capture=RING) as pool:
+        got = list(pool)  # ends when both workers ended
+    assert got == [("before", "return-at-once")] * 2
+    assert pool.results() == ["done", "done"] and pool.stats().balanced
+
+
+def test_a_stopped_pool_holds_no_fd(lab: Lab) -> None:
+    def fds() -> set[str]:
+        return set(os.listdir("/proc/self/fd"))
+
+    def run() -> nc.WorkerPool:
+        pool = nc.WorkerPool(wt.idle, lab.a, 2, capture=RING)
+        pool.start()
+        pool.stop()
+        for t in pool._threads:  # the collectors: they close what they hold as they end
+            t.join(2.0)
+        return pool
+
+    run()  # multiprocessing's resource tracker starts once, and keeps its pipe
+    before = fds()
+    kept = [run() for _ in range(2)]
+    assert fds() - before == set(), "a stopped pool still holds descriptors"
+    assert all(p.results() == [0, 1] for p in kept)

@@ -141,3 +141,23 @@ def stubborn_emitter(ctx: nc.WorkerContext) -> None:
     while True:
         ctx.emit(SlowLoad(n))
         n += 1
+
+
+def ends_badly(ctx: nc.WorkerContext, how: str) -> Any:
+    """End the way ``how`` says, after emitting one object."""
+    import signal
+    import sys
+
+    ctx.emit(("before", how))
+    if how == "segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+        time.sleep(5)
+    elif how == "sys.exit":
+        sys.exit(3)
+    elif how == "os._exit":
+        os._exit(0)
+    elif how == "unpicklable-return":
+        return lambda: None
+    elif how == "return-at-once":
+        return "done"
+    return None
