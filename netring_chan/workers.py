@@ -127,6 +127,18 @@ class WorkerError(NetringError, RuntimeError):
         self.exitcode = exitcode
         self.signal = _signal_name(-exitcode) if exitcode is not None and exitcode < 0 else None
         self.traceback = traceback
+        self._what = what
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by its arguments (the default passes only the message to
+        # __init__ and fails), so it crosses a process boundary intact.
+        return (_rebuild_worker_error, (type(self), self.worker, self.pid, self._what, self.exitcode,
+                                        self.traceback))
+
+
+def _rebuild_worker_error(cls: type[WorkerError], worker: int, pid: int, what: str, exitcode: int | None,
+                          tb: str | None) -> WorkerError:
+    return cls(worker, pid, what, exitcode=exitcode, traceback=tb)
 
 
 def _signal_name(signo: int) -> str:

@@ -374,3 +374,15 @@ def test_a_stopped_pool_holds_no_fd(lab: Lab) -> None:
     kept = [run() for _ in range(2)]
     assert fds() - before == set(), "a stopped pool still holds descriptors"
     assert all(p.results() == [0, 1] for p in kept)
+
+
+@pytest.mark.unprivileged
+def test_worker_error_pickles() -> None:
+    # A pool run inside a process pool task (concurrent.futures,
+    # multiprocessing) raises it there: it must cross back intact.
+    import pickle
+
+    e = nc.WorkerError(1, 4242, "failed: ValueError: x", exitcode=-9, traceback="Traceback...\nValueError: x")
+    e2 = pickle.loads(pickle.dumps(e))
+    assert type(e2) is nc.WorkerError and str(e2) == str(e)
+    assert (e2.worker, e2.pid, e2.exitcode, e2.signal, e2.traceback) == (1, 4242, -9, "SIGKILL", e.traceback)
