@@ -79,7 +79,7 @@ import threading
 import time
 import traceback
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, cast
 
 from ._config import resolve
 from ._queue import BatchQueue, Overflow
@@ -660,6 +660,8 @@ def _check_cpus(cpus: object, workers: int) -> tuple[int, ...] | None:
             raise ConfigError(f"cpus: a CPU number must be an int, got {c!r}")
         if c not in allowed:
             raise ConfigError(f"cpus: CPU {c} is not available to this process (allowed: {sorted(allowed)})")
+    if len(set(cl)) != len(cl):
+        raise ConfigError(f"cpus: each worker needs a CPU of its own, got {cl!r}")
     return tuple(cl)
 
 
@@ -709,7 +711,7 @@ class WorkerPool(_ReceivingService):
     traceback), within a second (a collector holding a run of results for
     a full ``"block"`` queue reports once there is room, or at stop).
     ``start_method``: ``"spawn"`` (default) or ``"forkserver"``; ``"fork"``
-    is refused (see the module notes for why). ``cpus``: one CPU number per
+    is refused (see the module notes for why). ``cpus``: one distinct CPU number per
     worker to pin it to. ``stats()``: per worker and added up.
     """
 
@@ -744,6 +746,10 @@ class WorkerPool(_ReceivingService):
             defrag = fmode is FanoutMode.HASH
         if not isinstance(defrag, bool):
             raise ConfigError(f"defrag must be a bool, got {defrag!r}")
+        if capture is not None and not isinstance(capture, Mapping):
+            raise ConfigError(f"capture must be a dict of CaptureConfig fields, got {capture!r}")
+        if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
+            raise ConfigError(f"args must be a tuple of the target's arguments after ctx, got {args!r}")
         opts = dict(capture or {})
         if "fanout" in opts:
             raise ConfigError("capture: 'fanout' is the pool's to set (use mode= and defrag=)")

@@ -386,3 +386,20 @@ def test_worker_error_pickles() -> None:
     e2 = pickle.loads(pickle.dumps(e))
     assert type(e2) is nc.WorkerError and str(e2) == str(e)
     assert (e2.worker, e2.pid, e2.exitcode, e2.signal, e2.traceback) == (1, 4242, -9, "SIGKILL", e.traceback)
+
+
+@pytest.mark.unprivileged
+@pytest.mark.parametrize("kw, words", [
+    (dict(args=5), "args must be a tuple of the target's arguments after ctx, got 5"),
+    (dict(args="eth0"), "args must be a tuple of the target's arguments after ctx, got 'eth0'"),
+    (dict(capture=5), "capture must be a dict of CaptureConfig fields, got 5"),
+    (dict(cpus="twice the same"), "cpus: each worker needs a CPU of its own, got [{c}, {c}]"),
+])
+def test_more_bad_arguments(kw: dict[str, Any], words: str) -> None:
+    c = min(os.sched_getaffinity(0))
+    if "cpus" in kw:
+        kw = dict(cpus=[c, c])
+        words = words.format(c=c)
+    with pytest.raises(nc.ConfigError) as ei:
+        nc.WorkerPool(wt.idle, "lo", 2, **kw)
+    assert words in str(ei.value)
