@@ -322,10 +322,12 @@ def test_results_identity_holds_when_a_killed_worker_left_objects_behind(lab: La
     pool.start()
     time.sleep(0.3)
     pool.stop()
-    time.sleep(1.0)  # the collector finishes reading what the worker wrote
+    for t in pool._threads:  # the collector finishes reading what the worker wrote
+        t.join(10.0)
+    assert not any(t.is_alive() for t in pool._threads)
     st = pool.stats()
     assert st.emitted == st.delivered + st.queue_drops + st.queued, st
-    assert st.balanced
+    assert st.balanced and st.emitted == 1200
 
 
 @pytest.mark.parametrize("how, words", [

@@ -136,11 +136,12 @@ class SlowLoad:
 
 
 def stubborn_emitter(ctx: nc.WorkerContext) -> None:
-    """Emit slow-to-load objects for ever, ignoring the stop: the pool kills it."""
-    n = 0
-    while True:
+    """Emit 1200 slow-to-load objects (2.4 s of the parent's collector), then
+    ignore the stop: the pool kills it."""
+    for n in range(1200):
         ctx.emit(SlowLoad(n))
-        n += 1
+    while True:
+        time.sleep(0.05)
 
 
 def ends_badly(ctx: nc.WorkerContext, how: str) -> Any:
