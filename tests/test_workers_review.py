@@ -284,7 +284,9 @@ def test_pool_inherited_by_a_forked_child(lab: Lab) -> None:
     with nc.WorkerPool(wt.idle, lab.a, 2, capture=RING) as pool:
         assert len(collect(pool, 2)) == 2
         r, w = os.pipe()
-        pid = os.fork()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() of a threaded process
+            pid = os.fork()
         if pid == 0:  # pragma: no cover - the child reports through the pipe
             code = 0
             try:
