@@ -137,10 +137,11 @@ def _starting(lab: Lab, method: str, tag: str) -> subprocess.Popen[str]:
     return proc
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.1, 0.25, 0.5])
-def test_parent_killed_during_start_leaves_no_worker(lab: Lab, delay: float) -> None:
-    tag = f"nc-review-{os.getpid()}-{delay}"
-    proc = _starting(lab, "spawn", tag)
+@pytest.mark.parametrize("method, delay", [("spawn", 0.0), ("spawn", 0.1), ("spawn", 0.25), ("spawn", 0.5),
+                                           ("forkserver", 0.1), ("forkserver", 0.4)])
+def test_parent_killed_during_start_leaves_no_worker(lab: Lab, method: str, delay: float) -> None:
+    tag = f"nc-review-{os.getpid()}-{method}-{delay}"
+    proc = _starting(lab, method, tag)
     try:
         time.sleep(delay)
         proc.kill()
@@ -407,3 +408,41 @@ def test_more_bad_arguments(kw: dict[str, Any], words: str) -> None:
     with pytest.raises(nc.ConfigError) as ei:
         nc.WorkerPool(wt.idle, "lo", 2, **kw)
     assert words in str(ei.value)
+
+
+_STOPPING = """
+import sys
+sys.path.insert(0, {here!r})
+from lab import inside
+import netring_chan as nc
+import worker_targets as wt
+if __name__ == "__main__":
+    with inside({ns!r}):
+        pool = nc.WorkerPool(wt.stubborn, {ifname!r}, 2, capture=dict(block_size=1 << 16, block_count=4))
+        pool.start()
+        print("stopping", flush=True)
+        pool.stop()
+        print("stopped", flush=True)
+"""
+
+
+def test_parent_killed_during_stop_leaves_no_worker(lab: Lab) -> None:
+    # The workers ignore the stop, so the parent dies inside stop()'s budget.
+    tag = f"nc-review-stop-{os.getpid()}"
+    code = _STOPPING.format(here=HERE, ns=lab.ns, ifname=lab.a)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, NC_REVIEW_TAG=tag))
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "stopping"
+        time.sleep(0.3)
+        assert len(tagged(tag)) >= 3  # the parent and its two workers
+        proc.kill()
+        proc.wait(5)
+        deadline = time.monotonic() + 3
+        while tagged(tag) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tagged(tag) == []
+    finally:
+        proc.kill()
+        proc.communicate()
