@@ -554,7 +554,9 @@ def _collect(st: _State, i: int, mp: Any, spec: _Spec, core: BatchQueue[Any], na
                     continue
                 error = _handle(st, i, msg, core) or error
                 continue
-            if sentinel in ready:
+            # The sentinel alone is not enough: a child the worker forked
+            # holds its end (spawn) and keeps it silent after the worker died.
+            if sentinel in ready or proc.exitcode is not None:
                 while not eof:  # what it wrote before it ended
                     try:
                         if not conn.poll(0):

@@ -446,3 +446,25 @@ def test_parent_killed_during_stop_leaves_no_worker(lab: Lab) -> None:
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_killed_worker_whose_own_child_lives_on_is_reported(lab: Lab) -> None:
+    # The child inherits the worker's end of the process sentinel (spawn) and
+    # of its pipe: neither signals the worker's death while the child lives.
+    grandchild = 0
+    try:
+        with nc.WorkerPool(wt.fork_and_idle, lab.a, 1, capture=RING) as pool:
+            _, grandchild = pool.get(10)
+            victim = pool.pids[0]
+            t0 = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+            with pytest.raises(nc.ServiceError) as ei:
+                while True:
+                    pool.get(3.0)
+            took = time.monotonic() - t0
+        assert took < 1.0, took
+        err = ei.value.__cause__
+        assert isinstance(err, nc.WorkerError) and err.signal == "SIGKILL"
+    finally:
+        if grandchild:
+            os.kill(grandchild, signal.SIGKILL)

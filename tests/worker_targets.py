@@ -162,3 +162,15 @@ def ends_badly(ctx: nc.WorkerContext, how: str) -> Any:
     elif how == "return-at-once":
         return "done"
     return None
+
+
+def fork_and_idle(ctx: nc.WorkerContext) -> None:
+    """Fork a child that sleeps (holding every descriptor the worker had),
+    emit its pid, then read until stopped."""
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    ctx.emit(("child", pid))
+    for _ in ctx:
+        pass
