@@ -79,7 +79,7 @@ import threading
 import time
 import traceback
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, cast
 
 from ._config import resolve
 from ._queue import BatchQueue, Overflow
@@ -127,6 +127,18 @@ class WorkerError(NetringError, RuntimeError):
         self.exitcode = exitcode
         self.signal = _signal_name(-exitcode) if exitcode is not None and exitcode < 0 else None
         self.traceback = traceback
+        self._what = what
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by its arguments (the default passes only the message to
+        # __init__ and fails), so it crosses a process boundary intact.
+        return (_rebuild_worker_error, (type(self), self.worker, self.pid, self._what, self.exitcode,
+                                        self.traceback))
+
+
+def _rebuild_worker_error(cls: type[WorkerError], worker: int, pid: int, what: str, exitcode: int | None,
+                          tb: str | None) -> WorkerError:
+    return cls(worker, pid, what, exitcode=exitcode, traceback=tb)
 
 
 def _signal_name(signo: int) -> str:
@@ -162,8 +174,9 @@ class WorkerPoolStats:
     ``capture``: the workers' capture counters added up, one ``SourceStats``
     per worker (``w0``, ``w1``...), with the same identity as one capture
     service (``capture.balanced``). ``emitted``: ``ctx.emit`` objects that
-    reached the parent; ``delivered``, ``queue_drops`` (``overflow="drop"``),
-    ``queued``, ``peak_queued``, ``capacity``: the results queue there.
+    reached the parent; ``delivered``, ``queue_drops`` (``overflow="drop"``,
+    or read from a worker after ``stop()`` stopped waiting for it and closed
+    the queue), ``queued``, ``peak_queued``, ``capacity``: the results queue there.
     """
 
     workers: tuple[WorkerStats, ...]
@@ -380,7 +393,11 @@ def _worker_main(spec: _Spec, index: int, conn: Connection) -> None:
             except BaseException:  # noqa: BLE001
                 pass
         try:
-            link.send(("error", f"{type(e).__name__}: {e}", text, stats))
+            what = f"{type(e).__name__}: {e}"
+        except BaseException:  # noqa: BLE001 - its __str__ raised: the traceback still goes
+            what = f"{type(e).__name__} (its str() raised)"
+        try:
+            link.send(("error", what, text, stats))
         except BaseException:  # noqa: BLE001 - the parent is gone: nobody to tell
             pass
         sys.exit(1)
@@ -448,6 +465,7 @@ class _State:
         self.group_id: int | None = None
         self.stats: list[ServiceStats | None] = [None] * n
         self.emitted = [0] * n
+        self.late = [0] * n  # emitted objects read after stop closed the queue (queue drops)
         self.final = [False] * n
         self.results: list[Any] = [None] * n
         self.exitcodes: list[int | None] = [None] * n
@@ -469,15 +487,16 @@ class _State:
             self.tell(i, ("stop",))
 
     def kill(self, i: int) -> None:
-        p = self.procs[i]
-        # Never os.kill(0 or None): pid 0 is our own process group. A worker
-        # not yet reaped (exitcode None) keeps its pid, even as a zombie.
-        if p is not None and p.pid and p.exitcode is None:
-            self.killed[i] = True
-            try:
-                os.kill(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        with self.lock:  # not while its collector closes it (reaped: nothing to kill)
+            p = self.procs[i]
+            # Never os.kill(0 or None): pid 0 is our own process group. A worker
+            # not yet reaped (exitcode None) keeps its pid, even as a zombie.
+            if p is not None and p.pid and p.exitcode is None:
+                self.killed[i] = True
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 class _WorkerHandle:
@@ -507,6 +526,11 @@ def _collect(st: _State, i: int, mp: Any, spec: _Spec, core: BatchQueue[Any], na
         # Started from this thread, which outlives the worker: PR_SET_PDEATHSIG
         # follows the thread that made the process (see the module notes).
         proc.start()
+        # This thread reaps the worker, not multiprocessing: its exit handler
+        # would SIGTERM a daemon worker before the pool's own atexit stop
+        # could end it cleanly, and would do so in any child forked from
+        # this process (which inherits the list) as that child exits.
+        multiprocessing.process._children.discard(proc)  # type: ignore[attr-defined]
         child.close()
         st.pids[i] = proc.pid or 0
         with st.lock:
@@ -530,7 +554,9 @@ def _collect(st: _State, i: int, mp: Any, spec: _Spec, core: BatchQueue[Any], na
                     continue
                 error = _handle(st, i, msg, core) or error
                 continue
-            if sentinel in ready:
+            # The sentinel alone is not enough: a child the worker forked
+            # holds its end (spawn) and keeps it silent after the worker died.
+            if sentinel in ready or proc.exitcode is not None:
                 while not eof:  # what it wrote before it ended
                     try:
                         if not conn.poll(0):
@@ -543,6 +569,9 @@ def _collect(st: _State, i: int, mp: Any, spec: _Spec, core: BatchQueue[Any], na
         proc.join()
         code = proc.exitcode
         st.exitcodes[i] = code
+        with st.lock:
+            st.procs[i] = None
+        proc.close()  # its sentinel pipe: a stopped pool holds no descriptor
         clean = st.final[i] and code == 0 and error is None
         if not clean:
             pid = st.pids[i]
@@ -561,8 +590,17 @@ def _collect(st: _State, i: int, mp: Any, spec: _Spec, core: BatchQueue[Any], na
         # This thread cannot go on watching the worker (it could not be
         # started, or sent what the parent cannot unpickle): end it.
         st.kill(i)
+        p = st.procs[i]
+        if p is not None and p.pid is not None:
+            p.join(1.0)  # reaped here (see above), or it stays a zombie
+            st.exitcodes[i] = p.exitcode
+            if p.exitcode is not None:
+                with st.lock:
+                    st.procs[i] = None
+                p.close()
         if st.errors[i] is None:
-            err = WorkerError(i, st.pids[i], f"could not be served: {type(e).__name__}: {e}")
+            err = WorkerError(i, st.pids[i], f"could not be served: {type(e).__name__}: {e}",
+                              exitcode=st.exitcodes[i])
             err.__cause__ = e
             st.errors[i] = err
             core.fail(name, err)
@@ -583,8 +621,8 @@ def _handle(st: _State, i: int, msg: tuple[Any, ...], core: BatchQueue[Any]) -> 
         st.emitted[i] += len(objs)
         try:
             core.put(_Results(objs, i))
-        except Exception:  # noqa: BLE001 - closed after a stop gave up waiting: they are lost
-            pass
+        except Exception:  # noqa: BLE001 - closed after a stop gave up waiting: dropped, counted
+            st.late[i] += len(objs)
     elif kind == "stats":
         st.stats[i] = msg[1]
     elif kind == "ready":
@@ -624,6 +662,8 @@ def _check_cpus(cpus: object, workers: int) -> tuple[int, ...] | None:
             raise ConfigError(f"cpus: a CPU number must be an int, got {c!r}")
         if c not in allowed:
             raise ConfigError(f"cpus: CPU {c} is not available to this process (allowed: {sorted(allowed)})")
+    if len(set(cl)) != len(cl):
+        raise ConfigError(f"cpus: each worker needs a CPU of its own, got {cl!r}")
     return tuple(cl)
 
 
@@ -673,7 +713,7 @@ class WorkerPool(_ReceivingService):
     traceback), within a second (a collector holding a run of results for
     a full ``"block"`` queue reports once there is room, or at stop).
     ``start_method``: ``"spawn"`` (default) or ``"forkserver"``; ``"fork"``
-    is refused (see the module notes for why). ``cpus``: one CPU number per
+    is refused (see the module notes for why). ``cpus``: one distinct CPU number per
     worker to pin it to. ``stats()``: per worker and added up.
     """
 
@@ -708,6 +748,10 @@ class WorkerPool(_ReceivingService):
             defrag = fmode is FanoutMode.HASH
         if not isinstance(defrag, bool):
             raise ConfigError(f"defrag must be a bool, got {defrag!r}")
+        if capture is not None and not isinstance(capture, Mapping):
+            raise ConfigError(f"capture must be a dict of CaptureConfig fields, got {capture!r}")
+        if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
+            raise ConfigError(f"args must be a tuple of the target's arguments after ctx, got {args!r}")
         opts = dict(capture or {})
         if "fanout" in opts:
             raise ConfigError("capture: 'fanout' is the pool's to set (use mode= and defrag=)")
@@ -738,6 +782,13 @@ class WorkerPool(_ReceivingService):
             pickle.dumps((target, tuple(args)))
         except Exception as e:  # noqa: BLE001
             raise ConfigError(f"target and args must be picklable (a module-level function): {e}") from None
+        # Pickled by name, it would fail only in each worker (which imports
+        # __main__ from its file): an interactive session or `python -c` has none.
+        if getattr(target, "__module__", None) == "__main__" \
+                and not getattr(sys.modules.get("__main__"), "__file__", None):
+            raise ConfigError(f"target {getattr(target, '__qualname__', target)!r} is defined in __main__ "
+                              "without a file (an interactive session or python -c), which a worker "
+                              "cannot import: define it in a module")
         self._st = _State(workers)
         self._members = tuple(_WorkerHandle(self._st, i) for i in range(workers))
         self._spec: _Spec | None = None
@@ -750,9 +801,11 @@ class WorkerPool(_ReceivingService):
         Raises the ``WorkerError`` of a worker that failed to start (or did
         not within ``start_timeout``), after stopping the others.
         """
-        if self._started:
+        if self._started and not self._stopped:
             self._check_not_forked()
             return self
+        if self._stopped:
+            super().start()  # ClosedError: a stopped pool does not restart
         st = os.stat("/proc/thread-self/ns/net")
         netns = (st.st_dev, st.st_ino, f"/proc/{os.getpid()}/task/{threading.get_native_id()}/ns/net")
         self._spec = _Spec(netns=netns, **self._spec_args)
@@ -835,7 +888,7 @@ class WorkerPool(_ReceivingService):
         c = self._core.counters()
         return WorkerPoolStats(
             workers=tuple(per), capture=ServiceStats(tuple(sources), qd, dl, qd_q, peak, cap),
-            emitted=sum(st.emitted), delivered=c.delivered, queue_drops=c.dropped, queued=c.queued,
+            emitted=sum(st.emitted), delivered=c.delivered, queue_drops=c.dropped + sum(st.late), queued=c.queued,
             peak_queued=c.peak, capacity=c.capacity)
 
     # -- the sync face: emitted objects ---------------------------------------------------

@@ -89,3 +89,97 @@ def write_shards(ctx: nc.WorkerContext, root: str) -> dict[str, Any]:
         for batch in ctx.batches():
             w.write(batch)
     return {"index": ctx.index, "packets": w.packets, "files": list(w.paths)}
+class BadStr(Exception):
+    """An exception whose ``str()`` itself raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("str() of BadStr failed")
+
+
+def raise_bad_str(ctx: nc.WorkerContext) -> None:
+    """Raise an exception that cannot be turned into text."""
+    raise BadStr("unprintable")
+
+
+def mark_at_end(ctx: nc.WorkerContext, path: str) -> int:
+    """Read until stopped, then write ``path`` (the pool stopped this worker cleanly)."""
+    ctx.emit(("hello", ctx.index))
+    for _ in ctx:
+        pass
+    with open(f"{path}.{ctx.index}", "w") as f:
+        f.write("stopped cleanly")
+    return ctx.index
+
+
+def _refuse() -> None:
+    raise RuntimeError("this object cannot be rebuilt in the parent")
+
+
+class NoLoad:
+    """Pickles in the worker, fails to unpickle in the parent."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse, ())
+
+
+def emit_no_load(ctx: nc.WorkerContext) -> None:
+    """Emit an object the parent cannot unpickle, then read until stopped."""
+    ctx.emit(NoLoad())
+    for _ in ctx:
+        pass
+
+
+def _slow_load(n: int) -> int:
+    time.sleep(0.002)
+    return n
+
+
+class SlowLoad:
+    """Unpickles slowly in the parent (2 ms each), so its collector lags."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_slow_load, (self.n,))
+
+
+def stubborn_emitter(ctx: nc.WorkerContext) -> None:
+    """Emit 1200 slow-to-load objects (2.4 s of the parent's collector), then
+    ignore the stop: the pool kills it."""
+    for n in range(1200):
+        ctx.emit(SlowLoad(n))
+    while True:
+        time.sleep(0.05)
+
+
+def ends_badly(ctx: nc.WorkerContext, how: str) -> Any:
+    """End the way ``how`` says, after emitting one object."""
+    import signal
+    import sys
+
+    ctx.emit(("before", how))
+    if how == "segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+        time.sleep(5)
+    elif how == "sys.exit":
+        sys.exit(3)
+    elif how == "os._exit":
+        os._exit(0)
+    elif how == "unpicklable-return":
+        return lambda: None
+    elif how == "return-at-once":
+        return "done"
+    return None
+
+
+def fork_and_idle(ctx: nc.WorkerContext) -> None:
+    """Fork a child that sleeps (holding every descriptor the worker had),
+    emit its pid, then read until stopped."""
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    ctx.emit(("child", pid))
+    for _ in ctx:
+        pass
