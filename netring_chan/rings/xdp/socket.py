@@ -546,13 +546,14 @@ class XdpSocket(Resource):
         self._wake = -1
 
     def _unregister(self) -> None:
-        """Stop the XDP program from redirecting to this socket (idempotent)."""
-        if not self._registered:
-            return
-        self._registered = False
+        """Stop the XDP program from redirecting to this socket (idempotent);
+        close its own program even if registering in it failed."""
+        registered, self._registered = self._registered, False
         p = self._program
         try:
-            if p is not None:
+            if not registered:
+                pass
+            elif p is not None:
                 if not p.closed:
                     p.unregister(self.queue_id)
             elif self._map_fd is not None:

@@ -1,0 +1,28 @@
+"""Hostile-review regressions for XdpSocket: each test failed before the fix it names."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import netring_chan as nc
+from netring_chan.rings.xdp import program as xdp_program
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_own_program_is_detached_when_registering_the_socket_fails(lab, monkeypatch):
+    # XdpSocket made its own XdpProgram, then registering in its XSKMAP failed: the constructor
+    # must close that program (detach it) before raising, not leave it attached until GC.
+    def refuse(self, queue_id, xsk_fd):
+        raise OSError(5, "forced register failure")
+
+    monkeypatch.setattr(xdp_program.XdpProgram, "register", refuse)
+    before = _fds()
+    with pytest.raises(OSError, match="forced register failure"):
+        nc.XdpSocket(lab.a, mode="rx")
+    assert "xdp" not in lab.ip("link", "show", lab.a).stdout
+    assert _fds() == before
