@@ -7,6 +7,7 @@ import os
 import pytest
 
 import netring_chan as nc
+from lab import sh
 from netring_chan.rings.xdp import program as xdp_program
 
 
@@ -26,3 +27,13 @@ def test_own_program_is_detached_when_registering_the_socket_fails(lab, monkeypa
         nc.XdpSocket(lab.a, mode="rx")
     assert "xdp" not in lab.ip("link", "show", lab.a).stdout
     assert _fds() == before
+
+
+def test_a_queue_allocated_but_not_in_use_is_named_as_out_of_range(lab):
+    # A default veth allocates one RX queue per CPU (IFLA_NUM_RX_QUEUES) but uses one; binding to a
+    # queue past those in use is EINVAL from bind: the error must name queue_id as out of range.
+    active = int(sh("ip", "netns", "exec", lab.ns, "sh", "-c",
+                    f"ls /sys/class/net/{lab.a}/queues | grep -c rx-").stdout)
+    with pytest.raises(nc.ConfigError, match=rf"queue_id {active} is out of range"):
+        nc.XdpSocket(lab.a, queue_id=active, mode="rx")
+    assert "xdp" not in lab.ip("link", "show", lab.a).stdout

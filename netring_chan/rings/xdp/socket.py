@@ -477,6 +477,13 @@ class XdpSocket(Resource):
                 raise RingError(err, f"{what}: the driver does not support "
                                 f"{'zero-copy' if how == lib.XDP_ZEROCOPY else 'this'} AF_XDP mode "
                                 "(EOPNOTSUPP); zerocopy=None falls back to copy mode")
+            if err == errno.EINVAL:
+                # Our flags and rings are valid: what bind refuses is a queue
+                # at or past those in use (real_num_rx/tx_queues), which can
+                # be fewer than the queues allocated that netlink reports.
+                raise ConfigError(f"queue_id {self.queue_id} is out of range: {self.interface!r} has fewer "
+                                  f"queues in use than it has allocated (EINVAL from {what}; "
+                                  f"'ethtool -l {self.interface}' shows them)")
             if err == errno.EBUSY:
                 raise RingError(err, f"{what}: the queue already has an AF_XDP socket (or one was "
                                 "closed a moment ago and the kernel has not released it yet) (EBUSY)")
