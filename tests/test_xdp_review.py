@@ -37,3 +37,20 @@ def test_a_queue_allocated_but_not_in_use_is_named_as_out_of_range(lab):
     with pytest.raises(nc.ConfigError, match=rf"queue_id {active} is out of range"):
         nc.XdpSocket(lab.a, queue_id=active, mode="rx")
     assert "xdp" not in lab.ip("link", "show", lab.a).stdout
+
+
+def test_a_lowered_mtu_is_learnt_from_the_first_frame_the_device_drops(lab):
+    # The MTU is read at open. Lowered afterwards, the device drops every longer frame (sendto says
+    # EBUSY, the descriptor completes): after the first such drop, longer frames must be refused
+    # before queueing again, as the AF_PACKET Injector does, not dropped one by one forever.
+    big = b"\xff" * 12 + b"\x88\xb5" + bytes(1186)  # 1200 bytes
+    with nc.XdpSocket(lab.a, mode="tx") as s:
+        for end in (lab.a, lab.b):  # veth drops what the peer's MTU cannot take
+            lab.ip("link", "set", end, "mtu", "1000")
+        s.send(big, flush=True)  # still passes the check made with MTU 1500
+        assert s.wait_drained(2)
+        assert s.stats().tx_busy == 1
+        with pytest.raises(ValueError, match="MTU 1000"):
+            s.send(big)
+        s.send(big[:1014], flush=True)
+        assert s.wait_drained(2)

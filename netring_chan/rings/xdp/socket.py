@@ -925,6 +925,10 @@ class XdpSocket(Resource):
             total += before - after
             if err == errno.EBUSY:
                 self._tx_busy += 1  # the device dropped a frame; its descriptor completes
+                try:
+                    self._refresh_mtu()  # a lowered MTU: refuse longer frames before queueing from now on
+                except OSError:
+                    pass
             if err in (errno.ENETDOWN, errno.ENXIO):
                 raise interface_gone(f"AF_XDP socket on {self.interface!r}")
             if err and err not in _RETRY_LATER:
