@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -54,3 +55,36 @@ def test_a_lowered_mtu_is_learnt_from_the_first_frame_the_device_drops(lab):
             s.send(big)
         s.send(big[:1014], flush=True)
         assert s.wait_drained(2)
+
+
+@pytest.mark.parametrize("face", ["run", "arun"])
+def test_an_xdp_bridge_whose_interface_is_deleted_raises_instead_of_hanging(lab_factory, face):
+    # An AF_XDP socket shows no poll event when its interface goes: the bridge must look at the
+    # pending error on a timer (the sources' error_poll_interval), in run() and in arun().
+    import asyncio
+    import errno
+    import threading
+
+    lab = lab_factory(pairs=2)
+    with lab.inside():
+        br = nc.Bridge(lab.ifaces[0][0], lab.ifaces[1][0], xdp_options={"attach": "skb"})
+        errors: list[BaseException] = []
+
+        def go() -> None:
+            try:
+                br.run() if face == "run" else asyncio.run(br.arun())
+            except BaseException as e:  # noqa: BLE001 - handed to the test
+                errors.append(e)
+
+        t = threading.Thread(target=go)
+        t.start()
+        try:
+            time.sleep(0.2)
+            lab.ip("link", "del", lab.ifaces[0][0])
+            t.join(3)
+            assert not t.is_alive(), "the bridge kept waiting on a deleted interface"
+            assert len(errors) == 1 and isinstance(errors[0], OSError) and errors[0].errno == errno.ENETDOWN
+        finally:
+            br.stop()
+            t.join(5)
+            br.close()
