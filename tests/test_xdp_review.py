@@ -88,3 +88,23 @@ def test_an_xdp_bridge_whose_interface_is_deleted_raises_instead_of_hanging(lab_
             br.stop()
             t.join(5)
             br.close()
+
+
+def test_a_batch_kept_after_close_does_not_keep_the_queue_bound(lab):
+    # The batch reads only the UMEM (the process's own memory): close() must release the socket
+    # (rings, fd, queue) at once, so a new socket can bind the queue while the old batch is held.
+    f = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x88\xb5" + bytes(46)
+    s = nc.XdpSocket(lab.a, mode="rx")
+    lab.send([f])
+    kept = s.next_batch_blocking(2.0)
+    assert kept is not None
+    s.close()
+    t0 = time.monotonic()
+    with nc.XdpSocket(lab.a, mode="rx") as again:
+        assert time.monotonic() - t0 < 0.5  # not the bind's EBUSY retries
+        assert bytes(kept[0].data) == f  # the held batch still reads its frame
+        lab.send([f])
+        b = again.next_batch_blocking(2.0)
+        assert b is not None and bytes(b[0].data) == f
+        b.release()
+    kept.release()

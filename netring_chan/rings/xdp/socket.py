@@ -35,9 +35,9 @@ net/xdp/xsk.c):
   ``poll`` reports nothing: blocking waits poll in slices and read the
   pending error between them.
 * The rings must be unmapped before the socket is closed, or its queue stays
-  busy (EBUSY on a new bind) until the process exits; the UMEM mapping's
-  release hook does it in that order, after the last batch that can still
-  read the UMEM is gone.
+  busy (EBUSY on a new bind) until the process exits; ``close()`` does it in
+  that order at once. A batch still held reads only the UMEM, which is the
+  process's own memory: it stays mapped until the last such batch is gone.
 """
 
 from __future__ import annotations
@@ -533,8 +533,8 @@ class XdpSocket(Resource):
             raise ClosedError(f"AF_XDP socket on {self.interface!r} queue {self.queue_id} is closed")
 
     def _unmap_rings(self) -> None:
-        # Runs after the UMEM is unmapped: the rings go before the socket
-        # (or the queue stays busy), then the fd.
+        # The rings go before the socket (or the queue stays busy), then the
+        # fd (idempotent: also the UMEM mapping's release hook).
         for r in self._rings:
             r.unmap()
         self._rings = []
@@ -544,11 +544,14 @@ class XdpSocket(Resource):
     def _release(self) -> None:
         """Give back everything made so far (a failed constructor, the last step of close)."""
         self._unregister()
+        # A held batch reads only the UMEM (our own memory), never a ring:
+        # the rings and the fd go now, which frees the queue for a new bind.
+        # The fill lock waits out a lease callback already in the fill ring.
+        with self._fill_lock:
+            self._unmap_rings()
         mapping, self._mapping = self._mapping, None
         if mapping is not None:
-            mapping.close()  # unmaps now, or when the last batch's lease dies; then the rings, the fd
-        else:
-            self._unmap_rings()
+            mapping.close()  # the UMEM: unmapped now, or when the last batch's lease dies
         close_fd(self._wake)
         self._wake = -1
 
@@ -590,7 +593,8 @@ class XdpSocket(Resource):
         ``None``; one waiting for TX room raises ``ClosedError``. Batches
         still held keep the UMEM mapped (and readable) until they are
         released; the socket receives nothing more at once (its XSKMAP entry
-        is removed and its own program detached).
+        is removed and its own program detached) and its queue is free for a
+        new socket.
         """
         check_timeout(timeout)
         if self._forked or self._closed or self._closing:
