@@ -108,3 +108,43 @@ def test_a_batch_kept_after_close_does_not_keep_the_queue_bound(lab):
         assert b is not None and bytes(b[0].data) == f
         b.release()
     kept.release()
+
+
+@pytest.mark.unprivileged
+def test_ring_indexes_wrap_around_2_to_the_32():
+    # Producer and consumer are free-running u32s: every count is a wrapping difference and every
+    # slot the index masked by size - 1, across the 2**32 boundary too.
+    from netring_chan._lowlevel import ffi, lib
+
+    idx = ffi.new("uint32_t[3]")
+    addrs = ffi.new("uint64_t[4]")
+    fq = ffi.new("struct nc_xring *")
+    fq.producer, fq.consumer, fq.flags, fq.desc, fq.size = idx, idx + 1, idx + 2, addrs, 4
+    fq.cached = idx[0] = idx[1] = 0xFFFFFFFE
+    assert lib.nc_xring_free(fq) == 4
+    assert lib.nc_xsk_fill(fq, ffi.new("uint64_t[]", [10, 11, 12, 13, 14]), 5) == 4  # 4 fit
+    assert idx[0] == 2 and list(addrs) == [12, 13, 10, 11]
+    assert lib.nc_xring_free(fq) == 0 and lib.nc_xring_outstanding(fq) == 4
+    idx[1] = 1  # the kernel took three, across the wrap
+    assert lib.nc_xring_free(fq) == 3 and lib.nc_xring_outstanding(fq) == 1
+
+    fs = 2048
+    umem = ffi.new("uint8_t[]", fs * 4)
+    u = ffi.new("struct nc_umem *")
+    u.base, u.size, u.frame_size = umem, fs * 4, fs
+    ridx = ffi.new("uint32_t[3]")
+    descs = ffi.new("struct xdp_desc[4]")
+    for k in range(4):
+        descs[k].addr, descs[k].len = k * fs + 256, 60
+    rx = ffi.new("struct nc_xring *")
+    rx.producer, rx.consumer, rx.flags, rx.desc, rx.size = ridx, ridx + 1, ridx + 2, descs, 4
+    rx.cached = ridx[1] = 0xFFFFFFFF
+    ridx[0] = 1  # two descriptors ready: slots 3 and 0
+    assert lib.nc_xring_ready(rx) == 2
+    out = ffi.new("struct nc_pkt[4]")
+    frames = ffi.new("uint64_t[4]")
+    info = ffi.new("struct nc_block_info *")
+    xi = ffi.new("struct nc_xsk_rx_info *")
+    assert lib.nc_xsk_rx(rx, u, 1, ffi.new("uint8_t[8]"), 4, out, frames, info, xi) == 2
+    assert [out[0].data_off, out[1].data_off] == [3 * fs + 256, 256]
+    assert list(frames[0:xi.nframes]) == [3 * fs, 0] and ridx[1] == 1 and lib.nc_xring_ready(rx) == 0
