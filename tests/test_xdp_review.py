@@ -148,3 +148,33 @@ def test_ring_indexes_wrap_around_2_to_the_32():
     assert lib.nc_xsk_rx(rx, u, 1, ffi.new("uint8_t[8]"), 4, out, frames, info, xi) == 2
     assert [out[0].data_off, out[1].data_off] == [3 * fs + 256, 256]
     assert list(frames[0:xi.nframes]) == [3 * fs, 0] and ridx[1] == 1 and lib.nc_xring_ready(rx) == 0
+
+
+def test_the_mtu_is_never_learnt_from_another_namespaces_interface_of_that_name(lab_factory):
+    # A flush from a thread in another network namespace must not take the MTU of a different
+    # interface that happens to have the same name there (the ioctl goes by name).
+    import threading
+
+    from lab import inside
+
+    lab, other = lab_factory(), lab_factory()
+    other.ip("link", "set", other.a, "down")
+    other.ip("link", "set", other.a, "name", lab.a, "mtu", "600")
+    lab.ip("link", "set", lab.b, "mtu", "1000")  # the peer drops a 1200-byte frame: EBUSY
+    big = b"\xff" * 12 + b"\x88\xb5" + bytes(1186)
+    with lab.inside():
+        s = nc.XdpSocket(lab.a, mode="tx")
+    try:
+        def flush_from_other() -> None:
+            with inside(other.ns):
+                s.send(big, flush=True)
+                s.wait_drained(2)
+
+        t = threading.Thread(target=flush_from_other)
+        t.start()
+        t.join(5)
+        assert s.stats().tx_busy == 1
+        assert s.max_frame == 1514  # lab.a's MTU is still 1500
+        s.send(big[:1000], flush=True)
+    finally:
+        s.close()

@@ -494,12 +494,16 @@ class XdpSocket(Resource):
             and bool(opts.flags & lib.XDP_OPTIONS_ZEROCOPY)
         self.bind_mode = "zerocopy" if zc else "copy"
 
-    def _refresh_mtu(self) -> None:
+    def _refresh_mtu(self, relearn: bool = False) -> None:
         """MTU and hardware address by ioctl, on a throwaway UDP socket: an
         AF_XDP socket answers no ioctl (EOPNOTSUPP, no fall-through to the
-        device ioctls)."""
+        device ioctls). The ioctl goes by name in the calling thread's
+        network namespace: ``relearn`` (a later call, maybe from a thread in
+        another namespace) changes nothing unless that is the socket's own."""
         name = self.interface.encode()
         with _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM) as tmp:
+            if relearn and not _same_netns(self._fd, tmp.fileno()):
+                return
             mtu = lib.nc_if_mtu(tmp.fileno(), name)
             if mtu < 0:
                 raise_errno(-mtu, f"SIOCGIFMTU {self.interface!r}", interface=self.interface)
@@ -930,7 +934,7 @@ class XdpSocket(Resource):
             if err == errno.EBUSY:
                 self._tx_busy += 1  # the device dropped a frame; its descriptor completes
                 try:
-                    self._refresh_mtu()  # a lowered MTU: refuse longer frames before queueing from now on
+                    self._refresh_mtu(relearn=True)  # a lowered MTU: refuse longer frames before queueing
                 except OSError:
                     pass
             if err in (errno.ENETDOWN, errno.ENXIO):
@@ -1026,6 +1030,20 @@ class XdpSocket(Resource):
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._fd} {self.bind_mode}"
         return f"<XdpSocket {getattr(self, 'interface', '?')!r} queue {getattr(self, 'queue_id', '?')} {state}>"
+
+
+def _netns_cookie(fd: int) -> int | None:
+    v = ffi.new("uint64_t *")
+    ln = ffi.new("socklen_t *", ffi.sizeof("uint64_t"))
+    if lib.getsockopt(fd, lib.SOL_SOCKET, lib.SO_NETNS_COOKIE, v, ln) < 0:
+        return None  # before Linux 5.14
+    return int(v[0])
+
+
+def _same_netns(a: int, b: int) -> bool:
+    """Whether sockets ``a`` and ``b`` are in the same network namespace (False if unknown)."""
+    ca = _netns_cookie(a)
+    return ca is not None and ca == _netns_cookie(b)
 
 
 class _Active:
