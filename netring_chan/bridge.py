@@ -171,6 +171,9 @@ class Bridge(Resource):
 
                 xa = XdpSocket(a, **xdp_options)
                 opened.append(xa)
+                if not (xa.mode.rx and xa.mode.tx):
+                    raise ConfigError(f"xdp_options mode must be 'both' (a bridge receives and sends on each "
+                                      f"interface), got mode {xa.mode.value!r}")
                 xb = XdpSocket(b, **xdp_options)
                 opened.append(xb)
                 legs = [_Leg(BridgeDirection.A_TO_B, xa, xb), _Leg(BridgeDirection.B_TO_A, xb, xa)]

@@ -178,3 +178,16 @@ def test_the_mtu_is_never_learnt_from_another_namespaces_interface_of_that_name(
         s.send(big[:1000], flush=True)
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("mode", ["rx", "tx"])
+def test_an_xdp_bridge_refuses_a_one_way_socket_when_made(lab_factory, mode):
+    # Each XdpSocket of a bridge receives and sends: a one-way mode in xdp_options must be a
+    # ConfigError naming it when the bridge is made, not a failure of the first forward.
+    lab = lab_factory(pairs=2)
+    with lab.inside():
+        before = _fds()
+        with pytest.raises(nc.ConfigError, match=rf"xdp_options.*mode.*{mode}"):
+            nc.Bridge(lab.ifaces[0][0], lab.ifaces[1][0], xdp_options={"mode": mode, "attach": "skb"})
+        assert _fds() == before
+        assert "xdp" not in lab.ip("link", "show", lab.ifaces[0][0]).stdout
