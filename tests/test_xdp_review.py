@@ -191,3 +191,17 @@ def test_an_xdp_bridge_refuses_a_one_way_socket_when_made(lab_factory, mode):
             nc.Bridge(lab.ifaces[0][0], lab.ifaces[1][0], xdp_options={"mode": mode, "attach": "skb"})
         assert _fds() == before
         assert "xdp" not in lab.ip("link", "show", lab.ifaces[0][0]).stdout
+
+
+def test_every_wait_after_the_interface_is_deleted_raises(lab):
+    # The pending error (ENETDOWN) is read and cleared by the first wait; the socket is unbound
+    # for good, so a later wait must raise too, not wait out its timeout (forever for None).
+    import errno
+
+    with nc.XdpSocket(lab.a, mode="rx") as s:
+        lab.ip("link", "del", lab.a)
+        for _ in range(2):
+            t0 = time.monotonic()
+            with pytest.raises(OSError) as e:
+                s.next_batch_blocking(2.0)
+            assert e.value.errno == errno.ENETDOWN and time.monotonic() - t0 < 1.0

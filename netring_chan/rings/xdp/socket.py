@@ -33,7 +33,8 @@ net/xdp/xsk.c):
   queueing), and with ENXIO once the interface is gone.
 * When the interface is removed the socket's error becomes ENETDOWN, but
   ``poll`` reports nothing: blocking waits poll in slices and read the
-  pending error between them.
+  pending error between them (and, once it has been read, the ENXIO that
+  ``recvfrom`` gives on the socket unbound for good).
 * The rings must be unmapped before the socket is closed, or its queue stays
   busy (EBUSY on a new bind) until the process exits; ``close()`` does it in
   that order at once. A batch still held reads only the UMEM, which is the
@@ -760,9 +761,15 @@ class XdpSocket(Resource):
                     self._raise_pending()
 
     def _raise_pending(self) -> None:
-        e = pending_error(self._fd, f"AF_XDP socket on {self.interface!r}")
+        who = f"AF_XDP socket on {self.interface!r}"
+        e = pending_error(self._fd, who)
         if e is not None:
             raise e
+        # The error is read once; the socket is unbound for good once its
+        # interface is gone, which recvfrom reports as ENXIO every time.
+        if lib.recvfrom(self._fd, ffi.NULL, 0, lib.MSG_DONTWAIT, ffi.NULL, ffi.NULL) < 0 \
+                and ffi.errno == errno.ENXIO:
+            raise interface_gone(who)
 
     # -- the Sink contract ---------------------------------------------------
 
