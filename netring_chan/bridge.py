@@ -171,6 +171,9 @@ class Bridge(Resource):
 
                 xa = XdpSocket(a, **xdp_options)
                 opened.append(xa)
+                if not (xa.mode.rx and xa.mode.tx):
+                    raise ConfigError(f"xdp_options mode must be 'both' (a bridge receives and sends on each "
+                                      f"interface), got mode {xa.mode.value!r}")
                 xb = XdpSocket(b, **xdp_options)
                 opened.append(xb)
                 legs = [_Leg(BridgeDirection.A_TO_B, xa, xb), _Leg(BridgeDirection.B_TO_A, xb, xa)]
@@ -291,6 +294,12 @@ class Bridge(Resource):
             if e is not None:
                 raise e
 
+    def _recheck(self) -> float | None:
+        """Seconds between looks at the pending errors while waiting, when a
+        leg's socket shows no event as its interface goes (AF_XDP), else None."""
+        found = [t for leg in self._legs if (t := getattr(leg.rx, "error_poll_interval", None)) is not None]
+        return min(found) if found else None
+
     def _forward_all(self) -> bool:
         busy = False
         for leg in self._legs:
@@ -309,6 +318,7 @@ class Bridge(Resource):
             for leg in self._legs:
                 poller.register(leg.rx.fileno(), select.POLLIN)
             poller.register(self._wake, select.POLLIN)
+            recheck = self._recheck()
             while not self._stop:
                 if self._forward_all():
                     continue
@@ -319,13 +329,18 @@ class Bridge(Resource):
                     if left <= 0:
                         break
                     ms = max(1, int(left * 1000))
+                if recheck is not None:
+                    ms = max(1, int(recheck * 1000)) if ms is None else min(ms, max(1, int(recheck * 1000)))
                 # select.poll retries EINTR itself (PEP 475) after running the
                 # signal handler, which may have called stop().
-                for fd, ev in poller.poll(ms):
+                events = poller.poll(ms)
+                for fd, ev in events:
                     if fd == self._wake:
                         self._drain_wake()
                     elif ev & (select.POLLERR | select.POLLHUP):
                         self._raise_pending()
+                if not events and recheck is not None:
+                    self._raise_pending()
 
     async def arun(self, timeout: float | None = None) -> None:
         """``run()`` inside asyncio or trio (anyio on either), driven by
@@ -339,6 +354,7 @@ class Bridge(Resource):
         with self._run_here():
             deadline = deadline_after(timeout)
             fds = [leg.rx.fileno() for leg in self._legs] + [self._wake]
+            recheck = self._recheck()
             while not self._stop:
                 busy = self._forward_all()
                 left = None if deadline is None else deadline - time.monotonic()
@@ -346,6 +362,8 @@ class Bridge(Resource):
                     break
                 if busy:
                     left = 0  # a checkpoint: let other tasks run between blocks
+                elif recheck is not None:
+                    left = recheck if left is None else min(left, recheck)
                 await loop.wait_any_readable(fds, left)
                 self._drain_wake()
                 if not busy:

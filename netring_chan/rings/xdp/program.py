@@ -129,7 +129,10 @@ def rx_queue_count(interface: str | int) -> int:
     """How many RX queues ``interface`` (a name or an index) has, as the
     kernel reports it over rtnetlink (``IFLA_NUM_RX_QUEUES``), in the calling
     thread's network namespace. An AF_XDP socket binds to one of them; the
-    XSKMAP of :class:`XdpProgram` has one slot per queue."""
+    XSKMAP of :class:`XdpProgram` has one slot per queue. This is the count
+    allocated: fewer may be in use (a veth made without ``numrxqueues``
+    allocates one per CPU and uses one; ``ethtool -l`` shows those in use),
+    and binding past them is refused."""
     name, index = _interface(interface)
     hdr = ffi.sizeof("struct nlmsghdr")
     req = ffi.new("char[]", hdr + ffi.sizeof("struct ifinfomsg"))

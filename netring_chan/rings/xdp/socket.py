@@ -33,11 +33,12 @@ net/xdp/xsk.c):
   queueing), and with ENXIO once the interface is gone.
 * When the interface is removed the socket's error becomes ENETDOWN, but
   ``poll`` reports nothing: blocking waits poll in slices and read the
-  pending error between them.
+  pending error between them (and, once it has been read, the ENXIO that
+  ``recvfrom`` gives on the socket unbound for good).
 * The rings must be unmapped before the socket is closed, or its queue stays
-  busy (EBUSY on a new bind) until the process exits; the UMEM mapping's
-  release hook does it in that order, after the last batch that can still
-  read the UMEM is gone.
+  busy (EBUSY on a new bind) until the process exits; ``close()`` does it in
+  that order at once. A batch still held reads only the UMEM, which is the
+  process's own memory: it stays mapped until the last such batch is gone.
 """
 
 from __future__ import annotations
@@ -477,6 +478,13 @@ class XdpSocket(Resource):
                 raise RingError(err, f"{what}: the driver does not support "
                                 f"{'zero-copy' if how == lib.XDP_ZEROCOPY else 'this'} AF_XDP mode "
                                 "(EOPNOTSUPP); zerocopy=None falls back to copy mode")
+            if err == errno.EINVAL:
+                # Our flags and rings are valid: what bind refuses is a queue
+                # at or past those in use (real_num_rx/tx_queues), which can
+                # be fewer than the queues allocated that netlink reports.
+                raise ConfigError(f"queue_id {self.queue_id} is out of range: {self.interface!r} has fewer "
+                                  f"queues in use than it has allocated (EINVAL from {what}; "
+                                  f"'ethtool -l {self.interface}' shows them)")
             if err == errno.EBUSY:
                 raise RingError(err, f"{what}: the queue already has an AF_XDP socket (or one was "
                                 "closed a moment ago and the kernel has not released it yet) (EBUSY)")
@@ -487,12 +495,16 @@ class XdpSocket(Resource):
             and bool(opts.flags & lib.XDP_OPTIONS_ZEROCOPY)
         self.bind_mode = "zerocopy" if zc else "copy"
 
-    def _refresh_mtu(self) -> None:
+    def _refresh_mtu(self, relearn: bool = False) -> None:
         """MTU and hardware address by ioctl, on a throwaway UDP socket: an
         AF_XDP socket answers no ioctl (EOPNOTSUPP, no fall-through to the
-        device ioctls)."""
+        device ioctls). The ioctl goes by name in the calling thread's
+        network namespace: ``relearn`` (a later call, maybe from a thread in
+        another namespace) changes nothing unless that is the socket's own."""
         name = self.interface.encode()
         with _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM) as tmp:
+            if relearn and not _same_netns(self._fd, tmp.fileno()):
+                return
             mtu = lib.nc_if_mtu(tmp.fileno(), name)
             if mtu < 0:
                 raise_errno(-mtu, f"SIOCGIFMTU {self.interface!r}", interface=self.interface)
@@ -526,8 +538,8 @@ class XdpSocket(Resource):
             raise ClosedError(f"AF_XDP socket on {self.interface!r} queue {self.queue_id} is closed")
 
     def _unmap_rings(self) -> None:
-        # Runs after the UMEM is unmapped: the rings go before the socket
-        # (or the queue stays busy), then the fd.
+        # The rings go before the socket (or the queue stays busy), then the
+        # fd (idempotent: also the UMEM mapping's release hook).
         for r in self._rings:
             r.unmap()
         self._rings = []
@@ -537,22 +549,26 @@ class XdpSocket(Resource):
     def _release(self) -> None:
         """Give back everything made so far (a failed constructor, the last step of close)."""
         self._unregister()
+        # A held batch reads only the UMEM (our own memory), never a ring:
+        # the rings and the fd go now, which frees the queue for a new bind.
+        # The fill lock waits out a lease callback already in the fill ring.
+        with self._fill_lock:
+            self._unmap_rings()
         mapping, self._mapping = self._mapping, None
         if mapping is not None:
-            mapping.close()  # unmaps now, or when the last batch's lease dies; then the rings, the fd
-        else:
-            self._unmap_rings()
+            mapping.close()  # the UMEM: unmapped now, or when the last batch's lease dies
         close_fd(self._wake)
         self._wake = -1
 
     def _unregister(self) -> None:
-        """Stop the XDP program from redirecting to this socket (idempotent)."""
-        if not self._registered:
-            return
-        self._registered = False
+        """Stop the XDP program from redirecting to this socket (idempotent);
+        close its own program even if registering in it failed."""
+        registered, self._registered = self._registered, False
         p = self._program
         try:
-            if p is not None:
+            if not registered:
+                pass
+            elif p is not None:
                 if not p.closed:
                     p.unregister(self.queue_id)
             elif self._map_fd is not None:
@@ -582,7 +598,8 @@ class XdpSocket(Resource):
         ``None``; one waiting for TX room raises ``ClosedError``. Batches
         still held keep the UMEM mapped (and readable) until they are
         released; the socket receives nothing more at once (its XSKMAP entry
-        is removed and its own program detached).
+        is removed and its own program detached) and its queue is free for a
+        new socket.
         """
         check_timeout(timeout)
         if self._forked or self._closed or self._closing:
@@ -744,9 +761,15 @@ class XdpSocket(Resource):
                     self._raise_pending()
 
     def _raise_pending(self) -> None:
-        e = pending_error(self._fd, f"AF_XDP socket on {self.interface!r}")
+        who = f"AF_XDP socket on {self.interface!r}"
+        e = pending_error(self._fd, who)
         if e is not None:
             raise e
+        # The error is read once; the socket is unbound for good once its
+        # interface is gone, which recvfrom reports as ENXIO every time.
+        if lib.recvfrom(self._fd, ffi.NULL, 0, lib.MSG_DONTWAIT, ffi.NULL, ffi.NULL) < 0 \
+                and ffi.errno == errno.ENXIO:
+            raise interface_gone(who)
 
     # -- the Sink contract ---------------------------------------------------
 
@@ -917,6 +940,10 @@ class XdpSocket(Resource):
             total += before - after
             if err == errno.EBUSY:
                 self._tx_busy += 1  # the device dropped a frame; its descriptor completes
+                try:
+                    self._refresh_mtu(relearn=True)  # a lowered MTU: refuse longer frames before queueing
+                except OSError:
+                    pass
             if err in (errno.ENETDOWN, errno.ENXIO):
                 raise interface_gone(f"AF_XDP socket on {self.interface!r}")
             if err and err not in _RETRY_LATER:
@@ -1010,6 +1037,20 @@ class XdpSocket(Resource):
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._fd} {self.bind_mode}"
         return f"<XdpSocket {getattr(self, 'interface', '?')!r} queue {getattr(self, 'queue_id', '?')} {state}>"
+
+
+def _netns_cookie(fd: int) -> int | None:
+    v = ffi.new("uint64_t *")
+    ln = ffi.new("socklen_t *", ffi.sizeof("uint64_t"))
+    if lib.getsockopt(fd, lib.SOL_SOCKET, lib.SO_NETNS_COOKIE, v, ln) < 0:
+        return None  # before Linux 5.14
+    return int(v[0])
+
+
+def _same_netns(a: int, b: int) -> bool:
+    """Whether sockets ``a`` and ``b`` are in the same network namespace (False if unknown)."""
+    ca = _netns_cookie(a)
+    return ca is not None and ca == _netns_cookie(b)
 
 
 class _Active:
