@@ -36,3 +36,6 @@ class Packets(Iterator[_P]):
 
 def slices(base: int, bounds: int, n: int, /) -> list[bytes]:
     """Each packet's bytes, from a block's address and its bounds' address (private)."""
+
+def tx_fill(ring: int, slot: int, frames: Any, first: int, k: int, min_len: int, max_len: int, /) -> int:
+    """Publish the leading plain ``bytes`` frames of ``frames[first:first + k]`` into TX slots from ``slot``."""
