@@ -216,8 +216,12 @@ def _send_service_asyncio(lab: BenchLab, frames: int) -> tuple[float, dict[str, 
     return dt, dict(queued=st.submitted, sent=st.sent, rejected=st.rejected, ring_full=st.ring_full)
 
 
+BEFORE = "+before"  # a sender name's suffix: the same sender, netring_chan from --tx-before
+
+
 def tx_measure(lab: BenchLab, name: str, frames: int) -> dict[str, Any]:
     """One sender puts ``frames`` frames out of ``lab.tx``; count them on ``lab.rx``."""
+    name = name.removesuffix(BEFORE)  # the worker imported the other tree already
     tx0, rx0 = link_stats(lab.ns, lab.tx), link_stats(lab.ns, lab.rx)
     counters: dict[str, int] = {}
     if name.startswith("trafgen"):
@@ -260,7 +264,10 @@ def tx_measure(lab: BenchLab, name: str, frames: int) -> dict[str, Any]:
     # the peer's receive path; one it could not hand over (backlog full) is
     # the sender's tx_dropped. (The peer's rx_dropped counts every frame here:
     # nothing in the namespace takes this EtherType.)
+    import netring_chan
+
     return dict(name=name, seconds=seconds, arrived=arrived, sender=counters, cpu=dict(LAST_CPU),
+                tree=os.path.dirname(os.path.dirname(os.path.abspath(netring_chan.__file__))),
                 if_tx=tx1["tx_packets"] - tx0["tx_packets"], if_tx_dropped=tx1["tx_dropped"] - tx0["tx_dropped"],
                 problem="; ".join(problem))
 
@@ -373,7 +380,10 @@ def spawn(kind: str, what: str, spec: str, a: argparse.Namespace) -> dict[str, A
            "--frames", str(a.frames), "--duration", str(a.duration),
            "--bridge-blocks", str(a.bridge_blocks), "--bridge-block-timeout-ms", str(a.bridge_block_timeout_ms)]
     limit = 120 + (a.frames / 10_000 if kind == "tx" else a.duration)
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = None
+    if what.endswith(BEFORE):
+        env = dict(os.environ, PYTHONPATH=os.path.abspath(a.tx_before))
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         stdout, stderr = p.communicate(timeout=limit)
     except BaseException as e:
@@ -441,6 +451,10 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def run_tx(a: argparse.Namespace) -> bool:
     """``--mode tx``; True when every measurement added up."""
     senders = [s for s in SENDERS if not a.senders or s.name in a.senders.split(",")]
+    if a.tx_before:
+        # Each netring_chan sender twice: this tree, then the --tx-before one.
+        senders = [x for s in senders for x in ([s] if s.peer is None else
+                                               [s, Sender(s.name + BEFORE, s.label + " [before]", s.peer)])]
     runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in senders}
     print()
     print(f"== tx: {a.frames:,} {FRAME_LEN}-byte frames per sender out of one veth end, counted arriving on "
@@ -466,6 +480,9 @@ def run_tx(a: argparse.Namespace) -> bool:
             print(f"-- round {rnd + 1}/{a.repeat}")
             print(_table(["sender", "arrived", "seconds", "arrived/s", "lost", "tx_dropped", "vs trafgen",
                           "user ns/f", "sys ns/f", "vs trafgen CPU", "check"], rows), flush=True)
+    if a.tx_before:
+        trees = sorted({f"{s.name}: {d.get('tree')}" for s in senders for d in runs[s.name] if d.get("tree")})
+        print("netring_chan imported from: " + "; ".join(trees))
     if a.repeat > 1:
         rows = []
         for s in senders:

@@ -64,6 +64,7 @@ from itertools import islice
 from typing import Any, Iterable, Sequence
 
 from ..._config import resolve
+from ..._fastpath import plain_run as _plain_run
 from ..._fastpath import tx_fill as _tx_fill
 from ..._lowlevel import ffi, lib
 from ..._resource import Resource
@@ -369,10 +370,10 @@ class Injector(Resource):
     def check_frames(self, frames: Sequence[Frame]) -> None:
         """Validate a run of frames (the first bad one named by its index).
 
-        A run of ``bytes`` that plainly fits is checked in bulk (two passes
-        in C over the lengths), without a Python call per frame.
+        A list or tuple of ``bytes`` that plainly fit is checked in one C
+        call, without a Python call per frame.
         """
-        if frames and all(type(f) is bytes for f in frames) and self._plain(list(map(len, frames))):
+        if _plain_run(frames, ETH_HLEN, self._plain_max) == len(frames):
             return
         check_each(self, frames)
 
