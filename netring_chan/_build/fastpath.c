@@ -633,7 +633,6 @@ static PyObject *tx_fill(PyObject *mod, PyObject *args)
     const char *src[TX_CHUNK];
     uint32_t lens[TX_CHUNK];
     int is_list;
-    struct nc_txcur cur;
     (void)mod;
     if (!PyArg_ParseTuple(args, "KIOnnnn:tx_fill", &ring_addr, &slot, &frames, &first, &k, &min_len, &max_len))
         return NULL;
@@ -652,7 +651,6 @@ static PyObject *tx_fill(PyObject *mod, PyObject *args)
         first = size;
     if (k > size - first)
         k = size - first;
-    nc_txcur_at(&cur, ring, slot);
     while (done < k) {
         Py_ssize_t n = 0, want = k - done, j;
         size_t bytes = 0;
@@ -685,12 +683,12 @@ static PyObject *tx_fill(PyObject *mod, PyObject *args)
         }
         if (bytes >= TX_NOGIL_BYTES) {
             Py_BEGIN_ALLOW_THREADS
-            for (j = 0; j < n; j++, nc_txcur_next(&cur))
-                nc_tx_publish(cur.p, (const uint8_t *)src[j], lens[j]);
+            for (j = 0; j < n; j++)
+                nc_tx_publish(nc_tx_frame(ring, slot + (uint32_t)(done + j)), (const uint8_t *)src[j], lens[j]);
             Py_END_ALLOW_THREADS
         } else {
-            for (j = 0; j < n; j++, nc_txcur_next(&cur))
-                nc_tx_publish(cur.p, (const uint8_t *)src[j], lens[j]);
+            for (j = 0; j < n; j++)
+                nc_tx_publish(nc_tx_frame(ring, slot + (uint32_t)(done + j)), (const uint8_t *)src[j], lens[j]);
         }
         for (j = 0; j < n; j++)
             Py_DECREF(objs[j]);

@@ -36,37 +36,6 @@ static uint8_t *nc_tx_frame(const struct nc_txring *r, uint32_t i)
                    + (uint64_t)(i % r->per_block) * r->frame_size;
 }
 
-/* A walk over slots in ring order with no division per slot (the hot loops
- * below visit every slot of a run). */
-struct nc_txcur {
-    const struct nc_txring *r;
-    uint32_t i, in_block;
-    uint8_t *p;
-};
-
-static void nc_txcur_at(struct nc_txcur *c, const struct nc_txring *r, uint32_t i)
-{
-    c->r = r;
-    c->i = i % r->count;
-    c->in_block = c->i % r->per_block;
-    c->p = nc_tx_frame(r, c->i);
-}
-
-static void nc_txcur_next(struct nc_txcur *c)
-{
-    const struct nc_txring *r = c->r;
-    if (++c->i == r->count) {
-        c->i = 0;
-        c->in_block = 0;
-        c->p = r->base;
-    } else if (++c->in_block == r->per_block) {
-        c->in_block = 0;
-        c->p = nc_tx_frame(r, c->i);
-    } else {
-        c->p += r->frame_size;
-    }
-}
-
 static uint32_t nc_tx_status(const void *frame)
 {
     const struct tpacket2_hdr *h = frame;
@@ -98,10 +67,8 @@ static void nc_tx_publish_many(const struct nc_txring *r, uint32_t from, const u
                                const uint32_t *lens, uint32_t k)
 {
     uint32_t j;
-    struct nc_txcur c;
-    nc_txcur_at(&c, r, from);
-    for (j = 0; j < k; j++, nc_txcur_next(&c)) {
-        nc_tx_publish(c.p, src, lens[j]);
+    for (j = 0; j < k; j++) {
+        nc_tx_publish(nc_tx_frame(r, from + j), src, lens[j]);
         src += lens[j];
     }
 }
@@ -112,10 +79,8 @@ static void nc_tx_publish_many(const struct nc_txring *r, uint32_t from, const u
 static uint32_t nc_tx_taken(const struct nc_txring *r, uint32_t from, uint32_t n)
 {
     uint32_t k;
-    struct nc_txcur c;
-    nc_txcur_at(&c, r, from);
-    for (k = 0; k < n; k++, nc_txcur_next(&c)) {
-        uint32_t st = nc_tx_status(c.p);
+    for (k = 0; k < n; k++) {
+        uint32_t st = nc_tx_status(nc_tx_frame(r, from + k));
         if (st == TP_STATUS_SEND_REQUEST || st == TP_STATUS_WRONG_FORMAT)
             break;
     }
@@ -127,10 +92,8 @@ static uint32_t nc_tx_taken(const struct nc_txring *r, uint32_t from, uint32_t n
 static uint32_t nc_tx_reap(const struct nc_txring *r, uint32_t from, uint32_t n)
 {
     uint32_t k;
-    struct nc_txcur c;
-    nc_txcur_at(&c, r, from);
-    for (k = 0; k < n; k++, nc_txcur_next(&c))
-        if (nc_tx_status(c.p) != TP_STATUS_AVAILABLE)
+    for (k = 0; k < n; k++)
+        if (nc_tx_status(nc_tx_frame(r, from + k)) != TP_STATUS_AVAILABLE)
             break;
     return k;
 }
