@@ -324,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="drain: block retire timeout, every consumer (default 200)")
     p.add_argument("--senders", default="", help=f"tx: comma-separated (default all: "
                    f"{','.join(s.name for s in tx.SENDERS)})")
+    p.add_argument("--tx-before", default="", metavar="DIR",
+                   help="tx: also run every netring_chan sender with DIR (another tree, built in place) "
+                   "first on PYTHONPATH, in the same rounds: before/after in one run")
     p.add_argument("--bridges", default="pass,none", help="bridge: callbacks to search, pass and/or none "
                    "(default both)")
     p.add_argument("--bridge-start", type=int, default=50_000, help="bridge: first offered rate, pps (default 50k)")

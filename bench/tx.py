@@ -27,6 +27,7 @@ import dataclasses
 import itertools
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -65,6 +66,30 @@ SENDERS = [
 SERVICE_CHUNK = 4096  # frames per InjectService.send_many call
 
 
+class _Clock:
+    """Wall time and this process's CPU (user, system) from construction to ``stop()``.
+
+    ``RUSAGE_SELF`` covers every thread (a service's sender thread too) and
+    the kernel's work done in their context: ``tpacket_snd``, veth's xmit and,
+    as veth hands the frame over on the sending CPU, the peer's receive.
+    """
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.r0 = resource.getrusage(resource.RUSAGE_SELF)
+
+    def stop(self) -> float:
+        """Wall seconds; the CPU seconds go to ``LAST_CPU`` for ``tx_measure``."""
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        dt = time.perf_counter() - self.t0
+        LAST_CPU.clear()
+        LAST_CPU.update(user=r1.ru_utime - self.r0.ru_utime, sys=r1.ru_stime - self.r0.ru_stime)
+        return dt
+
+
+LAST_CPU: dict[str, float] = {}
+
+
 def _wait_settled(lab: BenchLab, timeout: float = 5.0) -> int:
     """The peer's ``rx_packets`` once it stopped moving."""
     last = lab.rx_packets()
@@ -83,11 +108,11 @@ def _send_injector(lab: BenchLab, frames: int, bypass: bool) -> tuple[float, dic
 
     frame = lab.frame()
     with Injector(lab.tx, qdisc_bypass=bypass) as inj:
-        t0 = time.perf_counter()
+        clock = _Clock()
         inj.send_many(itertools.repeat(frame, frames))
         if not inj.wait_drained(60):
             raise BenchError(f"Injector did not drain within 60 s: {inj.stats()}")
-        dt = time.perf_counter() - t0
+        dt = clock.stop()
         st = inj.stats()
     return dt, dict(queued=st.queued, sent=st.sent, rejected=st.rejected, ring_full=st.ring_full)
 
@@ -97,11 +122,11 @@ def _send_xdp(lab: BenchLab, frames: int) -> tuple[float, dict[str, int]]:
 
     frame = lab.frame()
     with XdpSocket(lab.tx, mode="tx") as xs:  # 2048 TX frames, no XDP program needed
-        t0 = time.perf_counter()
+        clock = _Clock()
         xs.send_many(itertools.repeat(frame, frames))
         if not xs.wait_drained(60):
             raise BenchError(f"XdpSocket did not drain within 60 s: {xs.stats()}")
-        dt = time.perf_counter() - t0
+        dt = clock.stop()
         st = xs.stats()
     return dt, dict(queued=st.queued, sent=st.sent, rejected=st.rejected, ring_full=st.ring_full)
 
@@ -115,7 +140,7 @@ def _send_service(lab: BenchLab, frames: int) -> tuple[float, dict[str, int]]:
     svc = InjectService(Injector(lab.tx, qdisc_bypass=True))
     try:
         svc.start()
-        t0 = time.perf_counter()
+        clock = _Clock()
         left = frames
         while left:
             n = min(left, SERVICE_CHUNK)
@@ -123,7 +148,7 @@ def _send_service(lab: BenchLab, frames: int) -> tuple[float, dict[str, int]]:
             left -= n
         if not svc.wait_drained(60):
             raise BenchError(f"InjectService did not drain within 60 s: {svc.stats()}")
-        dt = time.perf_counter() - t0
+        dt = clock.stop()
     finally:
         svc.stop(drain=True)
     st = svc.stats()
@@ -141,11 +166,11 @@ def _send_async_injector(lab: BenchLab, frames: int, loop: str) -> tuple[float, 
     async def main() -> None:
         nonlocal dt
         async with AsyncInjector(Injector(lab.tx, qdisc_bypass=True)) as inj:
-            t0 = time.perf_counter()
+            clock = _Clock()
             await inj.send_many([frame] * frames)
             if not await inj.wait_drained(60):
                 raise BenchError(f"AsyncInjector did not drain within 60 s: {inj.stats()}")
-            dt = time.perf_counter() - t0
+            dt = clock.stop()
             nonlocal st
             st = inj.stats()
 
@@ -171,7 +196,7 @@ def _send_service_asyncio(lab: BenchLab, frames: int) -> tuple[float, dict[str, 
     async def main() -> None:
         nonlocal dt
         async with svc.asyncio() as tx:
-            t0 = time.perf_counter()
+            clock = _Clock()
             left = frames
             while left:
                 n = min(left, SERVICE_CHUNK)
@@ -179,7 +204,7 @@ def _send_service_asyncio(lab: BenchLab, frames: int) -> tuple[float, dict[str, 
                 left -= n
             if not await tx.wait_drained(60):
                 raise BenchError(f"InjectService did not drain within 60 s: {svc.stats()}")
-            dt = time.perf_counter() - t0
+            dt = clock.stop()
 
     try:
         asyncio.run(main())
@@ -191,11 +216,16 @@ def _send_service_asyncio(lab: BenchLab, frames: int) -> tuple[float, dict[str, 
     return dt, dict(queued=st.submitted, sent=st.sent, rejected=st.rejected, ring_full=st.ring_full)
 
 
+BEFORE = "+before"  # a sender name's suffix: the same sender, netring_chan from --tx-before
+
+
 def tx_measure(lab: BenchLab, name: str, frames: int) -> dict[str, Any]:
     """One sender puts ``frames`` frames out of ``lab.tx``; count them on ``lab.rx``."""
+    name = name.removesuffix(BEFORE)  # the worker imported the other tree already
     tx0, rx0 = link_stats(lab.ns, lab.tx), link_stats(lab.ns, lab.rx)
     counters: dict[str, int] = {}
     if name.startswith("trafgen"):
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         gen = lab.generator(cpus=1, count=frames, qdisc=name == "trafgen-qdisc")
         try:
             gen.wait(timeout=60 + frames / 50_000)
@@ -205,6 +235,11 @@ def tx_measure(lab: BenchLab, name: str, frames: int) -> dict[str, Any]:
             raise BenchError("trafgen printed no send time")
         seconds = gen.tx_seconds
         counters = dict(queued=gen.sent or 0, sent=gen.sent or 0)
+        # trafgen is this process's direct child (ip netns exec execs it):
+        # its whole life, ring setup included (a few ms of its ~1 s).
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        LAST_CPU.clear()
+        LAST_CPU.update(user=r1.ru_utime - r0.ru_utime, sys=r1.ru_stime - r0.ru_stime)
     else:
         with pinned({TX_CPU}), lab.inside():
             if name == "service":
@@ -229,7 +264,10 @@ def tx_measure(lab: BenchLab, name: str, frames: int) -> dict[str, Any]:
     # the peer's receive path; one it could not hand over (backlog full) is
     # the sender's tx_dropped. (The peer's rx_dropped counts every frame here:
     # nothing in the namespace takes this EtherType.)
-    return dict(name=name, seconds=seconds, arrived=arrived, sender=counters,
+    import netring_chan
+
+    return dict(name=name, seconds=seconds, arrived=arrived, sender=counters, cpu=dict(LAST_CPU),
+                tree=os.path.dirname(os.path.dirname(os.path.abspath(netring_chan.__file__))),
                 if_tx=tx1["tx_packets"] - tx0["tx_packets"], if_tx_dropped=tx1["tx_dropped"] - tx0["tx_dropped"],
                 problem="; ".join(problem))
 
@@ -242,6 +280,20 @@ def _tx_ratio(d: dict[str, Any], ref: dict[str, Any] | None) -> float | None:
     if ref is None or "error" in d or "error" in ref:
         return None
     return _tx_pps(d) / _tx_pps(ref)
+
+
+def _cpu_ns(d: dict[str, Any], part: str | None = None) -> float:
+    """CPU ns per arrived frame: user, sys, or (None) both."""
+    c = d.get("cpu") or {}
+    v = c.get(part, 0.0) if part else c.get("user", 0.0) + c.get("sys", 0.0)
+    return 1e9 * v / max(1, d["arrived"])
+
+
+def _cpu_ratio(d: dict[str, Any], ref: dict[str, Any] | None) -> float | None:
+    """Frames per CPU second over the peer's (the CPU-time ratio)."""
+    if ref is None or "error" in d or "error" in ref or not _cpu_ns(d) or not _cpu_ns(ref):
+        return None
+    return _cpu_ns(ref) / _cpu_ns(d)
 
 
 # --- bridge --------------------------------------------------------------------------
@@ -328,7 +380,10 @@ def spawn(kind: str, what: str, spec: str, a: argparse.Namespace) -> dict[str, A
            "--frames", str(a.frames), "--duration", str(a.duration),
            "--bridge-blocks", str(a.bridge_blocks), "--bridge-block-timeout-ms", str(a.bridge_block_timeout_ms)]
     limit = 120 + (a.frames / 10_000 if kind == "tx" else a.duration)
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = None
+    if what.endswith(BEFORE):
+        env = dict(os.environ, PYTHONPATH=os.path.abspath(a.tx_before))
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         stdout, stderr = p.communicate(timeout=limit)
     except BaseException as e:
@@ -396,6 +451,10 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def run_tx(a: argparse.Namespace) -> bool:
     """``--mode tx``; True when every measurement added up."""
     senders = [s for s in SENDERS if not a.senders or s.name in a.senders.split(",")]
+    if a.tx_before:
+        # Each netring_chan sender twice: this tree, then the --tx-before one.
+        senders = [x for s in senders for x in ([s] if s.peer is None else
+                                               [s, Sender(s.name + BEFORE, s.label + " [before]", s.peer)])]
     runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in senders}
     print()
     print(f"== tx: {a.frames:,} {FRAME_LEN}-byte frames per sender out of one veth end, counted arriving on "
@@ -408,26 +467,34 @@ def run_tx(a: argparse.Namespace) -> bool:
             for s in senders:
                 d = runs[s.name][rnd]
                 if "error" in d:
-                    rows.append([s.label, f"ERROR: {d['error']}", "", "", "", "", "", ""])
+                    rows.append([s.label, f"ERROR: {d['error']}"] + [""] * 10)
                     continue
                 ref = runs[s.peer][rnd] if s.peer in runs else None
                 r = _tx_ratio(d, ref)
+                rc = _cpu_ratio(d, ref)
                 lost = a.frames - d["arrived"]
                 rows.append([s.label, _fmt_int(d["arrived"]), f"{d['seconds']:.3f}", _fmt_int(_tx_pps(d)),
                              _fmt_int(lost), _fmt_int(d["if_tx_dropped"]),
-                             "-" if r is None else f"{r:.2f}x", d["problem"] or "ok"])
+                             "-" if r is None else f"{r:.2f}x", f"{_cpu_ns(d, 'user'):.0f}",
+                             f"{_cpu_ns(d, 'sys'):.0f}", "-" if rc is None else f"{rc:.2f}x", d["problem"] or "ok"])
             print(f"-- round {rnd + 1}/{a.repeat}")
-            print(_table(["sender", "arrived", "seconds", "arrived/s", "lost", "tx_dropped", "vs trafgen", "check"],
-                         rows), flush=True)
+            print(_table(["sender", "arrived", "seconds", "arrived/s", "lost", "tx_dropped", "vs trafgen",
+                          "user ns/f", "sys ns/f", "vs trafgen CPU", "check"], rows), flush=True)
+    if a.tx_before:
+        trees = sorted({f"{s.name}: {d.get('tree')}" for s in senders for d in runs[s.name] if d.get("tree")})
+        print("netring_chan imported from: " + "; ".join(trees))
     if a.repeat > 1:
         rows = []
         for s in senders:
             ok = [(i, d) for i, d in enumerate(runs[s.name]) if "error" not in d]
             ratios = [x for i, d in ok if s.peer in runs and (x := _tx_ratio(d, runs[s.peer][i])) is not None]
+            cratios = [x for i, d in ok if s.peer in runs and (x := _cpu_ratio(d, runs[s.peer][i])) is not None]
             rows.append([s.label, _span([_tx_pps(d) for _, d in ok], _fmt_int),
-                         _span(ratios, lambda x: f"{x:.2f}x"), str(len(runs[s.name]) - len(ok))])
+                         _span(ratios, lambda x: f"{x:.2f}x"), _span([_cpu_ns(d) for _, d in ok], _fmt_int),
+                         _span(cratios, lambda x: f"{x:.2f}x"), str(len(runs[s.name]) - len(ok))])
         print(f"-- tx summary over {a.repeat} rounds: median [min..max]")
-        print(_table(["sender", "arrived/s", "vs trafgen", "errors"], rows), flush=True)
+        print(_table(["sender", "arrived/s", "vs trafgen", "CPU ns/frame", "vs trafgen CPU", "errors"], rows),
+              flush=True)
     return not any("error" in d or d.get("problem") for rs in runs.values() for d in rs)
 
 

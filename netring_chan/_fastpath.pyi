@@ -36,3 +36,9 @@ class Packets(Iterator[_P]):
 
 def slices(base: int, bounds: int, n: int, /) -> list[bytes]:
     """Each packet's bytes, from a block's address and its bounds' address (private)."""
+
+def tx_fill(ring: int, slot: int, frames: Any, first: int, k: int, min_len: int, max_len: int, /) -> int:
+    """Publish the leading plain ``bytes`` frames of ``frames[first:first + k]`` into TX slots from ``slot``."""
+
+def plain_run(frames: Any, min_len: int, max_len: int, /) -> int:
+    """How many leading items of a list or tuple are ``bytes`` of a length in ``[min_len, max_len]``."""

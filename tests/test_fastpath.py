@@ -253,3 +253,57 @@ def test_packets_iterator_checks_its_arguments() -> None:
         Packets(nc.OwnedPacket, (b"x",), [1], None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="fewer timestamps than packets"):
         list(Packets(nc.OwnedPacket, [b"x", b"y"], [1], None))
+
+
+def test_plain_run_counts_leading_plain_bytes_frames() -> None:
+    from netring_chan._fastpath import plain_run
+
+    f = b"x" * 60
+    assert plain_run([f, f, f], 14, 1514) == 3
+    assert plain_run((f, f), 14, 1514) == 2
+    assert plain_run([f, bytearray(f), f], 14, 1514) == 1
+    assert plain_run([f, b"x" * 13, f], 14, 1514) == 1
+    assert plain_run([f, b"x" * 1515], 14, 1514) == 1
+    assert plain_run([], 14, 1514) == 0
+    assert plain_run(iter([f]), 14, 1514) == 0  # only lists and tuples
+
+    class Sub(bytes):
+        pass
+
+    assert plain_run([Sub(f)], 14, 1514) == 0
+
+
+@pytest.mark.parametrize("size", [60, 1514])  # 1514 x 64 slots: the copy runs without the GIL
+def test_tx_fill_publishes_slots_in_ring_order_and_stops_before_a_frame_to_check(size: int) -> None:
+    from netring_chan._fastpath import tx_fill
+    from netring_chan._lowlevel import ffi, lib
+
+    frame_size, per_block, count = 2048, 2, 64
+    mem = bytearray(frame_size * count)
+    ring = ffi.new("struct nc_txring *")
+    ring.base = ffi.from_buffer("uint8_t[]", mem)
+    ring.block_size, ring.frame_size, ring.per_block, ring.count = frame_size * per_block, frame_size, per_block, count
+    addr = int(ffi.cast("uintptr_t", ring))
+    frames = [bytes([i]) * size for i in range(80)]
+    frames[70] = bytearray(frames[70])  # type: ignore[call-overload]
+    off = int(lib.NC_TX_DATA_OFF)
+
+    def slot(i: int) -> tuple[int, int, bytes]:
+        h = ffi.cast("struct tpacket2_hdr *", lib.nc_tx_frame(ring, i))
+        return int(h.tp_status), int(h.tp_len), bytes(mem[i * frame_size + off:i * frame_size + off + h.tp_len])
+
+    # From slot 60 on, wrapping round: k bounds the run.
+    assert tx_fill(addr, 60, frames, 0, 10, 14, 1514) == 10
+    assert [slot((60 + j) % count) for j in range(10)] == [(lib.TP_STATUS_SEND_REQUEST, size, frames[j])
+                                                           for j in range(10)]
+    assert slot(6)[0] == lib.TP_STATUS_AVAILABLE  # nothing beyond k
+    # From an offset into the list; stops before the bytearray at 70.
+    assert tx_fill(addr, 6, tuple(frames), 60, 64, 14, 1514) == 10
+    assert slot(15) == (lib.TP_STATUS_SEND_REQUEST, size, frames[69])
+    assert slot(16)[0] == lib.TP_STATUS_AVAILABLE
+    # Out of bounds lengths stop it; k never exceeds the ring.
+    assert tx_fill(addr, 0, frames, 0, 64, 14, size - 1) == 0
+    assert tx_fill(addr, 0, frames[:64] * 2, 0, 1000, 14, 1514) == 64
+    assert tx_fill(addr, 0, "not a list", 0, 5, 14, 1514) == 0
+    with pytest.raises(ValueError):
+        tx_fill(0, 0, frames, 0, 5, 14, 1514)

@@ -21,6 +21,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+/* tx_fill below; the header's other helpers serve the cffi module. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include "c/txring.h"
+#pragma GCC diagnostic pop
 
 typedef struct {
     PyObject_HEAD
@@ -623,8 +628,130 @@ static PyObject *slices(PyObject *mod, PyObject *args)
     return list;
 }
 
+/* tx_fill(ring, slot, frames, first, k, min_len, max_len): copy frames[first],
+ * frames[first + 1], ... into the TX ring slots slot, slot + 1, ... and
+ * publish them (TP_STATUS_SEND_REQUEST), at most k; stop before the first
+ * frame that is not exactly `bytes` or whose length is outside
+ * [min_len, max_len] (the caller's full checks take it). Returns how many.
+ * `frames` is a list or a tuple (anything else: 0). Private to
+ * Injector.publish, which holds its lock, has reserved k free slots from
+ * `slot` and keeps the mapping alive: `ring` is the address of its
+ * struct nc_txring.
+ *
+ * Frames are taken in chunks: under the GIL each frame is checked and a
+ * reference taken (the caller's list may change once the GIL is let go);
+ * the copy then runs without the GIL when the chunk is large enough for a
+ * hand-over of the GIL to be worth it, and the references are dropped. */
+#define TX_CHUNK 256
+#define TX_NOGIL_BYTES (64 * 1024)
+static PyObject *tx_fill(PyObject *mod, PyObject *args)
+{
+    unsigned long long ring_addr;
+    unsigned int slot;
+    PyObject *frames;
+    Py_ssize_t first, k, min_len, max_len, size, done = 0;
+    const struct nc_txring *ring;
+    PyObject *objs[TX_CHUNK];
+    const char *src[TX_CHUNK];
+    uint32_t lens[TX_CHUNK];
+    int is_list;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "KIOnnnn:tx_fill", &ring_addr, &slot, &frames, &first, &k, &min_len, &max_len))
+        return NULL;
+    if (ring_addr == 0 || first < 0 || k < 0 || min_len < 1 || max_len > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "tx_fill: null ring or bad bounds");
+        return NULL;
+    }
+    ring = (const struct nc_txring *)(uintptr_t)ring_addr;
+    if (k > (Py_ssize_t)ring->count)
+        k = (Py_ssize_t)ring->count;
+    is_list = PyList_Check(frames);
+    if (!is_list && !PyTuple_Check(frames))
+        return PyLong_FromLong(0);
+    size = is_list ? PyList_Size(frames) : PyTuple_Size(frames);
+    if (first > size)
+        first = size;
+    if (k > size - first)
+        k = size - first;
+    while (done < k) {
+        Py_ssize_t n = 0, want = k - done, j;
+        size_t bytes = 0;
+        int stop = 0;
+        if (want > TX_CHUNK)
+            want = TX_CHUNK;
+        for (; n < want; n++) {
+            Py_ssize_t i = first + done + n, len;
+            PyObject *f;
+            /* A list may have shrunk while an earlier chunk was copied. */
+            if (is_list && i >= PyList_Size(frames)) {
+                stop = 1;
+                break;
+            }
+            f = is_list ? PyList_GetItem(frames, i) : PyTuple_GetItem(frames, i);
+            if (f == NULL || !PyBytes_CheckExact(f)) {
+                stop = 1;
+                break;
+            }
+            len = PyBytes_Size(f);
+            if (len < min_len || len > max_len) {
+                stop = 1;
+                break;
+            }
+            Py_INCREF(f);
+            objs[n] = f;
+            src[n] = PyBytes_AsString(f);
+            lens[n] = (uint32_t)len;
+            bytes += (size_t)len;
+        }
+        if (bytes >= TX_NOGIL_BYTES) {
+            Py_BEGIN_ALLOW_THREADS
+            for (j = 0; j < n; j++)
+                nc_tx_publish(nc_tx_frame(ring, slot + (uint32_t)(done + j)), (const uint8_t *)src[j], lens[j]);
+            Py_END_ALLOW_THREADS
+        } else {
+            for (j = 0; j < n; j++)
+                nc_tx_publish(nc_tx_frame(ring, slot + (uint32_t)(done + j)), (const uint8_t *)src[j], lens[j]);
+        }
+        for (j = 0; j < n; j++)
+            Py_DECREF(objs[j]);
+        done += n;
+        if (stop)
+            break;
+    }
+    return PyLong_FromSsize_t(done);
+}
+
+/* plain_run(frames, min_len, max_len): how many leading items of a list or
+ * tuple are exactly `bytes` with a length in [min_len, max_len] (anything
+ * else: 0). The bulk check of a run of frames, without a Python call each. */
+static PyObject *plain_run(PyObject *mod, PyObject *args)
+{
+    PyObject *frames;
+    Py_ssize_t min_len, max_len, size, i;
+    int is_list;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "Onn:plain_run", &frames, &min_len, &max_len))
+        return NULL;
+    is_list = PyList_Check(frames);
+    if (!is_list && !PyTuple_Check(frames))
+        return PyLong_FromLong(0);
+    size = is_list ? PyList_Size(frames) : PyTuple_Size(frames);
+    for (i = 0; i < size; i++) {
+        PyObject *f = is_list ? PyList_GetItem(frames, i) : PyTuple_GetItem(frames, i);
+        Py_ssize_t len;
+        if (f == NULL || !PyBytes_CheckExact(f))
+            break;
+        len = PyBytes_Size(f);
+        if (len < min_len || len > max_len)
+            break;
+    }
+    return PyLong_FromSsize_t(i);
+}
+
 static PyMethodDef module_methods[] = {
+    {"plain_run", plain_run, METH_VARARGS, "plain_run(frames, min_len, max_len): leading plain bytes frames."},
     {"slices", slices, METH_VARARGS, "slices(base, bounds, n): each packet's bytes, straight from its block."},
+    {"tx_fill", tx_fill, METH_VARARGS, "tx_fill(ring, slot, frames, first, k, min_len, max_len): publish plain frames."},
     {NULL, NULL, 0, NULL},
 };
 

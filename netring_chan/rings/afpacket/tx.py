@@ -64,6 +64,8 @@ from itertools import islice
 from typing import Any, Iterable, Sequence
 
 from ..._config import resolve
+from ..._fastpath import plain_run as _plain_run
+from ..._fastpath import tx_fill as _tx_fill
 from ..._lowlevel import ffi, lib
 from ..._resource import Resource
 from ..._sys import (
@@ -313,6 +315,7 @@ class Injector(Resource):
         ring.per_block = self.per_block
         ring.count = self.frame_count
         self._ring = ring
+        self._ring_addr = int(ffi.cast("uintptr_t", ring))  # for _fastpath.tx_fill
         self._frames = [lib.nc_tx_frame(ring, i) for i in range(self.frame_count)]
         self._offsets = [(i // self.per_block) * self.block_size + (i % self.per_block) * cfg.frame_size
                          for i in range(self.frame_count)]
@@ -367,10 +370,10 @@ class Injector(Resource):
     def check_frames(self, frames: Sequence[Frame]) -> None:
         """Validate a run of frames (the first bad one named by its index).
 
-        A run of ``bytes`` that plainly fits is checked in bulk (two passes
-        in C over the lengths), without a Python call per frame.
+        A list or tuple of ``bytes`` that plainly fit is checked in one C
+        call, without a Python call per frame.
         """
-        if frames and all(type(f) is bytes for f in frames) and self._plain(list(map(len, frames))):
+        if _plain_run(frames, ETH_HLEN, self._plain_max) == len(frames):
             return
         check_each(self, frames)
 
@@ -515,10 +518,14 @@ class Injector(Resource):
         and those after it are not sent.
         """
         n = 0
+        fc = self.frame_count
+        seq = frames if isinstance(frames, (list, tuple)) else None
         it = iter(frames)
         try:
             while True:
-                chunk = list(islice(it, self.frame_count))
+                # A ring's worth at a time (a slice of a list is cheaper
+                # than taking its frames one by one).
+                chunk = seq[n:n + fc] if seq is not None else list(islice(it, fc))
                 if not chunk:
                     break
                 n += publish_all(self, chunk, timeout)
@@ -543,37 +550,48 @@ class Injector(Resource):
         with self._lock:
             self._check_open()
             m = self._free_run(len(frames)) if self._wait_slot_free(time.monotonic()) else 0
-            if not m:  # room first: nothing is joined when full
+            if not m:  # room first: nothing is checked further when full
                 self.check_frame(frames[0])
                 self._counts[3] += 1
                 return 0
-            run = frames[:m]
-            try:
-                blob = b"".join(run)
-                lens = array("I", map(len, run))
-                plain = sum(lens) == len(blob) and self._plain(lens)
-            except (TypeError, ValueError, OverflowError):
-                plain = False
-            if not plain:
-                # Some frame needs the full checks (not bytes, a format other
-                # than bytes, too short or long, an 802.1Q tag over the MTU).
-                ok = array("I")
-                for f in run:
-                    try:
-                        ok.append(self.check_frame(f))
-                    except (TypeError, ValueError):
-                        if not ok:
-                            raise
-                        break
-                run = run[:len(ok)]
-                blob = b"".join(run)
-                lens = ok
-            k = len(run)
-            lib.nc_tx_publish_many(self._ring, self._head % self.frame_count,
-                                   ffi.from_buffer("uint8_t[]", blob),
-                                   ffi.from_buffer("uint32_t[]", lens), k)
+            # The common case in one C call: a list or tuple of bytes that
+            # plainly fit (no Python call per frame). It stops before the
+            # first frame that needs a closer look.
+            k = int(_tx_fill(self._ring_addr, self._head % self.frame_count, frames, 0, m,
+                             ETH_HLEN, self._plain_max))
+            if not k:
+                k = self._publish_checked(frames[:m])
             self._head += k
             self._counts[0] += k
+        return k
+
+    def _publish_checked(self, run: Sequence[Frame]) -> int:
+        """Publish the leading valid frames of ``run`` (lock held, as many
+        slots free); raise if ``run[0]`` is invalid. Any bytes-like frame."""
+        try:
+            blob = b"".join(run)
+            lens = array("I", map(len, run))
+            plain = sum(lens) == len(blob) and self._plain(lens)
+        except (TypeError, ValueError, OverflowError):
+            plain = False
+        if not plain:
+            # Some frame needs the full checks (not bytes, a format other
+            # than bytes, too short or long, an 802.1Q tag over the MTU).
+            ok = array("I")
+            for f in run:
+                try:
+                    ok.append(self.check_frame(f))
+                except (TypeError, ValueError):
+                    if not ok:
+                        raise
+                    break
+            run = run[:len(ok)]
+            blob = b"".join(run)
+            lens = ok
+        k = len(run)
+        lib.nc_tx_publish_many(self._ring, self._head % self.frame_count,
+                               ffi.from_buffer("uint8_t[]", blob),
+                               ffi.from_buffer("uint32_t[]", lens), k)
         return k
 
     def _free_run(self, want: int) -> int:
