@@ -1,6 +1,6 @@
 """Fanout worker processes (issue 11): drain rate with 1 and with 2 workers.
 
-    sudo python3 bench/workers.py [--frames N] [--flows F] [--repeat K] [--method forkserver|spawn]
+    sudo python3 bench/workers.py [--frames N] [--flows F] [--repeat K] [--method forkserver|spawn] [--pin]
 
 One veth pair in a private namespace (``BenchLab``). A ``WorkerPool`` of N
 workers (N = 1, then 2, in the same round) opens its captures in one hash
@@ -83,7 +83,7 @@ def one_run(lab: BenchLab, workers: int, a: argparse.Namespace) -> dict[str, Any
         gofile = os.path.join(tmp, "go")
         pool = nc.WorkerPool(drain_target, lab.rx, workers, args=(gofile, a.touch), start_method=a.method,
                              capture=dict(block_size=1 << 20, block_count=ring_blocks, block_timeout_ms=200),
-                             name=f"bench-w{workers}")
+                             cpus=list(range(workers)) if a.pin else None, name=f"bench-w{workers}")
         with pool:
             rx0 = lab.rx_packets()
             gen = lab.generator(cpus=1, count=a.frames, body=flow_body(a.flows))
@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", choices=["forkserver", "spawn"], default="forkserver")
     p.add_argument("--touch", choices=["packet", "bulk"], default="packet",
                    help="packet: an OwnedPacket per frame (svc-sync); bulk: datas() per batch (svc-sync-bulk)")
+    p.add_argument("--pin", action="store_true",
+                   help="pin worker i to CPU i (WorkerPool cpus=): one core per worker, threads included")
     a = p.parse_args(argv)
     if not 1 <= a.flows <= 255:
         p.error("--flows must be in 1..255")
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"workers bench: {why}", file=sys.stderr)
         return 2
     print(f"== workers drain: {a.frames:,} {FRAME_LEN}-byte frames, {a.flows} flows, hash fanout, "
-          f"{a.method}, touch {a.touch}; {os.cpu_count()} CPUs")
+          f"{a.method}, touch {a.touch}{', pinned' if a.pin else ''}; {os.cpu_count()} CPUs")
     ratios: list[float] = []
     rows: dict[int, list[float]] = {1: [], 2: []}
     per_core: dict[int, list[float]] = {1: [], 2: []}
