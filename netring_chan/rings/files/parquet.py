@@ -34,7 +34,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 from ..._arrow import COLUMNS, packets_to_arrow, pyarrow, schema
-from ...contract import Frame, TxStats, check_each, frame_length
+from ...contract import Frame
 from ...errors import ConfigError
 from ...packet import OwnedBatch, PacketBatch
 from .writer import _MAX_SNAPLEN, Rotate, _live, _Rotating
@@ -352,46 +352,17 @@ class ParquetWriter(_Rotating):
         """The current file's name (thread names, messages)."""
         return os.path.basename(self.path or self._template)
 
-    @property
-    def capacity(self) -> int:
-        """Frames one ``publish`` takes at most (a file is never full)."""
-        return 1 << 16
-
-    @property
-    def drain_timeout(self) -> float:
-        """0: nothing is ever pending (``publish`` buffers at once)."""
-        return 0.0
-
     def fileno(self) -> int:
         """The file being written (-1 before the first file of a time-partitioned dataset)."""
         self._check_usable(f"writer {self.path!r}")
         return self._file.fileno() if self._file is not None else -1
 
-    def check_frame(self, frame: Frame) -> int:
-        """A bytes-like frame of 1..snaplen bytes; returns its length."""
-        n = frame_length(frame)
-        if n > self.snaplen:
-            raise ValueError(f"frame of {n} bytes is longer than the file's snaplen {self.snaplen}")
-        return n
-
-    def check_frames(self, frames: Sequence[Frame]) -> None:
-        """``check_frame`` for each; the error names the frame's index."""
-        check_each(self, frames)
-
     def publish(self, frames: Sequence[Frame]) -> int:
         """Buffer raw frames now, stamped with the current time, as outgoing packets."""
-        self._check_usable(f"writer {self.path!r}")
-        if not frames:
-            return 0
-        self.check_frame(frames[0])
-        ok: list[bytes] = []
-        for f in frames[:self.capacity]:
-            try:
-                self.check_frame(f)
-            except (TypeError, ValueError):
-                break
-            ok.append(bytes(f))
+        ok = self._accepted(frames)
         n = len(ok)
+        if not n:
+            return 0
         pa = self._pa
         lens = pa.array(map(len, ok), pa.uint32(), size=n)
         cols = {
@@ -405,15 +376,6 @@ class ParquetWriter(_Rotating):
         self._published += n
         return n
 
-    def room(self) -> int:
-        """Always ``capacity``: a file is never full."""
-        self._check_usable(f"writer {self.path!r}")
-        return self.capacity
-
-    def wait_room(self, timeout: float | None = None) -> None:
-        """Returns at once (there is always room); ``ClosedError`` if closed."""
-        self._check_usable(f"writer {self.path!r}")
-
     def flush(self) -> int:
         """Returns 0 and writes nothing: rows go to the file by whole row groups,
         and a Parquet file is readable only once closed, so an early small
@@ -425,10 +387,6 @@ class ParquetWriter(_Rotating):
         """Always True: what was published is buffered by the writer, nothing is pending."""
         self._check_usable(f"writer {self.path!r}")
         return True
-
-    def stats(self) -> TxStats:
-        """Frames taken through ``publish`` (all of them at once)."""
-        return TxStats(self._published, self._published, 0, 0)
 
     def __repr__(self) -> str:
         return f"<ParquetWriter {self.path or self._template!r}{' closed' if self._closed else ''}>"

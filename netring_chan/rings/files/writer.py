@@ -20,11 +20,11 @@ import struct
 import time
 import weakref
 from array import array
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union, cast
 
 from ..._lowlevel import ffi, lib
 from ..._resource import Resource
-from ...contract import Frame, TxStats, check_each, frame_length
+from ...contract import Frame, Sink, TxStats, check_each, frame_length
 from ...errors import ConfigError
 from ...packet import OwnedBatch, PacketBatch
 
@@ -219,6 +219,63 @@ class _Rotating(Resource):
             return False
         return (r.size is not None and self._file_bytes >= r.size) or \
             (r.seconds is not None and self._clock() - self._file_start >= r.seconds)
+
+    # The Sink surface every file writer shares (a file is never full); the
+    # subclass's ``publish`` lays out the frames ``_accepted`` gives it and
+    # adds them to ``_published``.
+    snaplen: int
+    _published = 0
+
+    @property
+    def capacity(self) -> int:
+        """Frames one ``publish`` takes at most (a file is never full)."""
+        return 1 << 16
+
+    @property
+    def drain_timeout(self) -> float:
+        """0: nothing is ever pending (``publish`` writes or buffers at once)."""
+        return 0.0
+
+    def check_frame(self, frame: Frame) -> int:
+        """A bytes-like frame of 1..snaplen bytes; returns its length."""
+        n = frame_length(frame)
+        if n > self.snaplen:
+            raise ValueError(f"frame of {n} bytes is longer than the file's snaplen {self.snaplen}")
+        return n
+
+    def check_frames(self, frames: Sequence[Frame]) -> None:
+        """``check_frame`` for each; the error names the frame's index."""
+        check_each(cast("Sink", self), frames)  # every subclass is a Sink
+
+    def _accepted(self, frames: Sequence[Frame]) -> list[bytes]:
+        """What ``publish`` takes of ``frames``: the leading run (at most
+        ``capacity``) that passes ``check_frame``, as bytes; the first
+        frame's error is raised, a later bad frame ends the run."""
+        self._check_usable(f"writer {self.path!r}")
+        if not frames:
+            return []
+        self.check_frame(frames[0])
+        ok: list[bytes] = []
+        for f in frames[:self.capacity]:
+            try:
+                self.check_frame(f)
+            except (TypeError, ValueError):
+                break
+            ok.append(bytes(f))
+        return ok
+
+    def room(self) -> int:
+        """Always ``capacity``: a file is never full."""
+        self._check_usable(f"writer {self.path!r}")
+        return self.capacity
+
+    def wait_room(self, timeout: float | None = None) -> None:
+        """Returns at once (there is always room); ``ClosedError`` if closed."""
+        self._check_usable(f"writer {self.path!r}")
+
+    def stats(self) -> TxStats:
+        """Frames taken through ``publish`` (all of them at once)."""
+        return TxStats(self._published, self._published, 0, 0)
 
 
 class Writer(_Rotating):
@@ -439,62 +496,22 @@ class Writer(_Rotating):
         """The current file's name (thread names, messages)."""
         return os.path.basename(self.path)
 
-    @property
-    def capacity(self) -> int:
-        """Frames one ``publish`` takes at most (a file is never full)."""
-        return 1 << 16
-
-    @property
-    def drain_timeout(self) -> float:
-        """0: nothing is ever pending (``publish`` writes at once)."""
-        return 0.0
-
     def fileno(self) -> int:
         """The file being written."""
         self._check_usable(f"writer {self.path!r}")
         return self._fd
 
-    def check_frame(self, frame: Frame) -> int:
-        """A bytes-like frame of 1..snaplen bytes; returns its length."""
-        n = frame_length(frame)
-        if n > self.snaplen:
-            raise ValueError(f"frame of {n} bytes is longer than the file's snaplen {self.snaplen}")
-        return n
-
-    def check_frames(self, frames: Sequence[Frame]) -> None:
-        """``check_frame`` for each; the error names the frame's index."""
-        check_each(self, frames)
-
     def publish(self, frames: Sequence[Frame]) -> int:
         """Write raw frames now, stamped with the current time, as outgoing packets."""
-        self._check_usable(f"writer {self.path!r}")
-        if not frames:
-            return 0
-        self.check_frame(frames[0])
-        ok: list[bytes] = []
-        for f in frames[:self.capacity]:
-            try:
-                self.check_frame(f)
-            except (TypeError, ValueError):
-                break
-            ok.append(bytes(f))
+        ok = self._accepted(frames)
         n = len(ok)
+        if not n:
+            return 0
         now = time.time_ns()
         lens = array("I", map(len, ok))
         self._write_cols(b"".join(ok), array("Q", [now]) * n, lens, lens, bytes([4]) * n, n, 0)
         self._published += n
         return n
-
-    _published = 0
-
-    def room(self) -> int:
-        """Always ``capacity``: a file is never full."""
-        self._check_usable(f"writer {self.path!r}")
-        return self.capacity
-
-    def wait_room(self, timeout: float | None = None) -> None:
-        """Returns at once (there is always room); ``ClosedError`` if closed."""
-        self._check_usable(f"writer {self.path!r}")
 
     def flush(self) -> int:
         """Write out what is buffered (whole records only); returns 0."""
@@ -506,10 +523,6 @@ class Writer(_Rotating):
         """Flush; always True (nothing stays pending)."""
         self.flush()
         return True
-
-    def stats(self) -> TxStats:
-        """Frames written through ``publish`` (all of them sent at once)."""
-        return TxStats(self._published, self._published, 0, 0)
 
     def __repr__(self) -> str:
         return f"<Writer {self.format} {self.path!r}{' closed' if self._closed else ''}>"
