@@ -59,12 +59,10 @@ import gc
 import mmap as _mmap
 import threading
 import time
-from array import array
 from itertools import islice
 from typing import Any, Iterable, Sequence
 
 from ..._config import resolve
-from ..._fastpath import plain_run as _plain_run
 from ..._fastpath import tx_fill as _tx_fill
 from ..._lowlevel import ffi, lib
 from ..._resource import Resource
@@ -73,11 +71,11 @@ from ..._sys import (
     close_fd, eventfd, eventfd_signal, ifindex, interface_gone, poll_wait, raise_errno, retry_eintr,
     setsockopt_int,
 )
-from ...contract import Frame, TxStats, check_each, publish_all
+from ...contract import Frame, TxStats, publish_all
 from ...errors import ClosedError, ConfigError, RingError, RingFullError
 from .._mapping import Mapping, check_ring_size
 from ._socket import open_packet_socket
-from .frames import ETH_HLEN, TPID_8021Q, check_frame_len, frame_buffer
+from .frames import ETH_HLEN, TPID_8021Q, LinkFrames, check_frame_len
 
 __all__ = ["Injector", "InjectorConfig", "InjectorStats", "TxSlot", "RingFullError"]
 
@@ -239,7 +237,7 @@ class TxSlot:
         return f"<TxSlot {self.index} len={self.length} {state}>"
 
 
-class Injector(Resource):
+class Injector(LinkFrames, Resource):
     """A PACKET_TX_RING on one interface (TPACKET_V2).
 
     ``Injector("eth0", frame_count=512)``; options are the fields of
@@ -341,45 +339,9 @@ class Injector(Resource):
         # Longest frame that needs no closer look (no 802.1Q allowance).
         self._plain_max = min(self.mtu + ETH_HLEN, self.frame_size - DATA_OFF)
 
-    @property
-    def max_frame(self) -> int:
-        """Longest untagged frame accepted now: MTU + 14, capped by the slot."""
-        return self._plain_max
-
     def _check_len(self, n: int, head: Any = None) -> None:
         check_frame_len(n, head, mtu=self.mtu, slot_size=self.frame_size,
                         slot_cap=self.frame_size - DATA_OFF, interface=self.interface)
-
-    def check_frame(self, frame: Frame) -> int:
-        """Validate ``frame`` without queueing it; return its length.
-
-        ``TypeError`` if it is not bytes-like, ``ValueError`` naming the
-        limit if the interface could not carry it (see ``Injector``).
-        """
-        if type(frame) is bytes:  # the common case: no buffer export needed
-            n = len(frame)
-            if ETH_HLEN <= n <= self._plain_max:
-                return n
-            self._check_len(n, frame)
-            return n
-        buf = frame_buffer(frame)
-        n = len(buf)
-        self._check_len(n, buf)
-        return n
-
-    def check_frames(self, frames: Sequence[Frame]) -> None:
-        """Validate a run of frames (the first bad one named by its index).
-
-        A list or tuple of ``bytes`` that plainly fit is checked in one C
-        call, without a Python call per frame.
-        """
-        if _plain_run(frames, ETH_HLEN, self._plain_max) == len(frames):
-            return
-        check_each(self, frames)
-
-    def _plain(self, lens: Sequence[int]) -> bool:
-        """Whether frames of these (non-empty list of) lengths need no closer look."""
-        return min(lens) >= ETH_HLEN and max(lens) <= self._plain_max
 
     # -- the Sink contract ---------------------------------------------------
 
@@ -568,27 +530,8 @@ class Injector(Resource):
     def _publish_checked(self, run: Sequence[Frame]) -> int:
         """Publish the leading valid frames of ``run`` (lock held, as many
         slots free); raise if ``run[0]`` is invalid. Any bytes-like frame."""
-        try:
-            blob = b"".join(run)
-            lens = array("I", map(len, run))
-            plain = sum(lens) == len(blob) and self._plain(lens)
-        except (TypeError, ValueError, OverflowError):
-            plain = False
-        if not plain:
-            # Some frame needs the full checks (not bytes, a format other
-            # than bytes, too short or long, an 802.1Q tag over the MTU).
-            ok = array("I")
-            for f in run:
-                try:
-                    ok.append(self.check_frame(f))
-                except (TypeError, ValueError):
-                    if not ok:
-                        raise
-                    break
-            run = run[:len(ok)]
-            blob = b"".join(run)
-            lens = ok
-        k = len(run)
+        blob, lens = self._valid_run(run)
+        k = len(lens)
         lib.nc_tx_publish_many(self._ring, self._head % self.frame_count,
                                ffi.from_buffer("uint8_t[]", blob),
                                ffi.from_buffer("uint32_t[]", lens), k)

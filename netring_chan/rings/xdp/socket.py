@@ -63,12 +63,12 @@ from ..._sys import (
     check_timeout, close_fd, deadline_after, eventfd, eventfd_signal, ifindex, interface_gone,
     pending_error, poll_wait, raise_errno, setsockopt_int,
 )
-from ...contract import Frame, RxStats, TxStats, check_each, publish_all
+from ...contract import Frame, RxStats, TxStats, publish_all
 from ...errors import ClosedError, ConfigError, RingError, RingFullError
 from ...packet import PacketBatch
 from .._mapping import Mapping, check_ring_size
 from ..afpacket.blocks import Scratch
-from ..afpacket.frames import ETH_HLEN, check_frame_len, frame_buffer
+from ..afpacket.frames import ETH_HLEN, LinkFrames, check_frame_len
 
 if TYPE_CHECKING:
     from .program import XdpAttach, XdpProgram
@@ -259,7 +259,7 @@ class _Ring:
             lib.munmap(addr, self.length)
 
 
-class XdpSocket(Resource):
+class XdpSocket(LinkFrames, Resource):
     """An AF_XDP socket on one queue of an interface: a ``Source`` and a ``Sink``.
 
     ``XdpSocket("eth0", queue_id=0)``; options are the fields of
@@ -783,36 +783,9 @@ class XdpSocket(Resource):
         """How long ``close()`` waits for queued frames by default (from the config)."""
         return float(self.config.drain_timeout)
 
-    @property
-    def max_frame(self) -> int:
-        """Longest untagged frame accepted now: MTU + 14, capped by ``frame_size``."""
-        return self._plain_max
-
     def _check_len(self, n: int, head: Any = None) -> None:
         check_frame_len(n, head, mtu=self.mtu, slot_size=self.frame_size, slot_cap=self.frame_size,
                         interface=self.interface)
-
-    def check_frame(self, frame: Frame) -> int:
-        """Validate ``frame`` without queueing it; return its length
-        (``TypeError`` if not bytes-like, ``ValueError`` naming the limit)."""
-        if type(frame) is bytes:
-            n = len(frame)
-            if ETH_HLEN <= n <= self._plain_max:
-                return n
-            self._check_len(n, frame)
-            return n
-        buf = frame_buffer(frame)
-        n = len(buf)
-        self._check_len(n, buf)
-        return n
-
-    def check_frames(self, frames: Sequence[Frame]) -> None:
-        """Validate a run of frames (the first bad one named by its index)."""
-        if frames and all(type(f) is bytes for f in frames):
-            lens = list(map(len, frames))
-            if min(lens) >= ETH_HLEN and max(lens) <= self._plain_max:
-                return
-        check_each(self, frames)
 
     def _need_tx(self) -> Any:
         tx = self._tx
@@ -861,27 +834,9 @@ class XdpSocket(Resource):
                 self.check_frame(frames[0])
                 self._counts[3] += 1
                 return 0
-            run = frames[:m]
-            try:
-                blob = b"".join(run)
-                lens = array("I", map(len, run))
-                plain = sum(lens) == len(blob) and min(lens) >= ETH_HLEN and max(lens) <= self._plain_max
-            except (TypeError, ValueError, OverflowError):
-                plain = False
-            if not plain:
-                ok = array("I")
-                for f in run:
-                    try:
-                        ok.append(self.check_frame(f))
-                    except (TypeError, ValueError):
-                        if not ok:
-                            raise
-                        break
-                run = run[:len(ok)]
-                blob = b"".join(run)
-                lens = ok
+            blob, lens = self._valid_run(frames[:m])
             k = int(lib.nc_xsk_tx(tx.r, self._umem, ffi.from_buffer("uint8_t[]", blob),
-                                  ffi.from_buffer("uint32_t[]", lens), len(run)))
+                                  ffi.from_buffer("uint32_t[]", lens), len(lens)))
             self._counts[0] += k
             return k
 
