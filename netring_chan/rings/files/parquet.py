@@ -133,10 +133,7 @@ class ParquetWriter(_Rotating):
         self._pq = pq
         self.snaplen = snaplen
         self.linktype = linktype
-        names = (interface,) if isinstance(interface, str) else interface
-        if not isinstance(names, (tuple, list)) or not names or not all(isinstance(i, str) for i in names):
-            raise ConfigError(f"interface must be a str or a non-empty sequence of str, got {interface!r}")
-        self.interfaces: tuple[str, ...] = tuple(names)
+        self.interfaces = self._interface_names(interface)
         self.partition = dict(partition)
         self.partition_time = partition_time
         # Several files in one directory for a reason other than Rotate

@@ -204,6 +204,14 @@ class _Rotating(Resource):
         self._file_bytes = self._file_packets = 0
         self._file_start = self._clock()
 
+    @staticmethod
+    def _interface_names(interface: object) -> tuple[str, ...]:
+        """The writer's interface names from a str or a non-empty sequence of str."""
+        names = (interface,) if isinstance(interface, str) else interface
+        if not isinstance(names, (tuple, list)) or not names or not all(isinstance(i, str) for i in names):
+            raise ConfigError(f"interface must be a str or a non-empty sequence of str, got {interface!r}")
+        return tuple(names)
+
     def _iface(self, iface: object) -> int:
         """An interface index of this writer, or ``ConfigError`` naming it."""
         n = len(self.interfaces)
@@ -304,10 +312,7 @@ class Writer(_Rotating):
         self.format = fmt
         self.snaplen = snaplen
         self.linktype = linktype
-        names = (interface,) if isinstance(interface, str) else interface
-        if not isinstance(names, (tuple, list)) or not names or not all(isinstance(i, str) for i in names):
-            raise ConfigError(f"interface must be a str or a non-empty sequence of str, got {interface!r}")
-        self.interfaces: tuple[str, ...] = tuple(names)
+        self.interfaces = self._interface_names(interface)
         self._fmt = lib.NC_FMT_PCAP if fmt == "pcap" else lib.NC_FMT_PCAPNG
         if fmt == "pcap" and len(self.interfaces) > 1:
             raise ConfigError("a pcap file has one interface; use pcapng for several")
