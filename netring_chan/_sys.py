@@ -152,7 +152,7 @@ def setsockopt_struct(fd: int, level: int, opt: int, cdata: object, what: str, c
 def ifindex(name: str) -> int:
     """Interface index of ``name`` in the calling thread's network namespace."""
     if not isinstance(name, str) or not name or len(name) > 15 or "/" in name or "\0" in name:
-        raise ConfigError(f"invalid interface name: {name!r}")
+        raise ConfigError(f"interface must be a name (a str of 1 to 15 characters, no '/' or NUL), got {name!r}")
     try:
         return socket.if_nametoindex(name)
     except OSError:
