@@ -33,7 +33,7 @@ def test_unknown_interface(lab: Lab) -> None:
         nc.Capture("nc-nosuch0")
     assert isinstance(ei.value, OSError) and ei.value.errno == errno.ENODEV
     for bad in ("", "x" * 16, "a/b"):
-        with pytest.raises(nc.ConfigError, match="interface name"):
+        with pytest.raises(nc.ConfigError, match="interface must be a name"):
             nc.Capture(bad)
 
 
