@@ -15,6 +15,12 @@ is ``_queue.BatchQueue`` and its asyncio and trio faces are ``_faces``.
       batch.release()                                     # memory back to the kernel at once
       queue.put(owned)                                    # policy: block or drop
 
+  A capture service in pull mode (``_PullCaptureService``, private; the
+  fanout workers' sync targets use it) has no thread: when its queue is
+  empty, the sync face runs one step of that loop in the consumer's own
+  thread, into the same queue, and ``stop`` does the source's end
+  (quiesce, sweep, close) as the thread would.
+
 * ``InjectService(sinks)``: one thread per ``Sink`` runs the sender loop::
 
       frames = queue.get() + whatever else is queued (up to a ring's worth)

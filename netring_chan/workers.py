@@ -394,7 +394,11 @@ def _worker_main(spec: _Spec, index: int, conn: Connection) -> None:
             result = spec.target(ctx, *spec.args)
         with link.buf_lock:
             link.flush_locked()
-        svc.stop()
+        # Not stop(): called from library code it hands the stop to a helper
+        # thread and returns at once, and the counters sent below must come
+        # after the ring's sweep. _stop_now stops, or waits for the stop the
+        # control thread began.
+        svc._stop_now()
         try:
             pickle.dumps(result)
         except Exception as e:  # noqa: BLE001
@@ -410,7 +414,7 @@ def _worker_main(spec: _Spec, index: int, conn: Connection) -> None:
             pass
         if svc is not None:
             try:
-                svc.stop()
+                svc._stop_now()
                 stats = svc.stats()
             except BaseException:  # noqa: BLE001
                 pass
@@ -453,7 +457,7 @@ def _control(link: _Link, ctx: WorkerContext, poll: float) -> None:
                 link.lock.release()
     with ctx._lock:
         ctx._stop.set()
-    ctx.service.stop()  # the target's iteration ends; it returns
+    ctx.service._stop_now()  # the target's iteration ends; it returns (see _worker_main)
 
 
 # -- the parent ----------------------------------------------------------------------
