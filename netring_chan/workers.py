@@ -56,8 +56,8 @@ dies is reported at once with its exit cause. Facts this depends on:
   ``ctx.batches()``, ``ctx.service.get()``) reads its ring in its own
   thread: when the service's queue is empty, the take itself copies the
   next block out (in C, without the GIL) into the queue and hands it on.
-  There is no copy-out thread, so a worker uses one core at most and N
-  workers scale on N cores; a copy-out thread beside the target would add
+  There is no copy-out thread, so a worker uses about one core (its
+  control thread wakes every 50 ms) and N workers scale on N cores; a copy-out thread beside the target would add
   about a tenth of a core per worker, which a machine with a core per
   worker does not have. An async target keeps a service thread (its faces
   wait on the queue, and an event loop must not block in a read). Either
