@@ -10,16 +10,18 @@ source address (trafgen's ``dinc``), so the kernel's flow hash spreads them
 over the workers. After the fill, the harness checks the workers' kernel
 counters against the interface's ``rx_packets`` (no drop, nothing missing),
 then writes the *go* time (``CLOCK_MONOTONIC``, one clock for every process)
-to a file the workers poll. Each worker drains its ring through its capture
-service by batch, with the bulk touch of ``run.py``'s ``svc-sync-bulk``
-(every packet's data and timestamp reach Python code), and records the
-moment it delivered its last frame. The rate is all frames over the time
+to a file the workers poll. Each worker drains its ring with ``for pkt in
+ctx`` (``--touch packet``, ``run.py``'s ``svc-sync``: an ``OwnedPacket`` per
+frame) or ``ctx.batches()`` (``--touch bulk``, ``svc-sync-bulk``: every
+packet's data and timestamp reach Python code), which read the ring in the
+target's own thread (no copy-out thread), and records the moment it
+delivered its last frame. The rate is all frames over the time
 from *go* to the last worker's last frame: process start-up, ring set-up
 and the fill are outside it; the workers' reaction to *go* (a 0.5 ms poll)
 and the slower worker's share are inside it. ``cores``: the workers' CPU
-time (every thread: the service's copy-out thread and the target) over that
-time; one worker already uses more than one core, since its service thread
-copies the next block out (in C, without the GIL) while the target reads.
+time (every thread) over that time; a worker reads, copies out and hands on
+in one thread, so one worker uses about one core (its control thread
+wakes every 50 ms).
 
 The ratio is the 2-worker rate over the 1-worker rate of the same round;
 the summary is the median of the rounds. On a 2-core machine the ceiling is

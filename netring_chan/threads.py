@@ -15,6 +15,12 @@ is ``_queue.BatchQueue`` and its asyncio and trio faces are ``_faces``.
       batch.release()                                     # memory back to the kernel at once
       queue.put(owned)                                    # policy: block or drop
 
+  A capture service in pull mode (``_PullCaptureService``, private; the
+  fanout workers' sync targets use it) has no thread: when its queue is
+  empty, the sync face runs one step of that loop in the consumer's own
+  thread, into the same queue, and ``stop`` does the source's end
+  (quiesce, sweep, close) as the thread would.
+
 * ``InjectService(sinks)``: one thread per ``Sink`` runs the sender loop::
 
       frames = queue.get() + whatever else is queued (up to a ring's worth)
@@ -191,6 +197,7 @@ class _ThreadService:
     _core: BatchQueue[Any]
     _members: tuple[Any, ...]
     _kind = "service"
+    _threaded = True  # one thread per member (a capture service in pull mode has none)
 
     def __init__(self, name: str, poll_interval: float, drain_timeout: float) -> None:
         self._started = False
@@ -281,7 +288,7 @@ class _ThreadService:
         self._pid = os.getpid()
         _fork.track(self)
         done = _Countdown(len(self._members), self._core)
-        for i in range(len(self._members)):
+        for i in range(len(self._members) if self._threaded else 0):
             name = self._thread_name(i)
             # The body holds no reference to the service, so an abandoned
             # service can be collected (and warn) while its threads run.
@@ -538,19 +545,24 @@ def _sweep(core: BatchQueue[OwnedBatch], src: Source, index: int) -> None:
         _put(core, b, index)
 
 
-def _source_loop(core: BatchQueue[OwnedBatch], src: Source, index: int, name: str,
-                 poll: float, done: Callable[[], None]) -> None:
-    try:
-        while not core.closing:
-            b = src.next_batch_blocking(poll)
-            if b is not None:
-                _put(core, b, index)
-            elif src.at_end:
-                break  # a finished source (a file read to its end): this thread is done
-    except BaseException as e:  # noqa: BLE001 - handed to the consumers
-        # A source closed by stop() from outside (to wake us) is no failure.
-        if not (isinstance(e, ClosedError) and core.closing):
-            core.fail(name, e)
+def _read_one(core: BatchQueue[OwnedBatch], src: Source, index: int, wait: float) -> bool:
+    """One step of reading ``src``: wait up to ``wait`` s for a batch and
+    queue it. False once ``src`` is finished (``at_end``: a file read to its end)."""
+    b = src.next_batch_blocking(wait)
+    if b is not None:
+        _put(core, b, index)
+        return True
+    return not src.at_end
+
+
+def _failed(core: BatchQueue[OwnedBatch], name: str, e: BaseException) -> None:
+    # A source closed by stop() from outside (to wake its reader) is no failure.
+    if not (isinstance(e, ClosedError) and core.closing):
+        core.fail(name, e)
+
+
+def _retire(core: BatchQueue[OwnedBatch], src: Source, index: int, name: str) -> None:
+    """A source's end: what it still holds into the queue (``_sweep``), then close it."""
     try:
         _sweep(core, src, index)
     except BaseException:  # noqa: BLE001 - a failed or closed source: nothing more to save
@@ -560,6 +572,18 @@ def _source_loop(core: BatchQueue[OwnedBatch], src: Source, index: int, name: st
             src.close()  # reads the final counters
         except BaseException as e:  # noqa: BLE001
             core.fail(name, e)
+
+
+def _source_loop(core: BatchQueue[OwnedBatch], src: Source, index: int, name: str,
+                 poll: float, done: Callable[[], None]) -> None:
+    try:
+        while not core.closing and _read_one(core, src, index, poll):
+            pass
+    except BaseException as e:  # noqa: BLE001 - handed to the consumers
+        _failed(core, name, e)
+    try:
+        _retire(core, src, index, name)
+    finally:
         done()
 
 
@@ -621,7 +645,7 @@ class _ReceivingService(_ThreadService):
         self._check_started()
         with self._cursor_lock:
             rest = self._cursor.take_rest()
-        return rest if rest is not None else self._core.get(timeout)
+        return rest if rest is not None else self._next_item(timeout)
 
     def get_nowait(self) -> OwnedPacket:
         """The next packet if one is queued, else ``queue.Empty``."""
@@ -651,7 +675,7 @@ class _ReceivingService(_ThreadService):
             # No lock is held while waiting: stop() (from another thread, or
             # a signal handler interrupting this wait) must never wait for us.
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            b = self._core.get(left)
+            b = self._next_item(left)
             with lock:
                 if cur.it is None:
                     cur.set(b)
@@ -676,12 +700,18 @@ class _ReceivingService(_ThreadService):
     def __iter__(self) -> Iterator[OwnedPacket]:
         return self.packets()
 
+    def _next_item(self, timeout: float | None) -> OwnedBatch:
+        """The next item of the queue, waiting up to ``timeout`` s: where every
+        sync get takes one (``CaptureService`` in pull mode reads its source here)."""
+        return self._core.get(timeout)
+
     def _each(self, timeout: float | None, cur: PacketCursor | None) -> Iterator[Any]:
         core = self._core
+        take = self._next_item
         try:
             while True:
                 try:
-                    b = core.get(timeout)
+                    b = take(timeout)
                 except (ClosedError, queue.Empty):
                     return
                 yield b if cur is None else cur.set(b)
@@ -753,12 +783,116 @@ class CaptureService(_ReceivingService):
         closes, after its thread stopped); while running, a snapshot.
         """
         self._check_not_forked()
+        # The queue first: a packet is counted by its source before it can be
+        # queued, so a snapshot taken while running never shows more queued
+        # and delivered than the sources accepted.
+        c = self._core.counters()
         srcs = []
         for i, s in enumerate(self.sources):
             st = s.stats()
             srcs.append(SourceStats(self._thread_name(i), st.packets, st.drops, st.freezes, st.lost))
-        c = self._core.counters()
         return ServiceStats(tuple(srcs), c.dropped, c.delivered, c.queued, c.peak, c.capacity)
+
+
+class _PullCaptureService(CaptureService):
+    """A ``CaptureService`` with no thread: its sync face reads the source in
+    the consumer's own thread.
+
+    When the queue is empty, a take (``get``, ``get_batch``, iteration) reads
+    the source itself, one ``_read_one`` step as a source thread makes, into
+    the same queue: the queue's counters stay the accounting, and ``stats``,
+    ``get_all``, ``wait_drained`` and ``stop`` are the threaded service's.
+    ``stop`` does at once what a source thread does at its end: it waits for
+    a read in progress (at most a poll interval), quiesces and sweeps the
+    source into the queue and closes it (``_retire``); the consumer gets what
+    is queued, then the end. A finished or failed source ends the stream in
+    the reading thread the same way. A read is made only into an empty queue,
+    so admission never waits (the reader is the consumer that would make
+    room) and nothing is dropped at the queue: a consumer that falls behind
+    leaves the packets in the source, whose own drops count them. One source
+    only; no async face (an event loop must not block in a read).
+
+    For the fanout workers' sync targets: a worker reading its ring in one
+    thread uses one core, so N workers scale on N cores; a copy-out thread
+    would add ~0.1 core per worker, which does not exist with one core each.
+    """
+
+    _threaded = False
+
+    def __init__(self, sources: Source | Sequence[Source], **kw: Any) -> None:
+        super().__init__(sources, **kw)
+        if len(self.sources) != 1:
+            raise ConfigError(f"a capture service without threads reads one source, got {len(self.sources)}")
+        # Held while reading the source: one reader at a time, and stop's
+        # sweep waits for the read in progress. Re-entrant: stop() from a
+        # signal handler may interrupt a reader (it hands the stop to a
+        # helper thread then, see ``stop``).
+        self._reader = threading.RLock()
+        self._retired = False
+
+    def _face(self, loop: str | None) -> Any:
+        raise ConfigError(f"{self!r} reads its source in the consumer's thread and has no async face "
+                          "(an event loop must not block in a read): use a CaptureService")
+
+    def _next_item(self, timeout: float | None) -> OwnedBatch:
+        core = self._core
+        deadline = deadline_after(timeout)
+        tried = False
+        while True:
+            try:
+                return core.get_nowait()  # ClosedError / ServiceError at the end
+            except queue.Empty:
+                pass
+            wait = self._poll
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 and tried:  # a zero timeout still reads once, without waiting
+                    raise queue.Empty from None
+                wait = max(0.0, min(wait, left))
+            tried = True
+            if not self._read(wait):
+                # Stopping (stop() sweeps the source), finished, or another
+                # thread's batch is queued: wait on the queue instead.
+                try:
+                    return core.get(wait)
+                except queue.Empty:
+                    pass
+
+    def _read(self, wait: float) -> bool:
+        """Read the source in this thread into the empty queue, waiting up to
+        ``wait`` s; False when this thread should wait on the queue instead."""
+        core = self._core
+        with self._reader:
+            if core.closing or self._retired or core.counters().queued:
+                return False
+            try:
+                if _read_one(core, self.sources[0], 0, wait):
+                    return True
+            except Exception as e:  # noqa: BLE001 - handed to the consumers, as a source thread's
+                _failed(core, self._thread_name(0), e)
+            # Finished or failed: the end a source thread makes.
+            self._retire_locked()
+            core.finish_close()
+            return True
+
+    def _retire_locked(self) -> None:
+        if not self._retired:
+            self._retired = True
+            _retire(self._core, self.sources[0], 0, self._thread_name(0))
+
+    def _end_stop(self, drain: bool) -> None:
+        if self._started:
+            got = self._reader.acquire(timeout=_JOIN_BUDGET)
+            if not got:  # a read that outlived its wait: closing the source wakes it
+                self._wake_members()
+                got = self._reader.acquire(timeout=0.15)
+            try:
+                self._retire_locked()
+            finally:
+                if got:
+                    self._reader.release()
+        super()._end_stop(drain)
+
 
 # -- injection ---------------------------------------------------------------------------
 

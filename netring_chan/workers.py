@@ -2,8 +2,8 @@
 
 One Python process handles packets on about one core (the interpreter
 lock). ``WorkerPool`` starts N worker processes; each opens its own
-``Capture`` of the interface, all in one ``PACKET_FANOUT`` group, runs a
-``CaptureService`` over it and calls the user's target with a
+``Capture`` of the interface, all in one ``PACKET_FANOUT`` group, puts a
+capture service over it and calls the user's target with a
 ``WorkerContext``. What the targets ``emit`` comes back to the parent
 through one bounded queue with the capture service's policy and faces (the
 pool *is* a receiving service: ``for obj in pool``, ``pool.asyncio()``,
@@ -52,10 +52,24 @@ dies is reported at once with its exit cause. Facts this depends on:
 * **Ctrl-C** reaches every process of the foreground group. Workers ignore
   SIGINT; the parent's ``KeyboardInterrupt`` stops the pool (in ``for obj in
   pool``, on leaving ``with``, or at exit), which stops every worker.
+* **One core per worker.** A sync target (``for pkt in ctx``,
+  ``ctx.batches()``, ``ctx.service.get()``) reads its ring in its own
+  thread: when the service's queue is empty, the take itself copies the
+  next block out (in C, without the GIL) into the queue and hands it on.
+  There is no copy-out thread, so a worker uses about one core (its
+  control thread wakes every 50 ms) and N workers scale on N cores; a copy-out thread beside the target would add
+  about a tenth of a core per worker, which a machine with a core per
+  worker does not have. An async target keeps a service thread (its faces
+  wait on the queue, and an event loop must not block in a read). Either
+  way the worker's control thread reports the counters and stops the
+  service; a stop waits for a read in progress (at most the poll interval),
+  then sweeps the ring into the queue as a service thread does.
 
 Accounting. Each worker's service keeps the capture identity
 (``packets == delivered + drops + queue drops + queued + lost``; here
-``delivered`` means handed to the target); ``WorkerPoolStats.capture``
+``delivered`` means handed to the target, and a batch taken from the ring
+but not wholly handed out when the target stopped iterating is
+``queued``); ``WorkerPoolStats.capture``
 adds them up across workers, one ``SourceStats`` per worker, so the same
 ``balanced`` holds for the pool (exact for the workers that ended cleanly:
 a killed worker's last report is up to 0.25 s old). The results queue has
@@ -87,7 +101,7 @@ from ._sys import enter_netns, ifindex, set_parent_death_signal
 from .errors import ConfigError, NetringError
 from .packet import OwnedBatch, OwnedPacket
 from .rings.afpacket import Capture, CaptureConfig, Fanout, FanoutFlag, FanoutMode
-from .threads import POLL_INTERVAL, CaptureService, ServiceStats, SourceStats, _ReceivingService
+from .threads import POLL_INTERVAL, CaptureService, ServiceStats, SourceStats, _PullCaptureService, _ReceivingService
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -248,7 +262,12 @@ class WorkerContext:
     async target), or ``ctx.service.start()`` — so a target can prepare
     (open its own sink) while the ring holds what arrives. Iteration ends
     when the pool stops (then return: the value goes to
-    ``pool.results()``). ``index`` (0..``workers``-1), ``workers``,
+    ``pool.results()``). For a sync target the service has no thread: its
+    sync face (``for pkt in ctx``, ``batches()``, ``service.get()``)
+    reads the ring in the target's own thread, so the worker runs on one
+    core (see the module notes), and it has no async face; an async
+    target's service has its thread and every face. Counters and stop
+    are the same either way. ``index`` (0..``workers``-1), ``workers``,
     ``interface``, ``group_id`` (the fanout group), ``pid``. To write a
     shard per worker, open a sink of your own under ``partition(directory)``.
     """
@@ -351,9 +370,12 @@ def _worker_main(spec: _Spec, index: int, conn: Connection) -> None:
         cap = Capture(spec.interface, fanout=Fanout(FanoutMode(spec.mode), gid, FanoutFlag(spec.flags)),
                       **spec.capture)
         # Started by the target's first read (iteration, channel()), so a
-        # target can prepare first while the ring holds what arrives.
-        svc = CaptureService(cap, capacity=spec.capacity, overflow=spec.overflow, name=f"w{index}",
-                             poll_interval=spec.poll)
+        # target can prepare first while the ring holds what arrives. A sync
+        # target reads the ring in its own thread (one core per worker); an
+        # async one through a service thread, so its loop never blocks.
+        kind = CaptureService if spec.loop is not None else _PullCaptureService
+        svc = kind(cap, capacity=spec.capacity, overflow=spec.overflow, name=f"w{index}",
+                   poll_interval=spec.poll)
         group_id = cap.fanout_group_id
         assert group_id is not None
         ctx = WorkerContext(spec, index, svc, group_id, link)
@@ -372,7 +394,11 @@ def _worker_main(spec: _Spec, index: int, conn: Connection) -> None:
             result = spec.target(ctx, *spec.args)
         with link.buf_lock:
             link.flush_locked()
-        svc.stop()
+        # Not stop(): called from library code it hands the stop to a helper
+        # thread and returns at once, and the counters sent below must come
+        # after the ring's sweep. _stop_now stops, or waits for the stop the
+        # control thread began.
+        svc._stop_now()
         try:
             pickle.dumps(result)
         except Exception as e:  # noqa: BLE001
@@ -388,7 +414,7 @@ def _worker_main(spec: _Spec, index: int, conn: Connection) -> None:
             pass
         if svc is not None:
             try:
-                svc.stop()
+                svc._stop_now()
                 stats = svc.stats()
             except BaseException:  # noqa: BLE001
                 pass
@@ -431,7 +457,7 @@ def _control(link: _Link, ctx: WorkerContext, poll: float) -> None:
                 link.lock.release()
     with ctx._lock:
         ctx._stop.set()
-    ctx.service.stop()  # the target's iteration ends; it returns
+    ctx.service._stop_now()  # the target's iteration ends; it returns (see _worker_main)
 
 
 # -- the parent ----------------------------------------------------------------------
@@ -690,12 +716,17 @@ class WorkerPool(_ReceivingService):
     ``CaptureConfig`` fields), joins the pool's fanout group (``mode``: hash
     by default, so a flow stays in one worker and in order; ``defrag``, on by
     default for hash as Suricata does, reassembles IP fragments before
-    hashing), runs a ``CaptureService`` over it (``worker_capacity``,
+    hashing), puts a capture service over it (``worker_capacity``,
     ``worker_overflow``) and calls ``target(ctx, *args)`` with a
-    ``WorkerContext``. An ``async def`` target runs under ``loop``
+    ``WorkerContext``. A plain target reads ``for pkt in ctx`` or
+    ``ctx.batches()`` in its own thread, with no copy-out thread beside it,
+    so each worker uses one core and N workers scale on N cores (a read
+    goes only into an empty queue, so ``worker_overflow`` never drops
+    there: a worker that falls behind leaves the packets in its ring,
+    whose drops count them). An ``async def`` target runs under ``loop``
     (``"asyncio"``, the default for one, or ``"trio"``) and reads
-    ``ctx.service.channel()``. The target must be picklable by name (a
-    module-level function).
+    ``ctx.service.channel()``, filled by a service thread. The target must
+    be picklable by name (a module-level function).
 
     Results: ``ctx.emit(obj)`` objects come out of this pool as from a
     capture service — ``for obj in pool``, ``get``, ``get_batch`` (a list of

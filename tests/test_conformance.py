@@ -12,6 +12,8 @@ source plus the way frames reach it and the way it breaks:
     anyio-trio            svc.channel(), anyio     memory   a MemorySource, frames pushed; breaks
     AsyncCapture-<loop>   AsyncCapture(source) on           through vanish_at
                           asyncio, trio, anyio-asyncio, anyio-trio
+    sync-pull             the sync face of a service without threads, reading
+                          in the consumer's thread (the fanout workers' sync targets)
 
 and every test runs for every (face, feed): delivery byte-exact and in
 order, the accounting identity, a prompt end (a waiting consumer, and a
@@ -53,6 +55,7 @@ from capture_util import one_cpu, send_in_order, tagged
 from inject_helpers import SIZES, Receiver, seq_frame
 from lab import ETH_P_LAB, mac, sh
 from netring_chan.testing import MemorySink, MemorySource
+from netring_chan.threads import _PullCaptureService
 
 N = 120  # frames per delivery test
 PROMPT = 1.0  # "promptly", in seconds
@@ -419,6 +422,47 @@ class SyncFace:
         return cancels
 
 
+class PullFace(SyncFace):
+    """``SyncFace`` over a capture service in pull mode: no thread, a take
+    reads the source in the consumer's thread. Nothing is queued until a
+    consumer reads, so "ready" means accepted by the source here."""
+
+    def make(self, src: Any, **kw: Any) -> nc.CaptureService:
+        return _PullCaptureService(src, **{**SERVICE, **kw})
+
+    def stop_unread(self, feed: Any, sent: list[bytes]) -> tuple[float, Account]:
+        src = feed.source()
+        svc = self.make(src, capacity=8).start()
+        try:
+            feed.send(src, sent)
+            _wait_accepted(svc, len(sent))  # left in the source: stop sweeps them into the queue
+            t0 = time.monotonic()
+            svc.stop()
+            return time.monotonic() - t0, Account.of_service(svc)
+        finally:
+            svc.stop()
+
+    def cancel(self, feed: Any, sent: list[bytes], seed: int) -> tuple[list, int]:
+        src = feed.source()
+        rng = random.Random(seed)
+        with self.make(src) as svc:
+            got: list[nc.OwnedPacket] = []
+            feed.send(src, sent[:EARLY])  # 1. a batch is ready in the source: get(0) reads it
+            _wait_accepted(svc, EARLY)
+            time.sleep(0.1)  # ten block timeouts: the ring handed the block over
+            got += [svc.get(0) for _ in range(EARLY)]
+            with sending(feed, src, sent[EARLY:], rng):  # 2. timeouts while frames keep coming
+                cancels = self._storm(svc, got, len(sent), rng)
+            return got, cancels
+
+
+def _wait_accepted(svc: nc.CaptureService, n: int) -> None:
+    deadline = time.monotonic() + 3
+    while svc.stats().kernel_packets < n:
+        assert time.monotonic() < deadline, "not accepted in time"
+        time.sleep(0.005)
+
+
 def _wait_queued(svc: nc.CaptureService, n: int) -> None:
     deadline = time.monotonic() + 3
     while svc.stats().queued < n:
@@ -686,6 +730,7 @@ class CaptureFace(AsyncFace):
 
 CAPTURE_FACES: dict[str, Any] = {
     "sync": SyncFace(),
+    "sync-pull": PullFace(),
     "asyncio": ServiceFace(LOOPS[0], lambda svc: svc.asyncio()),
     "trio": ServiceFace(LOOPS[1], lambda svc: svc.trio()),
     "anyio-asyncio": ServiceFace(LOOPS[2], lambda svc: svc.channel()),

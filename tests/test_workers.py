@@ -461,3 +461,69 @@ def test_two_workers_write_one_parquet_dataset(lab: Lab, tmp_path: Any) -> None:
     table = pads.dataset(root, format="parquet", partitioning="hive").to_table()
     assert table.num_rows == delivered
     assert sorted(table.column("data").to_pylist()) == sorted(got)
+
+
+# -- a sync target reads its ring in its own thread -------------------------------------
+
+
+@pytest.mark.parametrize("how", ["packets", "batches", "async"])
+def test_sync_target_reads_without_a_copy_out_thread(lab: Lab, how: str) -> None:
+    """A sync target's worker has its main thread and its control thread only,
+    while it reads; an async target's service keeps its thread (the control:
+    the check can tell them apart)."""
+    frames = flows(lab, 4, 5)
+    target, args = (wt.report_threads_async, ()) if how == "async" else (wt.report_threads, (how,))
+    with nc.WorkerPool(target, lab.a, 1, args=args, capture=RING) as pool:
+        send_in_order(lab, frames)
+        got = collect(pool, 1)
+    assert len(got) == 1, got
+    _, _, names, count = got[0]
+    if how == "async":
+        assert f"w0-{lab.a}" in names, names
+    else:
+        assert (names, count) == (["MainThread", "w0-control"], 2)
+    st = pool.stats()
+    assert st.balanced and pool.results() == [len(frames)] == [st.capture.delivered]
+
+
+@pytest.mark.parametrize("how", ["packets", "batches"])
+def test_sync_target_accounting_is_exact_with_packets_left_unread(lab: Lab, how: str) -> None:
+    """Break out of the iteration (mid-batch for packets), leave more in the
+    ring; after a clean stop every packet is delivered or queued, exactly."""
+    n1, n2, k = 40, 30, 3
+    first, more = flows(lab, 1, n1), flows(lab, 2, n2 // 2)
+    # A long block timeout: the first frames land in one block, so k packets end mid-batch.
+    ring = dict(RING, block_timeout_ms=150)
+    with nc.WorkerPool(wt.read_some, lab.a, 1, args=(n1, k, how), capture=ring) as pool:
+        send_in_order(lab, first)
+        got = collect(pool, 1)
+        assert len(got) == 1, got
+        read = got[0][1]
+        assert read == k if how == "packets" else 0 < read <= n1
+        # Never read: swept into the queue at stop. Stopped at once, while
+        # the block they are in is still open: the worker's last report must
+        # wait for the sweep (up to two block timeouts).
+        send_in_order(lab, more)
+    st = pool.stats()
+    w = st.workers[0]
+    assert w.final and w.exitcode == 0 and pool.results() == [read]
+    c = st.capture
+    assert c.kernel_packets == c.delivered + c.kernel_drops + c.queue_drops + c.queued + c.lost, c
+    assert (c.kernel_packets, c.delivered, c.queued, c.kernel_drops, c.queue_drops, c.lost) == \
+        (n1 + n2, read, n1 + n2 - read, 0, 0, 0)
+
+
+def test_stop_is_prompt_while_a_sync_target_iterates_an_idle_ring(lab: Lab) -> None:
+    pool = nc.WorkerPool(wt.idle_until_stopped, lab.a, 2, capture=RING)
+    with pool:
+        assert sorted(collect(pool, 2)) == [("hello", 0), ("hello", 1)]
+        time.sleep(0.3)  # both targets wait in their rings now
+        t0 = time.monotonic()
+    took = time.monotonic() - t0
+    ends = pool.results()
+    assert all(isinstance(t, float) for t in ends), ends
+    # The iterations ended within the poll interval and the ring's sweep of the stop.
+    assert max(ends) - t0 < 0.5, [t - t0 for t in ends]
+    assert took < 1.5
+    st = pool.stats()
+    assert st.balanced and all(w.final for w in st.workers)

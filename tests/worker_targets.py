@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import time
 from typing import Any
 
@@ -183,3 +184,67 @@ def fork_and_idle(ctx: nc.WorkerContext) -> None:
     ctx.emit(("child", pid))
     for _ in ctx:
         pass
+
+
+def _threads(ctx: nc.WorkerContext) -> tuple[Any, ...]:
+    return ("threads", ctx.index, sorted(t.name for t in threading.enumerate()), threading.active_count())
+
+
+def report_threads(ctx: nc.WorkerContext, how: str) -> int:
+    """Read (``how``: "packets" or "batches") until stopped; at the first
+    packet, emit this process's threads; return the packets read."""
+    n = 0
+    if how == "packets":
+        for _ in ctx:
+            if not n:
+                ctx.emit(_threads(ctx))
+            n += 1
+    else:
+        for b in ctx.batches():
+            if not n:
+                ctx.emit(_threads(ctx))
+            n += len(b)
+    return n
+
+
+async def report_threads_async(ctx: nc.WorkerContext) -> int:
+    """``report_threads`` as an async target: its service has a thread."""
+    n = 0
+    async with ctx.service.channel() as rx:
+        async for _ in rx:
+            if not n:
+                ctx.emit(_threads(ctx))
+            n += 1
+    return n
+
+
+def read_some(ctx: nc.WorkerContext, want: int, k: int, how: str) -> int:
+    """Once the ring accepted ``want`` packets, read ``k`` packets and break
+    (``how="packets"``: mid-batch) or one batch (``"batches"``), emit how
+    many, then leave the ring unread until the pool stops this worker."""
+    src = ctx.service.sources[0]
+    while src.stats().packets < want:
+        time.sleep(0.01)
+    n = 0
+    if how == "packets":
+        for _ in ctx:
+            n += 1
+            if n == k:
+                break
+    else:
+        for b in ctx.batches():
+            n = len(b)
+            break
+    ctx.emit(("read", n))
+    while not ctx.stopping:
+        time.sleep(0.01)
+    return n
+
+
+def idle_until_stopped(ctx: nc.WorkerContext) -> float:
+    """Iterate an idle ring until stopped; return when the iteration ended
+    (``time.monotonic()``: one clock for every process)."""
+    ctx.emit(("hello", ctx.index))
+    for _ in ctx:
+        pass
+    return time.monotonic()
