@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 from ..._config import resolve
 from ..._lowlevel import ffi, lib
-from ..._resource import Resource
+from ..._resource import Guarded
 from ..._sys import (
     check_timeout, deadline_after,
     check, close_fd, eventfd, eventfd_signal, ifindex, poll_wait, raise_errno,
@@ -197,7 +197,7 @@ class _RxRing:
         return Lease(self.map.lease(off, give_back), self.block_size)
 
 
-class Capture(Resource):
+class Capture(Guarded):
     """A TPACKET_V3 receive ring on one interface.
 
     ``Capture("eth0", filter="udp port 53", snaplen=96)``; options are the
@@ -214,11 +214,7 @@ class Capture(Resource):
         self.interface = interface
         self.ifindex = ifindex(interface)
         self._snaplen = config.snaplen or 0xFFFFFFFF
-        # Re-entrant: close() may run in a signal handler while this thread
-        # is inside _Active's bookkeeping with the lock held.
-        self._lock = threading.RLock()
-        self._idle = threading.Condition(self._lock)
-        self._active: dict[int, int] = {}
+        self._guard_reset()
         self._torn_down = False
         self._teardown_lock = threading.Lock()
         self._cursor = PacketCursor()
@@ -339,17 +335,18 @@ class Capture(Resource):
 
     # -- use and close -------------------------------------------------------
 
-    def _use(self) -> _Active:
-        return _Active(self)
+    def _raise_closed(self) -> None:
+        self._check_usable(f"capture on {self.interface!r}")
+
+    def _teardown_due(self) -> bool:
+        return self._closed and not self._active
 
     def _after_fork_in_child(self) -> None:
         # Fresh locks: one a parent thread held at the fork stays held here.
         super()._after_fork_in_child()
-        self._lock = threading.RLock()
-        self._idle = threading.Condition(self._lock)
+        self._guard_reset()
         self._teardown_lock = threading.Lock()
         self._stats_lock = threading.RLock()
-        self._active = {}
         self._torn_down = True
         self._ring.lock = threading.Lock()
 
@@ -530,12 +527,8 @@ class Capture(Resource):
                     eventfd_signal(self._wake)
             # A second close() (another thread's is in progress) waits like
             # the first, so that every close() returns with the ring released.
-            me = threading.get_ident()
-            # Wait for calls in other threads; they wake at once through the
-            # eventfd. A call further up this thread's stack (close() from a
-            # signal handler) tears down when it unwinds.
-            self._idle.wait_for(lambda: not (set(self._active) - {me}), timeout=5.0)
-            if self._active:
+            # Calls in other threads wake at once through the eventfd.
+            if not self._wait_idle():
                 return
         self._teardown()  # idempotent; waits for one running in another thread
 
@@ -573,42 +566,3 @@ class Capture(Resource):
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._fd}"
         return f"<Capture {getattr(self, 'interface', '?')!r} {state}>"
-
-
-class _Active:
-    """Marks a call in progress so ``close()`` never tears down under it."""
-
-    __slots__ = ("c",)
-
-    def __init__(self, c: Capture) -> None:
-        self.c = c
-
-    def __enter__(self) -> None:
-        c = self.c
-        me = threading.get_ident()
-        # Register first, then look at _closed: a close() that runs in
-        # between (a signal handler in this very thread, the lock being
-        # re-entrant) either tore down before we registered, and we see
-        # _closed, or saw us registered and left the teardown to __exit__.
-        with c._lock:
-            c._active[me] = c._active.get(me, 0) + 1
-            closed = c._closed
-        if closed:
-            self.__exit__()
-            if c._forked:
-                raise c._forked_error()
-            raise ClosedError(f"capture on {c.interface!r} is closed")
-
-    def __exit__(self, *exc: object) -> None:
-        c = self.c
-        with c._lock:
-            me = threading.get_ident()
-            k = c._active[me] - 1
-            if k:
-                c._active[me] = k
-            else:
-                del c._active[me]
-            last = c._closed and not c._active
-            c._idle.notify_all()
-        if last:
-            c._teardown()

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ..._config import resolve
 from ..._lowlevel import ffi, lib
-from ..._resource import Resource
+from ..._resource import Guarded
 from ..._sys import (
     check_timeout, close_fd, deadline_after, eventfd, eventfd_signal, ifindex, interface_gone,
     pending_error, poll_wait, raise_errno, setsockopt_int,
@@ -259,7 +259,7 @@ class _Ring:
             lib.munmap(addr, self.length)
 
 
-class XdpSocket(LinkFrames, Resource):
+class XdpSocket(LinkFrames, Guarded):
     """An AF_XDP socket on one queue of an interface: a ``Source`` and a ``Sink``.
 
     ``XdpSocket("eth0", queue_id=0)``; options are the fields of
@@ -326,9 +326,7 @@ class XdpSocket(LinkFrames, Resource):
         self.frame_count = int(config.frame_count or 0)
         self.rx_frames, self.tx_frames = config.split
         self.bind_mode = ""
-        self._lock = threading.RLock()  # the bookkeeping of calls in progress, below
-        self._idle = threading.Condition(self._lock)
-        self._active: dict[int, int] = {}
+        self._guard_reset()
         self._rx_lock = threading.Lock()
         self._tx_lock = threading.RLock()
         self._fill_lock = threading.Lock()
@@ -528,8 +526,14 @@ class XdpSocket(LinkFrames, Resource):
 
     # -- calls in progress and close -----------------------------------------
 
-    def _use(self) -> _Active:
-        return _Active(self)
+    def _refuses_calls(self) -> bool:
+        return self._closed or self._closing
+
+    def _raise_closed(self) -> None:
+        self._check_open()
+
+    def _teardown_due(self) -> bool:
+        return self._closing and not self._closed and not self._active
 
     def _check_open(self) -> None:
         if self._forked:
@@ -583,9 +587,7 @@ class XdpSocket(LinkFrames, Resource):
 
     def _after_fork_in_child(self) -> None:
         super()._after_fork_in_child()
-        self._lock = threading.RLock()
-        self._idle = threading.Condition(self._lock)
-        self._active = {}
+        self._guard_reset()
         self._rx_lock = threading.Lock()
         self._tx_lock = threading.RLock()
         self._fill_lock = threading.Lock()
@@ -616,10 +618,8 @@ class XdpSocket(LinkFrames, Resource):
             self._closing = True
             if self._wake >= 0:
                 eventfd_signal(self._wake)
-            me = threading.get_ident()
-            self._idle.wait_for(lambda: not (set(self._active) - {me}), timeout=5.0)
-            if self._active:
-                return  # a call further up this thread's stack tears down when it unwinds
+            if not self._wait_idle():
+                return
         self._teardown()
 
     def _teardown(self) -> None:
@@ -1006,38 +1006,3 @@ def _same_netns(a: int, b: int) -> bool:
     """Whether sockets ``a`` and ``b`` are in the same network namespace (False if unknown)."""
     ca = _netns_cookie(a)
     return ca is not None and ca == _netns_cookie(b)
-
-
-class _Active:
-    """Marks a call in progress so ``close()`` never tears down under it
-    (the fd a wait polls stays open until every such call has left)."""
-
-    __slots__ = ("s",)
-
-    def __init__(self, s: XdpSocket) -> None:
-        self.s = s
-
-    def __enter__(self) -> None:
-        s = self.s
-        me = threading.get_ident()
-        with s._lock:
-            s._active[me] = s._active.get(me, 0) + 1
-            closed = s._closed or s._closing
-        if closed:
-            self.__exit__()
-            s._check_open()
-
-    def __exit__(self, *exc: object) -> None:
-        s = self.s
-        with s._lock:
-            me = threading.get_ident()
-            k = s._active[me] - 1
-            if k:
-                s._active[me] = k
-            else:
-                del s._active[me]
-            last = s._closing and not s._closed and not s._active
-            s._idle.notify_all()
-        if last:
-            s._teardown()
-
