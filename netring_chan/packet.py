@@ -642,9 +642,15 @@ class OwnedBatch(Sequence[OwnedPacket]):
         n = batch._n
         if n == 0:
             return cls([], b"", 0, batch.seq_num, batch.timed_out)
-        # Columns and bytes in one C call that lets the GIL go once.
-        cols, blob = _own(int(ffi.cast("uintptr_t", batch._meta)), n, batch._snaplen,
-                          int(ffi.cast("uintptr_t", batch._owner)))
+        # Columns and bytes in one C call that lets the GIL go once. It gets
+        # addresses, so the block's lease and the records are held here for
+        # the call: a release() in another thread meanwhile must not let the
+        # block go back to the kernel (or be unmapped) under the copy.
+        owner, meta = batch._owner, batch._meta
+        if owner is None or meta is None:
+            raise ReleasedError("batch used after release")
+        cols, blob = _own(int(ffi.cast("uintptr_t", meta)), n, batch._snaplen,
+                          int(ffi.cast("uintptr_t", owner)), batch._data_end)
         return cls._from_blob(blob, cols, batch.seq_num, batch.timed_out)
 
     def _columns(self) -> _Columns:

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import gc
 import pickle
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -132,3 +135,108 @@ def test_blob_from_outside_data_is_checked() -> None:
         split(b"abc")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="a list or a Blob"):
         Packets(OwnedPacket, b"abc", [], None)
+
+
+def run_child(code: str) -> None:
+    """Run ``code`` in a fresh interpreter: a memory error there kills the
+    child (reported with its signal), not the test run."""
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, f"child exited with {r.returncode}: {r.stderr[-2000:]}"
+
+
+def test_blob_cannot_be_made_empty_handed() -> None:
+    # A Blob() made without a buffer read address 0 on .data() (a crash).
+    with pytest.raises(TypeError, match="use blob"):
+        Blob()
+
+
+def test_own_refuses_a_record_past_the_extent() -> None:
+    from netring_chan._fastpath import own
+
+    buf = bytearray(4096)
+    meta = ffi.new("struct nc_pkt[]", 2)
+    meta[0].data_off, meta[0].snaplen = 100, 200
+    meta[1].data_off, meta[1].snaplen = 3000, 1000
+    addr = lambda c: int(ffi.cast("uintptr_t", c))  # noqa: E731
+    base = ffi.from_buffer("uint8_t[]", buf)
+    cols, b = own(addr(meta), 2, 0xFFFFFFFF, addr(base), 4000)
+    assert split(b) == [bytes(200), bytes(1000)]
+    with pytest.raises(ValueError, match="packet 1 .* past the extent 3999"):
+        own(addr(meta), 2, 0xFFFFFFFF, addr(base), 3999)
+    cols, b = own(addr(meta), 2, 999, addr(base), 3999)  # the snap limit cuts it inside
+    assert [len(x) for x in split(b)] == [200, 999]
+
+
+def test_release_in_another_thread_during_to_owned() -> None:
+    # The copy runs without the GIL on addresses. A release() in another
+    # thread meanwhile dropped the batch's lease: the block (here a MemorySource
+    # block, 8 MiB, freed with it and at once reused for other data; on a
+    # ring: handed back to the kernel, or unmapped after close()) changed or
+    # went away under the copy.
+    run_child("""
+        import threading
+        from netring_chan.testing import MemorySource
+
+        frames = [bytes([k & 0xFF]) * 1500 for k in range(5000)]  # 8 MiB blocks: a long copy
+        src = MemorySource(block_size=8 << 20, max_blocks=4)
+        junk = []
+
+        def release(b, go):
+            go.wait()
+            b.release()
+            junk.append(bytearray(b"Z") * (8 << 20))  # likely where the freed block was
+
+        for r in range(100):
+            src.push(frames)
+            b = src.next_batch()
+            assert b is not None and len(b) == 5000
+            go = threading.Event()
+            t = threading.Thread(target=release, args=(b, go))
+            t.start()
+            go.set()
+            try:
+                ob = b.to_owned()
+            except Exception as e:  # released before the copy began: refused cleanly
+                assert "released" in str(e), e
+            else:
+                assert ob.datas() == frames  # the lease was held: the bytes are intact
+            t.join()
+            junk.clear()
+        src.close()
+    """)
+
+
+def test_records_rewritten_during_the_copy() -> None:
+    # A batch released by another thread hands its records to the next walk,
+    # which may rewrite them while the copy still reads them (here: every
+    # byte set to 0xFF, as far-away data and huge lengths). The copy must
+    # stay inside the block and inside the blob whatever it reads.
+    run_child("""
+        import ctypes, threading
+        from netring_chan._lowlevel import ffi
+        from netring_chan.testing import MemorySource
+
+        frames = [bytes([k & 0xFF]) * 1500 for k in range(650)]
+        src = MemorySource(block_size=1 << 20, max_blocks=4)
+        for r in range(300):
+            src.push(frames)
+            b = src.next_batch()
+            addr, size = int(ffi.cast("uintptr_t", b._meta)), len(b) * ffi.sizeof("struct nc_pkt")
+            go = threading.Event()
+            t = threading.Thread(target=lambda: (go.wait(), ctypes.memset(addr, 0xFF, size)))
+            t.start()
+            go.set()
+            try:
+                ob = b.to_owned()
+            except ValueError as e:  # rewritten before the copy began: refused whole
+                assert "past the extent" in str(e), e
+                t.join()
+                b.release()
+                continue
+            t.join()
+            assert len(ob) == 650 and ob.nbytes <= 650 * 1500
+            assert sum(len(d) for d in ob.datas()) == ob.nbytes
+            b.release()
+        src.close()
+    """)

@@ -578,6 +578,15 @@ static void blob_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
+/* Only own() and blob() make blobs: one made by Blob() would have no
+ * buffer (its data() read address 0). */
+static PyObject *blob_tp_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
+{
+    (void)tp; (void)args; (void)kwds;
+    PyErr_SetString(PyExc_TypeError, "Blob cannot be made directly: use blob(data, offsets)");
+    return NULL;
+}
+
 static Py_ssize_t blob_len(PyObject *self)
 {
     return ((Blob *)self)->n;
@@ -604,6 +613,7 @@ static PyMethodDef blob_methods[] = {
 };
 
 static PyType_Slot blob_slots[] = {
+    {Py_tp_new, blob_tp_new},
     {Py_tp_dealloc, blob_dealloc},
     {Py_tp_methods, blob_methods},
     {Py_sq_length, blob_len},
@@ -666,16 +676,24 @@ static PyObject *walk(PyObject *mod, PyObject *args)
                                          cap, (struct nc_block_info *)(uintptr_t)info));
 }
 
-/* own(meta, n, snap_limit, base): an owned copy of a walked block, as
- * (columns, Blob): meta is the address of its n struct nc_pkt (the walk's,
- * which checked every bound against the block at base), snap_limit the
- * largest captured length kept. Both objects are made first, then filled in
- * one stretch without the GIL: a capture thread takes the GIL back once
- * per block, and each time it needs it back while the consumer runs it
- * waits for the consumer to let go (up to the switch interval). */
+/* own(meta, n, snap_limit, base, extent): an owned copy of a walked block,
+ * as (columns, Blob): meta is the address of its n struct nc_pkt (the
+ * walk's), snap_limit the largest captured length kept, base..base+extent
+ * the memory the records may point into (the batch's data end). Both
+ * objects are made first, then filled in one stretch without the GIL: a
+ * capture thread takes the GIL back once per block, and each time it needs
+ * it back while the consumer runs it waits for the consumer to let go (up
+ * to the switch interval).
+ *
+ * Every record is checked against extent here, not only by the walk: the
+ * caller keeps the block and the records' memory alive, but a batch
+ * released by another thread meanwhile hands its records to the next walk,
+ * which may rewrite them during the copy. The copy therefore reads each
+ * record once and clamps it again to extent and to the blob's size: such a
+ * race can give wrong bytes, never a read or write out of bounds. */
 static PyObject *own(PyObject *mod, PyObject *args)
 {
-    unsigned long long meta_addr, base_addr;
+    unsigned long long meta_addr, base_addr, extent;
     Py_ssize_t n, i;
     unsigned int snap_limit;
     const struct nc_pkt *pk;
@@ -685,7 +703,7 @@ static PyObject *own(PyObject *mod, PyObject *args)
     Blob *b;
     uint8_t *c;
     (void)mod;
-    if (!PyArg_ParseTuple(args, "KnIK:own", &meta_addr, &n, &snap_limit, &base_addr))
+    if (!PyArg_ParseTuple(args, "KnIKK:own", &meta_addr, &n, &snap_limit, &base_addr, &extent))
         return NULL;
     if (n < 0 || n > UINT32_MAX / 64 || (n > 0 && (meta_addr == 0 || base_addr == 0))) {
         PyErr_SetString(PyExc_ValueError, "own: null address or bad count");
@@ -694,8 +712,15 @@ static PyObject *own(PyObject *mod, PyObject *args)
     pk = (const struct nc_pkt *)(uintptr_t)meta_addr;
     base = (const char *)(uintptr_t)base_addr;
     nc_cols_layout((uint32_t)n, offs);
-    for (i = 0; i < n; i++)
-        total += pk[i].snaplen < snap_limit ? pk[i].snaplen : snap_limit;
+    for (i = 0; i < n; i++) {
+        uint32_t len = pk[i].snaplen < snap_limit ? pk[i].snaplen : snap_limit;
+        if ((uint64_t)pk[i].data_off + len > extent) {
+            PyErr_Format(PyExc_ValueError, "own: packet %zd (data at %u, %u bytes) ends past the extent %llu",
+                         i, (unsigned)pk[i].data_off, (unsigned)len, extent);
+            return NULL;
+        }
+        total += len;
+    }
     cols = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)offs[NC_NCOLS]);
     if (cols == NULL)
         return NULL;
@@ -709,15 +734,24 @@ static PyObject *own(PyObject *mod, PyObject *args)
     {
         uint32_t *o = (uint32_t *)b->buf;
         char *dst = b->buf + 4 * ((size_t)n + 1);
-        uint32_t pos = 0;
+        uint64_t pos = 0;
         for (i = 0; i < n; i++) {
-            uint32_t len = pk[i].snaplen < snap_limit ? pk[i].snaplen : snap_limit;
-            nc_put_row(&pk[i], (uint32_t)i, len, c, offs);
-            o[i] = pos;
-            memcpy(dst + pos, base + pk[i].data_off, len);
+            struct nc_pkt r;
+            uint64_t len;
+            memcpy(&r, &pk[i], sizeof(r));  /* read once: see above */
+            len = r.snaplen < snap_limit ? r.snaplen : snap_limit;
+            if (r.data_off > extent)
+                len = 0;
+            else if (len > extent - r.data_off)
+                len = extent - r.data_off;
+            if (len > total - pos)
+                len = total - pos;
+            nc_put_row(&r, (uint32_t)i, (uint32_t)len, c, offs);
+            o[i] = (uint32_t)pos;
+            memcpy(dst + pos, base + r.data_off, (size_t)len);
             pos += len;
         }
-        o[n] = pos;
+        o[n] = (uint32_t)pos;
     }
     Py_END_ALLOW_THREADS
     return Py_BuildValue("(NN)", cols, (PyObject *)b);
@@ -1065,7 +1099,7 @@ static PyMethodDef module_methods[] = {
     {"block_status", block_status, METH_O, "block_status(addr): a ring block's status word (acquire load)."},
     {"block_release", block_release, METH_O, "block_release(addr): hand a ring block back (release store)."},
     {"walk", walk, METH_VARARGS, "walk(blk, size, meta, cap, info): nc_walk_block without letting the GIL go."},
-    {"own", own, METH_VARARGS, "own(meta, n, snap_limit, base): (columns, Blob) of a walked block."},
+    {"own", own, METH_VARARGS, "own(meta, n, snap_limit, base, extent): (columns, Blob) of a walked block."},
     {"split", split, METH_O, "split(blob): each packet's bytes, as a list."},
     {"blob", blob_from, METH_VARARGS, "blob(data, offsets): a Blob from its data() and offsets() (checked)."},
     {"tx_fill", tx_fill, METH_VARARGS, "tx_fill(ring, slot, frames, first, k, min_len, max_len): publish plain frames."},
