@@ -667,8 +667,7 @@ class OwnedBatch(Sequence[OwnedPacket]):
         """Each packet's captured bytes, in order (the batch's own list: do not mutate)."""
         d = self._datas
         if d is None:
-            assert self._blob is not None
-            d = self._datas = _split(self._blob)
+            d = self._datas = _split(self._blob_of())
         return d
 
     @property
@@ -696,9 +695,13 @@ class OwnedBatch(Sequence[OwnedPacket]):
 
     def __iter__(self) -> Iterator[OwnedPacket]:
         c = self._columns()
-        if self._datas is None:
-            return Packets(OwnedPacket, self._blob, c.ts, c)
-        return Packets(OwnedPacket, self._datas, c.ts, c)
+        d = self._datas
+        return Packets(OwnedPacket, d if d is not None else self._blob_of(), c.ts, c)
+
+    def _blob_of(self) -> _Blob:
+        b = self._blob
+        assert b is not None  # an owned batch has its datas or its blob
+        return b
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
@@ -709,7 +712,10 @@ class OwnedBatch(Sequence[OwnedPacket]):
         if not 0 <= i < n:
             raise IndexError("packet index out of range")
         c = self._columns()
-        return OwnedPacket(self.datas()[i], c.ts[i], c, i)
+        # One packet's bytes from the blob, not all of them (datas() would
+        # keep a second copy of the whole batch).
+        d = self._datas
+        return OwnedPacket(d[i] if d is not None else self._blob_of()[i], c.ts[i], c, i)
 
     def to_owned(self) -> OwnedBatch:
         """Itself: an owned batch is already a copy."""

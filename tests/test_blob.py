@@ -240,3 +240,46 @@ def test_records_rewritten_during_the_copy() -> None:
             b.release()
         src.close()
     """)
+
+
+def test_spare_buffers_are_bounded_in_bytes() -> None:
+    # Freed blob buffers are kept for reuse, four at most: a process that
+    # once copied huge blocks (block_size may be up to 1 GiB) must not keep
+    # four of them idle for good.
+    run_child("""
+        from netring_chan._fastpath import own
+        from netring_chan._lowlevel import ffi
+
+        def rss():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * 4096
+
+        size = 96 << 20
+        base = bytearray(b"x") * size
+        meta = ffi.new("struct nc_pkt[]", 1)
+        meta[0].data_off, meta[0].snaplen = 0, size
+        addr = lambda c: int(ffi.cast("uintptr_t", c))
+        for _ in range(4):
+            r0 = rss()
+            cols, blob = own(addr(meta), 1, 0xFFFFFFFF, addr(ffi.from_buffer("uint8_t[]", base)), size)
+            assert rss() - r0 > size // 2
+            del cols, blob
+            assert rss() - r0 < size // 4, (rss() - r0) >> 20
+    """)
+
+
+def test_indexing_takes_one_packet_not_the_whole_batch() -> None:
+    # ob[i] made every packet's bytes (datas()) and kept them beside the
+    # blob: a second copy of the whole batch for one packet.
+    frames = frames_of([1500] * 200)
+    ob = owned(frames)
+    assert ob[7].data == frames[7] and ob[-1].data == frames[-1] and ob[-200].data == frames[0]
+    assert ob._datas is None
+    with pytest.raises(IndexError):
+        ob[200]
+    with pytest.raises(IndexError):
+        ob[-201]
+    assert [p.data for p in ob[10:13]] == frames[10:13]
+    assert ob[5] == list(ob)[5]
+    b = ob._blob
+    assert b is not None and b[3] == frames[3] and b[-1] == frames[-1]

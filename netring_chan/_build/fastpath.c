@@ -493,9 +493,13 @@ static PyTypeObject *BlobType;
 /* Spare buffers: at most BLOB_SPARES, each of BLOB_KEEP bytes or more
  * (a ring block's worth; smaller ones are cheap for malloc), reused for a
  * batch that needs between half of one and all of it, so a queued batch
- * holds at most twice its bytes. */
+ * holds at most twice its bytes. None above BLOB_KEEP_MAX: blocks may be
+ * up to 1 GiB, and a process must not keep four of those idle for good
+ * after one burst (or one such capture); buffers that large cost more to
+ * fill than to fault in. */
 #define BLOB_SPARES 4
 #define BLOB_KEEP ((size_t)256 * 1024)
+#define BLOB_KEEP_MAX ((size_t)16 * 1024 * 1024)
 #define BLOB_ROUND ((size_t)64 * 1024)
 static struct { char *buf; size_t cap; } blob_spare[BLOB_SPARES];
 static int blob_nspare;
@@ -522,7 +526,7 @@ static char *blob_buf_take(size_t want, size_t *cap)
 static void blob_buf_give(char *buf, size_t cap)
 {
     int i, small = 0;
-    if (cap < BLOB_KEEP) {
+    if (cap < BLOB_KEEP || cap > BLOB_KEEP_MAX) {
         free(buf);
         return;
     }
@@ -592,6 +596,18 @@ static Py_ssize_t blob_len(PyObject *self)
     return ((Blob *)self)->n;
 }
 
+/* blob[i]: packet i's bytes (i in range; sequence indexing adds len to a negative one). */
+static PyObject *blob_item(PyObject *self, Py_ssize_t i)
+{
+    const Blob *b = (const Blob *)self;
+    const uint32_t *o = blob_off(b);
+    if (i < 0 || i >= b->n) {
+        PyErr_SetString(PyExc_IndexError, "packet index out of range");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize(blob_data(b) + o[i], (Py_ssize_t)(o[i + 1] - o[i]));
+}
+
 static PyObject *blob_data_bytes(PyObject *self, PyObject *unused)
 {
     const Blob *b = (const Blob *)self;
@@ -617,6 +633,7 @@ static PyType_Slot blob_slots[] = {
     {Py_tp_dealloc, blob_dealloc},
     {Py_tp_methods, blob_methods},
     {Py_sq_length, blob_len},
+    {Py_sq_item, blob_item},
     {Py_tp_doc, "An owned batch's packet bytes and their bounds in one buffer (see own, blob)."},
     {0, NULL},
 };
