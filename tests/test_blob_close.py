@@ -9,10 +9,11 @@ unmapped only after the last lease dies (``rings/_mapping.py``).
 from __future__ import annotations
 
 import threading
+import time
 
 import netring_chan as nc
 from capture_util import hwaddr, ring_mappings, send_in_order, seq_of, tagged
-from lab import Lab
+from lab import Lab, frame, mac
 
 
 def test_close_from_another_thread_during_a_large_copy(lab: Lab) -> None:
@@ -42,3 +43,27 @@ def test_close_from_another_thread_during_a_large_copy(lab: Lab) -> None:
             assert all(d == by_seq[seq_of(d)] for d in datas)
             copied += len(datas)
         assert copied >= 12 * 1000
+
+
+def test_xdp_close_from_another_thread_during_a_large_copy(lab: Lab) -> None:
+    # The same on an AF_XDP socket: the batch leases the UMEM.
+    frames = [frame(mac(1), mac(2), i.to_bytes(4, "big") + bytes([i % 251]) * 1482) for i in range(2000)]
+    copied = 0
+    for _ in range(6):
+        s = nc.XdpSocket(lab.a, mode="rx", frame_count=4096, fill_size=4096, rx_size=4096, batch_size=4096)
+        lab.send(frames)
+        time.sleep(0.1)  # let the frames reach the RX ring: one batch takes them all
+        b = s.next_batch()
+        assert b is not None
+        go = threading.Event()
+        t = threading.Thread(target=lambda: (go.wait(), s.close()))
+        t.start()
+        go.set()
+        ob = b.to_owned()
+        t.join()
+        assert s.closed
+        b.release()
+        got = ob.datas()
+        assert got == frames[:len(got)]
+        copied += len(got)
+    assert copied >= 6 * 1000
