@@ -16,6 +16,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -283,3 +284,23 @@ def test_indexing_takes_one_packet_not_the_whole_batch() -> None:
     assert ob[5] == list(ob)[5]
     b = ob._blob
     assert b is not None and b[3] == frames[3] and b[-1] == frames[-1]
+
+
+def test_writer_takes_the_blob_whole(tmp_path: Any) -> None:
+    # Writing a ring block's copy split the blob into a bytes per packet (kept
+    # on the batch) only to join them again.
+    from netring_chan.files import open_reader, open_writer
+
+    frames = frames_of([60, 1500, 9000, 1])
+    ob = owned(frames)
+    for fmt in ("pcap", "pcapng"):
+        path = str(tmp_path / f"x.{fmt}")
+        with open_writer(path) as w:
+            assert w.write(ob) == 4
+        assert ob._datas is None
+        back: list[OwnedPacket] = []
+        with open_reader(path) as r:
+            while (b := r.next_batch()) is not None:
+                back.extend(b)
+        assert [p.data for p in back] == frames
+        assert [p.timestamp_ns for p in back] == [TS0 + i for i in range(4)]
