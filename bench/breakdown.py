@@ -39,7 +39,7 @@ from netring_chan.rings.afpacket.blocks import Lease, Scratch, walk_block
 from netring_chan.testing import MemorySource, _record_size, tpacket_v3_block
 
 BLOCK = 1 << 20
-FRAME = bytes(range(64))
+FRAME = bytes(i & 0xFF for i in range(int(os.environ.get("NCBENCH_FRAME_LEN", "64"))))
 SNAP = 0xFFFFFFFF
 TS0 = 1_700_000_000_000_000_000
 _BLK_HDR = ffi.sizeof("struct tpacket_block_desc")
@@ -203,7 +203,7 @@ def _done(t: tuple[int, int, int], nbytes: int) -> tuple[int, ...]:
 
 
 def sync_packets(svc: Any, total: int) -> tuple[int, ...]:
-    stop_at = 64 * total
+    stop_at = len(FRAME) * total
     nbytes = 0
     t = _clock()
     for pkt in svc.packets(timeout=5):
@@ -217,7 +217,7 @@ def sync_packets(svc: Any, total: int) -> tuple[int, ...]:
 def sync_packets_bare(svc: Any, total: int) -> tuple[int, ...]:
     t = _clock()
     deque(islice(svc.packets(timeout=5), total), 0)
-    return _done(t, 64 * total)
+    return _done(t, len(FRAME) * total)
 
 
 def sync_get(svc: Any, total: int) -> tuple[int, ...]:
@@ -263,12 +263,12 @@ def sync_batches_bare(svc: Any, total: int) -> tuple[int, ...]:
         n += len(ob)
         if n >= total:
             break
-    return _done(t, 64 * n)
+    return _done(t, len(FRAME) * n)
 
 
 def _async(flavour: str, kind: str) -> Callable[[Any, int], tuple[int, ...]]:
     async def body(rx: Any, total: int) -> tuple[int, ...]:
-        stop_at = 64 * total
+        stop_at = len(FRAME) * total
         n = nbytes = 0
         t = _clock()
         if kind == "packets":
@@ -296,7 +296,7 @@ def _async(flavour: str, kind: str) -> Callable[[Any, int], tuple[int, ...]]:
             while n < total:
                 ob = await rx.receive_batch()
                 n += len(ob)
-            nbytes = 64 * n
+            nbytes = len(FRAME) * n
         return _done(t, nbytes)
 
     def run(svc: Any, total: int) -> tuple[int, ...]:
@@ -351,8 +351,8 @@ def face_run(consume: Callable[[Any, int], tuple[int, ...]], blocks: list[bytear
         end = time.perf_counter_ns()
     finally:
         svc.stop()
-    if nbytes != 64 * total:
-        raise SystemExit(f"byte total {nbytes} != {64 * total}")
+    if nbytes != len(FRAME) * total:
+        raise SystemExit(f"byte total {nbytes} != {len(FRAME) * total}")
     r = {"consumer wall": wall / total, "consumer cpu": cpu / total, "producer cpu": pcpu / total,
          "consumer ctxsw": sw, "producer ctxsw": psw}
     if not prequeued:
@@ -519,6 +519,7 @@ def main() -> None:
     ap.add_argument("--packets", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", help="write every median here too")
+    ap.add_argument("--only", default="", help="faces whose name contains this text (default: all)")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: stages,faces,pypcap,objects")
     a = ap.parse_args()
     skip = set(a.skip.split(","))
@@ -534,6 +535,8 @@ def main() -> None:
         for mode, pre in (("prequeued", True), ("concurrent", False)):
             res = {}
             for name, fn in FACES:
+                if a.only not in name:
+                    continue
                 res[name] = median_of(a.runs, lambda: face_run(fn, blocks, k, total, pre))
                 table(f"{mode}: {name}", {"": res[name]})
             out["faces " + mode] = res

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import resource
 import select
 import time
 from typing import Any, Callable, Protocol
@@ -81,21 +82,27 @@ class Consumer:
 #: The process's CPU time (all its threads: a service's producer too) over
 #: the last drain's timed section, beside the wall time it returns.
 CPU_SECONDS = 0.0
+#: Minor page faults of the process over the same section.
+FAULTS = 0
 _cpu0 = 0.0
+_faults0 = 0
 
 
 def clock_start() -> float:
     """Start a drain's timing: ``perf_counter()``, and the process CPU time aside."""
-    global _cpu0
+    global _cpu0, _faults0
     _cpu0 = time.process_time()
+    _faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     return time.perf_counter()
 
 
 def clock_stop(t0: float) -> float:
     """Wall seconds since ``clock_start`` returned ``t0``; sets ``CPU_SECONDS``."""
-    global CPU_SECONDS
+    global CPU_SECONDS, FAULTS
     CPU_SECONDS = time.process_time() - _cpu0
-    return time.perf_counter() - t0
+    t = time.perf_counter() - t0
+    FAULTS = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - _faults0
+    return t
 
 
 # --- netring_chan Capture, called directly ---------------------------------------

@@ -190,7 +190,7 @@ def run_drain(lab: BenchLab, c: Consumer, a: argparse.Namespace) -> dict[str, An
         prob = "; ".join(filter(None, [prob, f"delivered {r.delivered} of {ctx.received}"]))
     note = f"ok after refill ({fills[0]})" if fills and not prob else ""
     return dict(result=r, sent=ctx.sent, received=ctx.received, seconds=r.seconds,
-                cpu_seconds=consumers.CPU_SECONDS, ring=ring, problem=prob, note=note)
+                cpu_seconds=consumers.CPU_SECONDS, faults=consumers.FAULTS, ring=ring, problem=prob, note=note)
 
 
 # --- output -------------------------------------------------------------------------

@@ -81,6 +81,13 @@ def _binary(pa: Any, datas: list[bytes]) -> Any:
                                                           pa.py_buffer(b"".join(datas))])
 
 
+def _blob_binary(pa: Any, blob: Any) -> Any:
+    """One ``binary`` array from a batch's blob: its bounds already are Arrow's
+    offsets (n + 1, from 0; a blob holds less than 2 GiB) and its data one copy."""
+    return pa.Array.from_buffers(pa.binary(), len(blob), [None, pa.py_buffer(blob.offsets()),
+                                                          pa.py_buffer(blob.data())])
+
+
 def _masked(pa: Any, typ: Any, n: int, values: Any, status: Any, bit: int) -> Any:
     """``values`` with nulls where ``status & bit`` is clear."""
     valid = pa.compute.not_equal(pa.compute.bit_wise_and(status, pa.scalar(bit, pa.uint32())),
@@ -124,7 +131,7 @@ def batch_to_arrow(batch: OwnedBatch) -> pa.RecordBatch:
         _masked(pa, pa.uint16(), n, buf(c.vlan_tci), status, lib.TP_STATUS_VLAN_VALID),
         _masked(pa, pa.uint16(), n, buf(c.vlan_tpid), status, lib.TP_STATUS_VLAN_TPID_VALID),
         pa.Array.from_buffers(pa.uint32(), n, [None, buf(c.rxhash)]),
-        _binary(pa, batch.datas()),
+        _blob_binary(pa, batch._blob) if batch._blob is not None else _binary(pa, batch.datas()),
     ]
     return pa.RecordBatch.from_arrays(cols, schema=sch)
 

@@ -29,13 +29,36 @@ class PacketBase:
 
 _P = TypeVar("_P", bound=PacketBase)
 
+class Blob:
+    """An owned batch's packet bytes and their bounds in one buffer (made by ``own`` or ``blob``)."""
+    def __len__(self) -> int: ...
+    def __getitem__(self, i: int, /) -> bytes: ...
+    def data(self) -> bytes: ...
+    def offsets(self) -> bytes: ...
+
 class Packets(Iterator[_P]):
     """``Packets(cls, datas, timestamps, columns)``: one ``cls`` per row, made in C."""
-    def __init__(self, cls: type[_P], datas: list[bytes], timestamps: Iterable[int], columns: Any, /) -> None: ...
+    def __init__(self, cls: type[_P], datas: list[bytes] | Blob, timestamps: Iterable[int], columns: Any,
+                 /) -> None: ...
     def __next__(self) -> _P: ...
 
-def slices(base: int, bounds: int, n: int, /) -> list[bytes]:
-    """Each packet's bytes, from a block's address and its bounds' address (private)."""
+def own(meta: int, n: int, snap_limit: int, base: int, extent: int, /) -> tuple[bytearray, Blob]:
+    """The columns and a ``Blob`` of a walked block (addresses; private)."""
+
+def blob(data: bytes, offsets: bytes, /) -> Blob:
+    """A ``Blob`` from what its ``data()`` and ``offsets()`` gave (checked)."""
+
+def split(blob: Blob, /) -> list[bytes]:
+    """Each packet's bytes, as a list."""
+
+def walk(blk: int, size: int, meta: int, cap: int, info: int, /) -> int:
+    """``nc_walk_block`` on addresses, the GIL held (private)."""
+
+def block_status(addr: int, /) -> int:
+    """A ring block's status word (private)."""
+
+def block_release(addr: int, /) -> None:
+    """Hand a ring block back to the kernel (private)."""
 
 def tx_fill(ring: int, slot: int, frames: Any, first: int, k: int, min_len: int, max_len: int, /) -> int:
     """Publish the leading plain ``bytes`` frames of ``frames[first:first + k]`` into TX slots from ``slot``."""

@@ -25,7 +25,10 @@ from itertools import repeat
 from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
 from ._fastpath import PacketBase, Packets
-from ._fastpath import slices as _slices
+from ._fastpath import Blob as _Blob
+from ._fastpath import blob as _blob
+from ._fastpath import own as _own
+from ._fastpath import split as _split
 from ._lowlevel import ffi, lib
 from .errors import ReleasedError
 
@@ -611,32 +614,44 @@ class OwnedBatch(Sequence[OwnedPacket]):
     Picklable; ``source`` is the index of the source it came from in a service.
     """
 
-    __slots__ = ("_datas", "_cols", "_n", "seq_num", "timed_out", "source", "_c")
+    __slots__ = ("_datas", "_cols", "_n", "seq_num", "timed_out", "source", "_c", "_blob")
 
     def __init__(self, datas: list[bytes], cols: bytes | bytearray, n: int, seq_num: int = 0,
                  timed_out: bool = False, source: int = 0) -> None:
-        self._datas = datas
+        self._datas: list[bytes] | None = datas
         self._cols = cols
         self._n = n
         self.seq_num = seq_num
         self.timed_out = timed_out
         self.source = source
         self._c: _Columns | None = None
+        self._blob: _Blob | None = None
+
+    @classmethod
+    def _from_blob(cls, blob: _Blob, cols: bytes | bytearray, seq_num: int = 0, timed_out: bool = False,
+                   source: int = 0) -> OwnedBatch:
+        # Each packet's own bytes object is made when it is taken (see _fastpath.Blob).
+        b = cls.__new__(cls)
+        b._datas = None
+        b._cols, b._n, b.seq_num, b.timed_out, b.source, b._c = cols, len(blob), seq_num, timed_out, source, None
+        b._blob = blob
+        return b
 
     @classmethod
     def _copy(cls, batch: PacketBatch) -> OwnedBatch:
         n = batch._n
         if n == 0:
             return cls([], b"", 0, batch.seq_num, batch.timed_out)
-        offs = ffi.new("uint64_t[]", lib.NC_NCOLS + 1)
-        lib.nc_cols_layout(n, offs)
-        cols = bytearray(int(offs[lib.NC_NCOLS]))
-        bounds = ffi.new("uint32_t[]", 2 * n)
-        # Columns and data bounds in one C pass (GIL released), then each
-        # packet's bytes made straight from the block: one copy per byte.
-        lib.nc_copy_cols(batch._meta, n, batch._snaplen, ffi.from_buffer(cols), bounds, bounds + n)
-        datas = _slices(int(ffi.cast("uintptr_t", batch._owner)), int(ffi.cast("uintptr_t", bounds)), n)
-        return cls(datas, cols, n, batch.seq_num, batch.timed_out)
+        # Columns and bytes in one C call that lets the GIL go once. It gets
+        # addresses, so the block's lease and the records are held here for
+        # the call: a release() in another thread meanwhile must not let the
+        # block go back to the kernel (or be unmapped) under the copy.
+        owner, meta = batch._owner, batch._meta
+        if owner is None or meta is None:
+            raise ReleasedError("batch used after release")
+        cols, blob = _own(int(ffi.cast("uintptr_t", meta)), n, batch._snaplen,
+                          int(ffi.cast("uintptr_t", owner)), batch._data_end)
+        return cls._from_blob(blob, cols, batch.seq_num, batch.timed_out)
 
     def _columns(self) -> _Columns:
         c = self._c
@@ -650,7 +665,10 @@ class OwnedBatch(Sequence[OwnedPacket]):
 
     def datas(self) -> list[bytes]:
         """Each packet's captured bytes, in order (the batch's own list: do not mutate)."""
-        return self._datas
+        d = self._datas
+        if d is None:
+            d = self._datas = _split(self._blob_of())
+        return d
 
     @property
     def timestamps_ns(self) -> memoryview:
@@ -677,7 +695,13 @@ class OwnedBatch(Sequence[OwnedPacket]):
 
     def __iter__(self) -> Iterator[OwnedPacket]:
         c = self._columns()
-        return Packets(OwnedPacket, self._datas, c.ts, c)
+        d = self._datas
+        return Packets(OwnedPacket, d if d is not None else self._blob_of(), c.ts, c)
+
+    def _blob_of(self) -> _Blob:
+        b = self._blob
+        assert b is not None  # an owned batch has its datas or its blob
+        return b
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
@@ -688,7 +712,10 @@ class OwnedBatch(Sequence[OwnedPacket]):
         if not 0 <= i < n:
             raise IndexError("packet index out of range")
         c = self._columns()
-        return OwnedPacket(self.datas()[i], c.ts[i], c, i)
+        # One packet's bytes from the blob, not all of them (datas() would
+        # keep a second copy of the whole batch).
+        d = self._datas
+        return OwnedPacket(d[i] if d is not None else self._blob_of()[i], c.ts[i], c, i)
 
     def to_owned(self) -> OwnedBatch:
         """Itself: an owned batch is already a copy."""
@@ -716,10 +743,19 @@ class OwnedBatch(Sequence[OwnedPacket]):
         pass
 
     def __reduce__(self) -> tuple[Any, ...]:
+        b = self._blob
+        if b is not None:
+            return (_owned_from_blob, (b.data(), b.offsets(), bytes(self._cols), self.seq_num, self.timed_out,
+                                       self.source))
         return (OwnedBatch, (self._datas, bytes(self._cols), self._n, self.seq_num, self.timed_out, self.source))
 
     def __repr__(self) -> str:
         return f"<OwnedBatch seq={self.seq_num} {self._n} packets>"
+
+
+def _owned_from_blob(data: bytes, offsets: bytes, cols: bytes, seq_num: int, timed_out: bool,
+                     source: int) -> OwnedBatch:
+    return OwnedBatch._from_blob(_blob(data, offsets), cols, seq_num, timed_out, source)
 
 
 class _RestBatch(OwnedBatch):

@@ -1,4 +1,4 @@
-"""Helper ``c/copyout.h``: owned copies of a walked batch (columns, and a pickle stream or data bounds)."""
+"""Helper ``c/copyout.h``: owned copies of a walked batch (the columns layout; the pcap reader's pickle stream)."""
 
 import pathlib
 
@@ -13,8 +13,6 @@ void nc_cols_layout(uint32_t n, uint64_t *offs);
 int64_t nc_copy_out(const uint8_t *blk, const struct nc_pkt *pk, uint32_t n,
                     uint32_t snap_limit, uint8_t *out, uint64_t out_cap,
                     uint8_t *cols);
-void nc_copy_cols(const struct nc_pkt *pk, uint32_t n, uint32_t snap_limit, uint8_t *cols,
-                  uint32_t *starts, uint32_t *ends);
 """
 
 CUSTOMIZATIONS = (pathlib.Path(__file__).parent / "c" / "copyout.h").read_text()

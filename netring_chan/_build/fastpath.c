@@ -21,10 +21,13 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 /* tx_fill below; the header's other helpers serve the cffi module. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "c/txring.h"
+#include "c/walk.h"
+#include "c/copyout.h"
 #pragma GCC diagnostic pop
 
 typedef struct {
@@ -464,6 +467,380 @@ static PyType_Spec base_spec = {
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, base_slots,
 };
 
+/* Blob: an owned batch's packet bytes, one after the other, behind their
+ * bounds as n + 1 uint32 offsets (the layout of an Arrow binary column),
+ * in one buffer. own() fills it from a ring block without the GIL, so a
+ * capture thread's copy-out runs beside the consumer; each packet's `bytes`
+ * is then made from it by whoever takes the packet (Packets, split).
+ *
+ * Why not a `bytes` per packet made in the capture thread, as before: bytes
+ * over 512 come from malloc, and a chunk freed by another thread goes back
+ * to the arena of the thread that made it; freed a block at a time, they
+ * merged into that arena's top, which glibc trimmed off (MADV_DONTNEED) and
+ * faulted in again for the next block: about one page fault per 7 packets
+ * of 1500 bytes. Made and freed by the consumer, a packet's chunk is reused
+ * by the next packet. The blob buffers themselves are kept for reuse (a few
+ * spares), so they neither fault nor trim. */
+typedef struct {
+    PyObject_HEAD
+    char *buf;             /* offsets, then data */
+    size_t cap;
+    Py_ssize_t n;
+} Blob;
+
+static PyTypeObject *BlobType;
+
+/* Spare buffers: at most BLOB_SPARES, each of BLOB_KEEP bytes or more
+ * (a ring block's worth; smaller ones are cheap for malloc), reused for a
+ * batch that needs between half of one and all of it, so a queued batch
+ * holds at most twice its bytes. None above BLOB_KEEP_MAX: blocks may be
+ * up to 1 GiB, and a process must not keep four of those idle for good
+ * after one burst (or one such capture); buffers that large cost more to
+ * fill than to fault in. */
+#define BLOB_SPARES 4
+#define BLOB_KEEP ((size_t)256 * 1024)
+#define BLOB_KEEP_MAX ((size_t)16 * 1024 * 1024)
+#define BLOB_ROUND ((size_t)64 * 1024)
+static struct { char *buf; size_t cap; } blob_spare[BLOB_SPARES];
+static int blob_nspare;
+
+/* A buffer of at least `want` bytes (GIL held: the spares are shared). */
+static char *blob_buf_take(size_t want, size_t *cap)
+{
+    int i;
+    char *b;
+    for (i = 0; i < blob_nspare; i++) {
+        if (blob_spare[i].cap >= want && blob_spare[i].cap / 2 <= want) {
+            b = blob_spare[i].buf;
+            *cap = blob_spare[i].cap;
+            blob_spare[i] = blob_spare[--blob_nspare];
+            return b;
+        }
+    }
+    /* Large ones rounded up, so blocks of about one size share spares. */
+    *cap = want < BLOB_KEEP ? want : (want + BLOB_ROUND - 1) / BLOB_ROUND * BLOB_ROUND;
+    return (char *)malloc(*cap ? *cap : 1);
+}
+
+/* Keep a large buffer as a spare (the smallest goes when all are taken), or free it. */
+static void blob_buf_give(char *buf, size_t cap)
+{
+    int i, small = 0;
+    if (cap < BLOB_KEEP || cap > BLOB_KEEP_MAX) {
+        free(buf);
+        return;
+    }
+    if (blob_nspare < BLOB_SPARES) {
+        blob_spare[blob_nspare].buf = buf;
+        blob_spare[blob_nspare++].cap = cap;
+        return;
+    }
+    for (i = 1; i < BLOB_SPARES; i++)
+        if (blob_spare[i].cap < blob_spare[small].cap)
+            small = i;
+    if (blob_spare[small].cap < cap) {
+        char *old = blob_spare[small].buf;
+        blob_spare[small].buf = buf;
+        blob_spare[small].cap = cap;
+        buf = old;
+    }
+    free(buf);
+}
+
+static const uint32_t *blob_off(const Blob *b) { return (const uint32_t *)b->buf; }
+static const char *blob_data(const Blob *b) { return b->buf + 4 * ((size_t)b->n + 1); }
+
+/* A new blob for n packets and `bytes` of data (offsets not yet written). */
+static Blob *blob_new(Py_ssize_t n, uint64_t bytes)
+{
+    Blob *b;
+    size_t want;
+    if (bytes > INT32_MAX || n > INT32_MAX / 4) {
+        PyErr_SetString(PyExc_OverflowError, "a batch of more than 2 GiB");
+        return NULL;
+    }
+    want = 4 * ((size_t)n + 1) + (size_t)bytes;
+    b = (Blob *)((allocfunc)PyType_GetSlot(BlobType, Py_tp_alloc))(BlobType, 0);
+    if (b == NULL)
+        return NULL;
+    b->n = n;
+    b->buf = blob_buf_take(want, &b->cap);
+    if (b->buf == NULL) {
+        Py_DECREF(b);
+        return (Blob *)PyErr_NoMemory();
+    }
+    return b;
+}
+
+static void blob_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    Blob *b = (Blob *)self;
+    if (b->buf != NULL)
+        blob_buf_give(b->buf, b->cap);
+    ((freefunc)PyType_GetSlot(tp, Py_tp_free))(self);
+    Py_DECREF(tp);
+}
+
+/* Only own() and blob() make blobs: one made by Blob() would have no
+ * buffer (its data() read address 0). */
+static PyObject *blob_tp_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
+{
+    (void)tp; (void)args; (void)kwds;
+    PyErr_SetString(PyExc_TypeError, "Blob cannot be made directly: use blob(data, offsets)");
+    return NULL;
+}
+
+static Py_ssize_t blob_len(PyObject *self)
+{
+    return ((Blob *)self)->n;
+}
+
+/* blob[i]: packet i's bytes (i in range; sequence indexing adds len to a negative one). */
+static PyObject *blob_item(PyObject *self, Py_ssize_t i)
+{
+    const Blob *b = (const Blob *)self;
+    const uint32_t *o = blob_off(b);
+    if (i < 0 || i >= b->n) {
+        PyErr_SetString(PyExc_IndexError, "packet index out of range");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize(blob_data(b) + o[i], (Py_ssize_t)(o[i + 1] - o[i]));
+}
+
+static PyObject *blob_data_bytes(PyObject *self, PyObject *unused)
+{
+    const Blob *b = (const Blob *)self;
+    (void)unused;
+    return PyBytes_FromStringAndSize(blob_data(b), (Py_ssize_t)blob_off(b)[b->n]);
+}
+
+static PyObject *blob_offsets(PyObject *self, PyObject *unused)
+{
+    const Blob *b = (const Blob *)self;
+    (void)unused;
+    return PyBytes_FromStringAndSize(b->buf, (Py_ssize_t)(4 * ((size_t)b->n + 1)));
+}
+
+static PyMethodDef blob_methods[] = {
+    {"data", blob_data_bytes, METH_NOARGS, "The packets' bytes, one after the other, as one bytes."},
+    {"offsets", blob_offsets, METH_NOARGS, "The n + 1 packet bounds in data(), as bytes of native uint32."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot blob_slots[] = {
+    {Py_tp_new, blob_tp_new},
+    {Py_tp_dealloc, blob_dealloc},
+    {Py_tp_methods, blob_methods},
+    {Py_sq_length, blob_len},
+    {Py_sq_item, blob_item},
+    {Py_tp_doc, "An owned batch's packet bytes and their bounds in one buffer (see own, blob)."},
+    {0, NULL},
+};
+
+static PyType_Spec blob_spec = {
+    "netring_chan._fastpath.Blob", sizeof(Blob), 0, Py_TPFLAGS_DEFAULT, blob_slots,
+};
+
+/* The block calls of a capture thread, made here rather than through cffi,
+ * which lets the GIL go around every call: each time a capture thread takes
+ * the GIL back while the consumer runs, it waits until the consumer lets go
+ * (its queue runs dry, or the switch interval), so every such call of a
+ * thread made it wait for a whole batch of the consumer's. With these three
+ * holding the GIL, own() is the one call per block that lets it go, and
+ * the copy-out runs beside the consumer. Addresses come as ints; the
+ * callers hold the mapping (rx.py, blocks.py). */
+static PyObject *block_status(PyObject *mod, PyObject *arg)
+{
+    unsigned long long a = PyLong_AsUnsignedLongLong(arg);
+    (void)mod;
+    if (a == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (a == 0) {
+        PyErr_SetString(PyExc_ValueError, "block_status: null address");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(nc_block_status((const void *)(uintptr_t)a));
+}
+
+static PyObject *block_release(PyObject *mod, PyObject *arg)
+{
+    unsigned long long a = PyLong_AsUnsignedLongLong(arg);
+    (void)mod;
+    if (a == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (a == 0) {
+        PyErr_SetString(PyExc_ValueError, "block_release: null address");
+        return NULL;
+    }
+    nc_block_release((void *)(uintptr_t)a);
+    Py_RETURN_NONE;
+}
+
+/* walk(blk, size, meta, cap, info): nc_walk_block, with the GIL held. */
+static PyObject *walk(PyObject *mod, PyObject *args)
+{
+    unsigned long long blk, size, meta, info;
+    unsigned int cap;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "KKKIK:walk", &blk, &size, &meta, &cap, &info))
+        return NULL;
+    if (blk == 0 || meta == 0 || info == 0) {
+        PyErr_SetString(PyExc_ValueError, "walk: null address");
+        return NULL;
+    }
+    return PyLong_FromLong(nc_walk_block((const uint8_t *)(uintptr_t)blk, size, (struct nc_pkt *)(uintptr_t)meta,
+                                         cap, (struct nc_block_info *)(uintptr_t)info));
+}
+
+/* own(meta, n, snap_limit, base, extent): an owned copy of a walked block,
+ * as (columns, Blob): meta is the address of its n struct nc_pkt (the
+ * walk's), snap_limit the largest captured length kept, base..base+extent
+ * the memory the records may point into (the batch's data end). Both
+ * objects are made first, then filled in one stretch without the GIL: a
+ * capture thread takes the GIL back once per block, and each time it needs
+ * it back while the consumer runs it waits for the consumer to let go (up
+ * to the switch interval).
+ *
+ * Every record is checked against extent here, not only by the walk: the
+ * caller keeps the block and the records' memory alive, but a batch
+ * released by another thread meanwhile hands its records to the next walk,
+ * which may rewrite them during the copy. The copy therefore reads each
+ * record once and clamps it again to extent and to the blob's size: such a
+ * race can give wrong bytes, never a read or write out of bounds. */
+static PyObject *own(PyObject *mod, PyObject *args)
+{
+    unsigned long long meta_addr, base_addr, extent;
+    Py_ssize_t n, i;
+    unsigned int snap_limit;
+    const struct nc_pkt *pk;
+    const char *base;
+    uint64_t offs[NC_NCOLS + 1], total = 0;
+    PyObject *cols;
+    Blob *b;
+    uint8_t *c;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "KnIKK:own", &meta_addr, &n, &snap_limit, &base_addr, &extent))
+        return NULL;
+    if (n < 0 || n > UINT32_MAX / 64 || (n > 0 && (meta_addr == 0 || base_addr == 0))) {
+        PyErr_SetString(PyExc_ValueError, "own: null address or bad count");
+        return NULL;
+    }
+    pk = (const struct nc_pkt *)(uintptr_t)meta_addr;
+    base = (const char *)(uintptr_t)base_addr;
+    nc_cols_layout((uint32_t)n, offs);
+    for (i = 0; i < n; i++) {
+        uint32_t len = pk[i].snaplen < snap_limit ? pk[i].snaplen : snap_limit;
+        if ((uint64_t)pk[i].data_off + len > extent) {
+            PyErr_Format(PyExc_ValueError, "own: packet %zd (data at %u, %u bytes) ends past the extent %llu",
+                         i, (unsigned)pk[i].data_off, (unsigned)len, extent);
+            return NULL;
+        }
+        total += len;
+    }
+    cols = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)offs[NC_NCOLS]);
+    if (cols == NULL)
+        return NULL;
+    b = blob_new(n, total);
+    if (b == NULL) {
+        Py_DECREF(cols);
+        return NULL;
+    }
+    c = (uint8_t *)PyByteArray_AsString(cols);
+    Py_BEGIN_ALLOW_THREADS
+    {
+        uint32_t *o = (uint32_t *)b->buf;
+        char *dst = b->buf + 4 * ((size_t)n + 1);
+        uint64_t pos = 0;
+        for (i = 0; i < n; i++) {
+            struct nc_pkt r;
+            uint64_t len;
+            memcpy(&r, &pk[i], sizeof(r));  /* read once: see above */
+            len = r.snaplen < snap_limit ? r.snaplen : snap_limit;
+            if (r.data_off > extent)
+                len = 0;
+            else if (len > extent - r.data_off)
+                len = extent - r.data_off;
+            if (len > total - pos)
+                len = total - pos;
+            nc_put_row(&r, (uint32_t)i, (uint32_t)len, c, offs);
+            o[i] = (uint32_t)pos;
+            memcpy(dst + pos, base + r.data_off, (size_t)len);
+            pos += len;
+        }
+        o[n] = (uint32_t)pos;
+    }
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("(NN)", cols, (PyObject *)b);
+}
+
+/* blob(data, offsets): a Blob from what its data() and offsets() gave
+ * (unpickling), checked. */
+static PyObject *blob_from(PyObject *mod, PyObject *args)
+{
+    PyObject *data, *offs;
+    Py_ssize_t size, nb, n, i;
+    const uint32_t *o;
+    Blob *b;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "SS:blob", &data, &offs))
+        return NULL;
+    size = PyBytes_Size(offs);
+    nb = PyBytes_Size(data);
+    if (size < 4 || size % 4) {
+        PyErr_SetString(PyExc_ValueError, "blob: offsets must be a whole number of uint32, at least one");
+        return NULL;
+    }
+    o = (const uint32_t *)PyBytes_AsString(offs);
+    n = size / 4 - 1;
+    for (i = 0; i < n; i++) {
+        if (o[i] > o[i + 1]) {
+            PyErr_SetString(PyExc_ValueError, "blob: offsets must not decrease");
+            return NULL;
+        }
+    }
+    if (o[0] != 0 || (Py_ssize_t)o[n] != nb) {
+        PyErr_SetString(PyExc_ValueError, "blob: offsets must run from 0 to len(data)");
+        return NULL;
+    }
+    b = blob_new(n, (uint64_t)nb);
+    if (b == NULL)
+        return NULL;
+    memcpy(b->buf, o, (size_t)size);
+    memcpy(b->buf + size, PyBytes_AsString(data), (size_t)nb);
+    return (PyObject *)b;
+}
+
+/* split(blob): the list of each packet's bytes (an owned batch's datas()). */
+static PyObject *split(PyObject *mod, PyObject *arg)
+{
+    const Blob *b;
+    const uint32_t *o;
+    const char *d;
+    PyObject *list;
+    Py_ssize_t i;
+    (void)mod;
+    if (Py_TYPE(arg) != BlobType) {
+        PyErr_Format(PyExc_TypeError, "split: a Blob, got %R", (PyObject *)Py_TYPE(arg));
+        return NULL;
+    }
+    b = (const Blob *)arg;
+    o = blob_off(b);
+    d = blob_data(b);
+    list = PyList_New(b->n);
+    if (list == NULL)
+        return NULL;
+    for (i = 0; i < b->n; i++) {
+        PyObject *x = PyBytes_FromStringAndSize(d + o[i], (Py_ssize_t)(o[i + 1] - o[i]));
+        if (x == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SetItem(list, i, x);
+    }
+    return list;
+}
+
 /* Packets(cls, datas, timestamps, cols): iterator making cls instances
  * (cls a subclass of PacketBase; its __init__ is not called) for rows 0..len(datas)-1,
  * datas a list of bytes, timestamps an iterator of ints. */
@@ -474,6 +851,8 @@ typedef struct {
     PyObject *datas;
     PyObject *ts;
     PyObject *cols;
+    const char *blob;          /* datas is a Blob: its data and offsets */
+    const uint32_t *off;
     Py_ssize_t i, n;
 } Packets;
 
@@ -483,6 +862,7 @@ static PyObject *packets_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
 {
     PyObject *cls, *datas, *ts, *cols;
     Packets *it;
+    Py_ssize_t n;
     if (kwds != NULL && PyDict_Size(kwds)) {
         PyErr_SetString(PyExc_TypeError, "Packets takes no keyword arguments");
         return NULL;
@@ -495,9 +875,13 @@ static PyObject *packets_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
         PyErr_Format(PyExc_TypeError, "cls must be a subclass of PacketBase, got %R", cls);
         return NULL;
     }
-    if (!PyList_Check(datas)) {
-        PyErr_Format(PyExc_TypeError, "datas must be a list, got %R", (PyObject *)Py_TYPE(datas));
+    if (Py_TYPE(datas) == BlobType) {
+        n = ((Blob *)datas)->n;
+    } else if (!PyList_Check(datas)) {
+        PyErr_Format(PyExc_TypeError, "datas must be a list or a Blob, got %R", (PyObject *)Py_TYPE(datas));
         return NULL;
+    } else {
+        n = PyList_Size(datas);
     }
     ts = PyObject_GetIter(ts);
     if (ts == NULL)
@@ -511,8 +895,12 @@ static PyObject *packets_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
     it->cls = (PyTypeObject *)cls;
     it->alloc = (allocfunc)PyType_GetSlot((PyTypeObject *)cls, Py_tp_alloc);
     it->datas = datas; it->ts = ts; it->cols = cols;
+    if (Py_TYPE(datas) == BlobType) {
+        it->blob = blob_data((Blob *)datas);
+        it->off = blob_off((Blob *)datas);
+    }
     it->i = 0;
-    it->n = PyList_Size(datas);
+    it->n = n;
     return (PyObject *)it;
 }
 
@@ -528,6 +916,7 @@ static int packets_clear(PyObject *self)
 {
     Packets *it = (Packets *)self;
     Py_CLEAR(it->cls); Py_CLEAR(it->datas); Py_CLEAR(it->ts); Py_CLEAR(it->cols);
+    it->blob = NULL; it->off = NULL;
     return 0;
 }
 
@@ -545,13 +934,23 @@ static PyObject *packets_next(PyObject *self)
     Packets *it = (Packets *)self;
     PyObject *data, *ts;
     PacketBase *p;
-    if (it->datas == NULL || it->i >= it->n || it->i >= PyList_Size(it->datas))
+    if (it->datas == NULL || it->i >= it->n)
         return NULL;
-    data = PyList_GetItem(it->datas, it->i);
-    if (data == NULL)
-        return NULL;
-    /* owned before the timestamp iterator (maybe Python code) can drop it */
-    Py_INCREF(data);
+    if (it->blob != NULL) {
+        /* Made now, by the consumer: see Blob. */
+        uint32_t a = it->off[it->i], b = it->off[it->i + 1];
+        data = PyBytes_FromStringAndSize(it->blob + a, (Py_ssize_t)(b - a));
+        if (data == NULL)
+            return NULL;
+    } else {
+        if (it->i >= PyList_Size(it->datas))
+            return NULL;
+        data = PyList_GetItem(it->datas, it->i);
+        if (data == NULL)
+            return NULL;
+        /* owned before the timestamp iterator (maybe Python code) can drop it */
+        Py_INCREF(data);
+    }
     ts = PyIter_Next(it->ts);
     if (ts == NULL) {
         if (!PyErr_Occurred())
@@ -591,42 +990,6 @@ static PyType_Spec packets_spec = {
     "netring_chan._fastpath.Packets", sizeof(Packets), 0,
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, packets_slots,
 };
-
-/* slices(base, bounds, n): [bytes(base[starts[i]:ends[i]]) for i < n], where
- * base is the address of a ring block and bounds that of two uint32_t
- * arrays starts[n], ends[n] (nc_copy_cols'), both as ints. Private to
- * OwnedBatch._copy, which holds the block and validated the bounds (the
- * walk): raw addresses, because the limited API of 3.10 has no buffers. */
-static PyObject *slices(PyObject *mod, PyObject *args)
-{
-    unsigned long long base_addr, bounds_addr;
-    Py_ssize_t n, i;
-    const char *base;
-    const uint32_t *starts, *ends;
-    PyObject *list;
-    (void)mod;
-    if (!PyArg_ParseTuple(args, "KKn:slices", &base_addr, &bounds_addr, &n))
-        return NULL;
-    if (n < 0 || (n > 0 && (base_addr == 0 || bounds_addr == 0))) {
-        PyErr_SetString(PyExc_ValueError, "slices: null address or negative count");
-        return NULL;
-    }
-    base = (const char *)(uintptr_t)base_addr;
-    starts = (const uint32_t *)(uintptr_t)bounds_addr;
-    ends = starts + n;
-    list = PyList_New(n);
-    if (list == NULL)
-        return NULL;
-    for (i = 0; i < n; i++) {
-        PyObject *b = PyBytes_FromStringAndSize(base + starts[i], (Py_ssize_t)(ends[i] - starts[i]));
-        if (b == NULL) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SetItem(list, i, b);
-    }
-    return list;
-}
 
 /* tx_fill(ring, slot, frames, first, k, min_len, max_len): copy frames[first],
  * frames[first + 1], ... into the TX ring slots slot, slot + 1, ... and
@@ -750,7 +1113,12 @@ static PyObject *plain_run(PyObject *mod, PyObject *args)
 
 static PyMethodDef module_methods[] = {
     {"plain_run", plain_run, METH_VARARGS, "plain_run(frames, min_len, max_len): leading plain bytes frames."},
-    {"slices", slices, METH_VARARGS, "slices(base, bounds, n): each packet's bytes, straight from its block."},
+    {"block_status", block_status, METH_O, "block_status(addr): a ring block's status word (acquire load)."},
+    {"block_release", block_release, METH_O, "block_release(addr): hand a ring block back (release store)."},
+    {"walk", walk, METH_VARARGS, "walk(blk, size, meta, cap, info): nc_walk_block without letting the GIL go."},
+    {"own", own, METH_VARARGS, "own(meta, n, snap_limit, base, extent): (columns, Blob) of a walked block."},
+    {"split", split, METH_O, "split(blob): each packet's bytes, as a list."},
+    {"blob", blob_from, METH_VARARGS, "blob(data, offsets): a Blob from its data() and offsets() (checked)."},
     {"tx_fill", tx_fill, METH_VARARGS, "tx_fill(ring, slot, frames, first, k, min_len, max_len): publish plain frames."},
     {NULL, NULL, 0, NULL},
 };
@@ -779,6 +1147,9 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     BaseType = (PyTypeObject *)PyType_FromSpec(&base_spec);
     if (BaseType == NULL)
         return NULL;
+    BlobType = (PyTypeObject *)PyType_FromSpec(&blob_spec);
+    if (BlobType == NULL)
+        return NULL;
     {
         PyObject *pk = PyType_FromSpec(&packets_spec);
         if (pk == NULL)
@@ -789,6 +1160,11 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         Py_INCREF(BaseType);
         if (PyModule_AddObject(m, "PacketBase", (PyObject *)BaseType) < 0
                 || PyModule_AddObject(m, "Packets", pk) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
+        Py_INCREF(BlobType);
+        if (PyModule_AddObject(m, "Blob", (PyObject *)BlobType) < 0) {
             Py_DECREF(m);
             return NULL;
         }

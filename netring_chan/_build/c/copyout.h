@@ -2,13 +2,14 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Owned copies. Packet bytes are written as a pickle stream of a list of
+/* Owned copies. The columns: metadata as a struct-of-arrays area `cols`
+ * laid out by nc_cols_layout, read from Python as typed memoryviews (a ring
+ * block's owned copy is made by netring_chan._fastpath.own with them). The
+ * pcap reader's packet bytes are written as a pickle stream of a list of
  * bytes objects (EMPTY_LIST MARK {SHORT_BINBYTES|BINBYTES len data}* APPENDS
  * STOP): only length-prefixed opcodes, so packet contents can never be read
  * as opcodes, and the stdlib's C unpickler then makes every packet's bytes
- * object at a fraction of the cost of slicing in Python. Metadata goes to a
- * struct-of-arrays area `cols` laid out by nc_cols_layout, read from Python
- * as typed memoryviews. */
+ * object at a fraction of the cost of slicing in Python. */
 #define NC_NCOLS 13
 #define NC_STREAM_OVERHEAD(n) (4 + 5 * (uint64_t)(n))
 static void nc_cols_layout(uint32_t n, uint64_t *offs)
@@ -43,24 +44,6 @@ static void nc_put_row(const struct nc_pkt *p, uint32_t i, uint32_t len, uint8_t
     cols[offs[10] + i] = p->pkttype;
     cols[offs[11] + i] = p->halen;
     memcpy(cols + offs[12] + 8 * (uint64_t)i, p->addr, 8);
-}
-
-/* The columns alone, and each packet's data bounds (starts[i], ends[i]) in
- * its block: the owned copy of a ring block, whose bytes objects are then
- * made straight from the block (netring_chan._fastpath.slices), one copy
- * per byte instead of two through a pickle stream. */
-static void nc_copy_cols(const struct nc_pkt *pk, uint32_t n, uint32_t snap_limit, uint8_t *cols,
-                         uint32_t *starts, uint32_t *ends)
-{
-    uint64_t offs[NC_NCOLS + 1];
-    uint32_t i;
-    nc_cols_layout(n, offs);
-    for (i = 0; i < n; i++) {
-        uint32_t len = pk[i].snaplen < snap_limit ? pk[i].snaplen : snap_limit;
-        nc_put_row(&pk[i], i, len, cols, offs);
-        starts[i] = pk[i].data_off;
-        ends[i] = pk[i].data_off + len;
-    }
 }
 
 static int64_t nc_copy_out(const uint8_t *blk, const struct nc_pkt *pk, uint32_t n,

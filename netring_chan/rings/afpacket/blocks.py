@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..._fastpath import walk as _walk
 from ..._lowlevel import ffi, lib
 from ...errors import MalformedBlockError
 from ...packet import PacketBatch, _MetaViews
@@ -78,7 +79,8 @@ def walk_block(lease: Lease, snaplen: int, scratch: Scratch | None = None) -> Pa
     cap = lease.size // lib.NC_MIN_RECORD + 1
     mv = scratch.meta(cap) if scratch is not None else _MetaViews(ffi.new("struct nc_pkt[]", cap))
     info = ffi.new("struct nc_block_info *")
-    n = lib.nc_walk_block(lease.owner, lease.size, mv.cdata, cap, info)
+    n = _walk(int(ffi.cast("uintptr_t", lease.owner)), lease.size, int(ffi.cast("uintptr_t", mv.cdata)), cap,
+              int(ffi.cast("uintptr_t", info)))
     if n < 0:
         msg = (f"ring block seq {int(info.seq_num)}: {_MALFORMED.get(n, n)} "
                f"(packet {int(info.bad_index)} of {int(info.num_pkts)}); block skipped")

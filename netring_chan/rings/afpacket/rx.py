@@ -30,6 +30,8 @@ import warnings
 from typing import Any, Iterator
 
 from ..._config import resolve
+from ..._fastpath import block_release as _block_release
+from ..._fastpath import block_status as _block_status
 from ..._lowlevel import ffi, lib
 from ..._resource import Guarded
 from ..._sys import (
@@ -184,14 +186,14 @@ class _RxRing:
             if self.leased[i] or self.map.addr is None:
                 return None
             off = i * self.block_size
-            if not lib.nc_block_status(self.map.addr + off) & lib.TP_STATUS_USER:
+            if not _block_status(int(ffi.cast("uintptr_t", self.map.addr)) + off) & lib.TP_STATUS_USER:
                 return None
             self.leased[i] = True
             self.cur = (i + 1) % self.block_count
 
         def give_back(i: int = i, off: int = off, ring: _RxRing = self) -> None:
             if ring.map.addr is not None:
-                lib.nc_block_release(ring.map.addr + off)
+                _block_release(int(ffi.cast("uintptr_t", ring.map.addr)) + off)
             ring.leased[i] = False
 
         return Lease(self.map.lease(off, give_back), self.block_size)

@@ -415,8 +415,11 @@ class Writer(_Rotating):
             c = packets._columns()
             if interface is None and len(self.interfaces) > 1 and packets.source < len(self.interfaces):
                 interface = packets.source
-            self._write_cols(b"".join(packets.datas()), c.ts, c.caplen, c.wire_len, c.pkttype, n,
-                             interface or 0)
+            # A ring block's copy has its bytes in one blob already: no
+            # bytes per packet made (and kept on the batch) only to be joined.
+            blob = packets._blob
+            data = blob.data() if blob is not None else b"".join(packets.datas())
+            self._write_cols(data, c.ts, c.caplen, c.wire_len, c.pkttype, n, interface or 0)
             return n
         datas: list[bytes] = []
         ts, caps, wires, kinds = array("Q"), array("I"), array("I"), array("B")
