@@ -525,11 +525,24 @@ class ServiceStats:
 
 
 def _put(core: BatchQueue[OwnedBatch], batch: Batch, index: int) -> None:
+    # In pull mode the copy runs in the consumer's thread, often the main
+    # one: a Ctrl-C that arrives during the copy (made with the GIL
+    # released) raises KeyboardInterrupt as it returns. The block is still
+    # held then, so it is copied again and the interrupt raised once the
+    # batch is queued: its packets are not lost from the counters.
+    interrupted: KeyboardInterrupt | None = None
     with batch:
-        owned = batch.to_owned()
+        while True:
+            try:
+                owned = batch.to_owned()
+                break
+            except KeyboardInterrupt as e:
+                interrupted = e
     if len(owned):
         owned.source = index
         core.put(owned)
+    if interrupted is not None:
+        raise interrupted
 
 
 def _sweep(core: BatchQueue[OwnedBatch], src: Source, index: int) -> None:
@@ -850,7 +863,10 @@ class _PullCaptureService(CaptureService):
                     raise queue.Empty from None
                 wait = max(0.0, min(wait, left))
             tried = True
-            if not self._read(wait):
+            r = self._read(wait)
+            if r is None:
+                continue  # waited ``wait`` s for another thread's read: look at the queue again
+            if not r:
                 # Stopping (stop() sweeps the source), finished, or another
                 # thread's batch is queued: wait on the queue instead.
                 try:
@@ -858,13 +874,20 @@ class _PullCaptureService(CaptureService):
                 except queue.Empty:
                     pass
 
-    def _read(self, wait: float) -> bool:
+    def _read(self, wait: float) -> bool | None:
         """Read the source in this thread into the empty queue, waiting up to
-        ``wait`` s; False when this thread should wait on the queue instead."""
+        ``wait`` s; False when this thread should wait on the queue instead,
+        None when another thread's read took the ``wait`` (so a timeout, and
+        ``get_nowait``, hold while another consumer reads)."""
         core = self._core
-        with self._reader:
+        start = time.monotonic()
+        got = self._reader.acquire(timeout=wait) if wait > 0 else self._reader.acquire(False)
+        if not got:
+            return None
+        try:
             if core.closing or self._retired or core.counters().queued:
                 return False
+            wait = max(0.0, wait - (time.monotonic() - start))
             try:
                 if _read_one(core, self.sources[0], 0, wait):
                     return True
@@ -874,6 +897,8 @@ class _PullCaptureService(CaptureService):
             self._retire_locked()
             core.finish_close()
             return True
+        finally:
+            self._reader.release()
 
     def _retire_locked(self) -> None:
         if not self._retired:
