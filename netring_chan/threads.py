@@ -843,9 +843,12 @@ class _PullCaptureService(CaptureService):
         self._reader = threading.RLock()
         self._retired = False
 
+    # What to do instead, in the error of an async face (its owner may say better).
+    _async_hint = "use a CaptureService"
+
     def _face(self, loop: str | None) -> Any:
         raise ConfigError(f"{self!r} reads its source in the consumer's thread and has no async face "
-                          "(an event loop must not block in a read): use a CaptureService")
+                          f"(an event loop must not block in a read): {self._async_hint}")
 
     def _next_item(self, timeout: float | None) -> OwnedBatch:
         core = self._core

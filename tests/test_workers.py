@@ -527,3 +527,12 @@ def test_stop_is_prompt_while_a_sync_target_iterates_an_idle_ring(lab: Lab) -> N
     assert took < 1.5
     st = pool.stats()
     assert st.balanced and all(w.final for w in st.workers)
+
+
+def test_a_plain_target_asking_for_an_async_face_is_told_what_to_do(lab: Lab) -> None:
+    with nc.WorkerPool(wt.sync_asks_for_a_loop, lab.a, 1, capture=RING) as pool:
+        with pytest.raises(nc.ServiceError) as ei:
+            pool.get(5.0)
+    err = ei.value.__cause__
+    assert isinstance(err, nc.WorkerError) and "ConfigError" in str(err)
+    assert "'sync_asks_for_a_loop' is a plain function" in str(err) and "async def" in str(err), str(err)

@@ -248,3 +248,8 @@ def idle_until_stopped(ctx: nc.WorkerContext) -> float:
     for _ in ctx:
         pass
     return time.monotonic()
+
+
+def sync_asks_for_a_loop(ctx: nc.WorkerContext) -> None:
+    """A plain target that asks for an async face (which only an async target has)."""
+    ctx.service.asyncio()
