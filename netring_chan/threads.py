@@ -524,7 +524,8 @@ class ServiceStats:
                                        + self.lost)
 
 
-def _put(core: BatchQueue[OwnedBatch], batch: Batch, index: int) -> None:
+def _put(core: BatchQueue[OwnedBatch], batch: Batch, index: int, admit: bool = False) -> None:
+    """Copy ``batch`` out and queue it (``admit``: whatever the room, see ``BatchQueue.admit``)."""
     # In pull mode the copy runs in the consumer's thread, often the main
     # one: a Ctrl-C that arrives during the copy (made with the GIL
     # released) raises KeyboardInterrupt as it returns. The block is still
@@ -540,7 +541,10 @@ def _put(core: BatchQueue[OwnedBatch], batch: Batch, index: int) -> None:
                 interrupted = e
     if len(owned):
         owned.source = index
-        core.put(owned)
+        if admit:
+            core.admit(owned)
+        else:
+            core.put(owned)
     if interrupted is not None:
         raise interrupted
 
@@ -558,12 +562,13 @@ def _sweep(core: BatchQueue[OwnedBatch], src: Source, index: int) -> None:
         _put(core, b, index)
 
 
-def _read_one(core: BatchQueue[OwnedBatch], src: Source, index: int, wait: float) -> bool:
+def _read_one(core: BatchQueue[OwnedBatch], src: Source, index: int, wait: float, admit: bool = False) -> bool:
     """One step of reading ``src``: wait up to ``wait`` s for a batch and
-    queue it. False once ``src`` is finished (``at_end``: a file read to its end)."""
+    queue it (``admit``: see ``_put``). False once ``src`` is finished
+    (``at_end``: a file read to its end)."""
     b = src.next_batch_blocking(wait)
     if b is not None:
-        _put(core, b, index)
+        _put(core, b, index, admit)
         return True
     return not src.at_end
 
@@ -821,7 +826,9 @@ class _PullCaptureService(CaptureService):
     is queued, then the end. A finished or failed source ends the stream in
     the reading thread the same way. A read is made only into an empty queue,
     so admission never waits (the reader is the consumer that would make
-    room) and nothing is dropped at the queue: a consumer that falls behind
+    room) and nothing is dropped at the queue (a rest that another consumer
+    hands back during the read may take the queue past its bound, as an
+    oversized batch does): a consumer that falls behind
     leaves the packets in the source, whose own drops count them. One source
     only; no async face (an event loop must not block in a read).
 
@@ -892,7 +899,9 @@ class _PullCaptureService(CaptureService):
                 return False
             wait = max(0.0, wait - (time.monotonic() - start))
             try:
-                if _read_one(core, self.sources[0], 0, wait):
+                # Admitted whatever the room: this thread is the consumer that
+                # would make it (another may have handed a rest back meanwhile).
+                if _read_one(core, self.sources[0], 0, wait, admit=True):
                     return True
             except Exception as e:  # noqa: BLE001 - handed to the consumers, as a source thread's
                 _failed(core, self._thread_name(0), e)

@@ -394,3 +394,32 @@ def test_a_batch_interrupted_while_made_is_collected_quietly(monkeypatch: pytest
     b = PacketBatch.__new__(PacketBatch)
     del b
     assert seen == []
+
+
+def test_a_rest_handed_back_during_a_read_never_makes_the_reader_wait() -> None:
+    """Consumer A reads (the queue was empty) while consumer B leaves an
+    iteration mid-batch, handing its rest back: A's batch no longer fits the
+    bound, yet A is the consumer that would make room, so it must not wait
+    (it waited until some other consumer took the rest, or for ever)."""
+    src = MemorySource(frames(PPB), packets_per_block=PPB)
+    svc = pull(src, capacity=PPB, poll_interval=0.3)
+    with svc:
+        it = iter(svc)
+        assert index(next(it).data) == 0
+        got: list[Any] = []
+
+        def a() -> None:
+            t0 = time.monotonic()
+            got.append([index(p.data) for p in svc.get_batch(1.0)])
+            got.append(time.monotonic() - t0)
+        t = threading.Thread(target=a, name="consumer-a")
+        t.start()
+        time.sleep(0.1)  # A is in its read now
+        del it  # B leaves mid-batch: 7 packets back in the queue
+        src.push(frames(PPB, PPB))  # A's read gets 8 more
+        t.join(3)
+        assert not t.is_alive() and got[1] < 1.0, got
+        assert got[0] == list(range(1, PPB))  # the rest first, in order
+        assert [index(p.data) for p in svc.get_batch(0)] == list(range(PPB, 2 * PPB))
+    st = balanced(svc, 2 * PPB)
+    assert st.delivered == 2 * PPB and st.queue_drops == 0
