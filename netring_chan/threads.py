@@ -792,6 +792,15 @@ class CaptureService(_ReceivingService):
         core, src, poll = self._core, self.sources[i], self._poll
         return lambda: _source_loop(core, src, i, name, poll, done)
 
+    def _end_stop(self, drain: bool) -> None:
+        if not self._started:
+            # Stopped before it started: no thread swept the sources, so what
+            # they hold (a ring filled meanwhile) goes into the queue here,
+            # as at any stop, or the accounting would miss it.
+            for i, src in enumerate(self.sources):
+                _retire(self._core, src, i, self._thread_name(i))
+        super()._end_stop(drain)
+
     # -- stats ---------------------------------------------------------------------------
 
     def stats(self) -> ServiceStats:

@@ -268,13 +268,19 @@ def test_no_async_face_and_one_source_only() -> None:
     b.close()
 
 
-def test_stop_before_start_closes_the_source() -> None:
-    src = MemorySource(frames(PPB), packets_per_block=PPB)
-    svc = pull(src)
+@pytest.mark.parametrize("threaded", [False, True])
+def test_stop_before_start_closes_the_source_and_queues_what_it_held(threaded: bool) -> None:
+    """A worker's target that returns before its first read stops a service
+    that never started: what its ring held is swept and counted as queued."""
+    src = MemorySource(frames(2 * PPB), packets_per_block=PPB)
+    svc = nc.CaptureService(src, name=f"nc-pull{next(_names)}") if threaded else pull(src)
     svc.stop()
     assert src.closed and not svc.running
     with pytest.raises(nc.ClosedError):
         svc.start()
+    assert balanced(svc, 2 * PPB).queued == 2 * PPB
+    assert [index(p.data) for b in svc.get_all() for p in b] == list(range(2 * PPB))
+    assert balanced(svc, 2 * PPB).delivered == 2 * PPB
 
 
 @pytest.mark.parametrize("consume", [
