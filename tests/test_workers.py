@@ -536,3 +536,16 @@ def test_a_plain_target_asking_for_an_async_face_is_told_what_to_do(lab: Lab) ->
     err = ei.value.__cause__
     assert isinstance(err, nc.WorkerError) and "ConfigError" in str(err)
     assert "'sync_asks_for_a_loop' is a plain function" in str(err) and "async def" in str(err), str(err)
+
+
+def test_a_target_that_never_reads_leaves_its_ring_counted(lab: Lab) -> None:
+    """The target never reads, so its service never starts: at stop what the
+    ring holds is swept into the queue and counted, as for a started one."""
+    n = 24
+    with nc.WorkerPool(wt.never_read, lab.a, 1, args=(n,), capture=RING) as pool:
+        send_in_order(lab, flows(lab, 3, n // 3))
+        assert collect(pool, 1) == [("held", n)]
+    st = pool.stats()
+    c = st.capture
+    assert st.workers[0].final and pool.results() == [0]
+    assert c.balanced and (c.kernel_packets, c.delivered, c.queued) == (n, 0, n), c
