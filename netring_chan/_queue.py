@@ -187,6 +187,18 @@ class BatchQueue(Generic[T]):
             self._notify()
         return r
 
+    def admit(self, item: T) -> None:
+        """Admit ``item`` now, beyond the bound if need be: for a producer that
+        is its own queue's consumer (a capture service in pull mode reads into
+        an empty queue, but a consumer may hand a rest back meanwhile), which
+        would otherwise wait, or drop, for room only it can make."""
+        n = len(item)
+        with self._lock:
+            if self.closed:
+                raise self._end()
+            self._admit(item, n)
+        self._notify()
+
     # -- consumer side ----------------------------------------------------------
 
     def _taken(self, item: T) -> T:

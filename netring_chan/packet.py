@@ -418,7 +418,10 @@ class PacketBatch:
         self.release()
 
     def __del__(self) -> None:
-        self.release()
+        # A signal's exception (Ctrl-C) can interrupt __init__ before the
+        # slots release() reads are set (``_datas`` is the last of them).
+        if hasattr(self, "_datas"):
+            self.release()
 
     def __reduce__(self) -> Any:
         raise TypeError("a PacketBatch cannot be pickled: it is ring memory lent by the kernel; "

@@ -524,12 +524,29 @@ class ServiceStats:
                                        + self.lost)
 
 
-def _put(core: BatchQueue[OwnedBatch], batch: Batch, index: int) -> None:
+def _put(core: BatchQueue[OwnedBatch], batch: Batch, index: int, admit: bool = False) -> None:
+    """Copy ``batch`` out and queue it (``admit``: whatever the room, see ``BatchQueue.admit``)."""
+    # In pull mode the copy runs in the consumer's thread, often the main
+    # one: a Ctrl-C that arrives during the copy (made with the GIL
+    # released) raises KeyboardInterrupt as it returns. The block is still
+    # held then, so it is copied again and the interrupt raised once the
+    # batch is queued: its packets are not lost from the counters.
+    interrupted: KeyboardInterrupt | None = None
     with batch:
-        owned = batch.to_owned()
+        while True:
+            try:
+                owned = batch.to_owned()
+                break
+            except KeyboardInterrupt as e:
+                interrupted = e
     if len(owned):
         owned.source = index
-        core.put(owned)
+        if admit:
+            core.admit(owned)
+        else:
+            core.put(owned)
+    if interrupted is not None:
+        raise interrupted
 
 
 def _sweep(core: BatchQueue[OwnedBatch], src: Source, index: int) -> None:
@@ -545,12 +562,13 @@ def _sweep(core: BatchQueue[OwnedBatch], src: Source, index: int) -> None:
         _put(core, b, index)
 
 
-def _read_one(core: BatchQueue[OwnedBatch], src: Source, index: int, wait: float) -> bool:
+def _read_one(core: BatchQueue[OwnedBatch], src: Source, index: int, wait: float, admit: bool = False) -> bool:
     """One step of reading ``src``: wait up to ``wait`` s for a batch and
-    queue it. False once ``src`` is finished (``at_end``: a file read to its end)."""
+    queue it (``admit``: see ``_put``). False once ``src`` is finished
+    (``at_end``: a file read to its end)."""
     b = src.next_batch_blocking(wait)
     if b is not None:
-        _put(core, b, index)
+        _put(core, b, index, admit)
         return True
     return not src.at_end
 
@@ -774,6 +792,15 @@ class CaptureService(_ReceivingService):
         core, src, poll = self._core, self.sources[i], self._poll
         return lambda: _source_loop(core, src, i, name, poll, done)
 
+    def _end_stop(self, drain: bool) -> None:
+        if not self._started:
+            # Stopped before it started: no thread swept the sources, so what
+            # they hold (a ring filled meanwhile) goes into the queue here,
+            # as at any stop, or the accounting would miss it.
+            for i, src in enumerate(self.sources):
+                _retire(self._core, src, i, self._thread_name(i))
+        super()._end_stop(drain)
+
     # -- stats ---------------------------------------------------------------------------
 
     def stats(self) -> ServiceStats:
@@ -808,7 +835,9 @@ class _PullCaptureService(CaptureService):
     is queued, then the end. A finished or failed source ends the stream in
     the reading thread the same way. A read is made only into an empty queue,
     so admission never waits (the reader is the consumer that would make
-    room) and nothing is dropped at the queue: a consumer that falls behind
+    room) and nothing is dropped at the queue (a rest that another consumer
+    hands back during the read may take the queue past its bound, as an
+    oversized batch does): a consumer that falls behind
     leaves the packets in the source, whose own drops count them. One source
     only; no async face (an event loop must not block in a read).
 
@@ -830,9 +859,12 @@ class _PullCaptureService(CaptureService):
         self._reader = threading.RLock()
         self._retired = False
 
+    # What to do instead, in the error of an async face (its owner may say better).
+    _async_hint = "use a CaptureService"
+
     def _face(self, loop: str | None) -> Any:
         raise ConfigError(f"{self!r} reads its source in the consumer's thread and has no async face "
-                          "(an event loop must not block in a read): use a CaptureService")
+                          f"(an event loop must not block in a read): {self._async_hint}")
 
     def _next_item(self, timeout: float | None) -> OwnedBatch:
         core = self._core
@@ -850,7 +882,10 @@ class _PullCaptureService(CaptureService):
                     raise queue.Empty from None
                 wait = max(0.0, min(wait, left))
             tried = True
-            if not self._read(wait):
+            r = self._read(wait)
+            if r is None:
+                continue  # waited ``wait`` s for another thread's read: look at the queue again
+            if not r:
                 # Stopping (stop() sweeps the source), finished, or another
                 # thread's batch is queued: wait on the queue instead.
                 try:
@@ -858,15 +893,24 @@ class _PullCaptureService(CaptureService):
                 except queue.Empty:
                     pass
 
-    def _read(self, wait: float) -> bool:
+    def _read(self, wait: float) -> bool | None:
         """Read the source in this thread into the empty queue, waiting up to
-        ``wait`` s; False when this thread should wait on the queue instead."""
+        ``wait`` s; False when this thread should wait on the queue instead,
+        None when another thread's read took the ``wait`` (so a timeout, and
+        ``get_nowait``, hold while another consumer reads)."""
         core = self._core
-        with self._reader:
+        start = time.monotonic()
+        got = self._reader.acquire(timeout=wait) if wait > 0 else self._reader.acquire(False)
+        if not got:
+            return None
+        try:
             if core.closing or self._retired or core.counters().queued:
                 return False
+            wait = max(0.0, wait - (time.monotonic() - start))
             try:
-                if _read_one(core, self.sources[0], 0, wait):
+                # Admitted whatever the room: this thread is the consumer that
+                # would make it (another may have handed a rest back meanwhile).
+                if _read_one(core, self.sources[0], 0, wait, admit=True):
                     return True
             except Exception as e:  # noqa: BLE001 - handed to the consumers, as a source thread's
                 _failed(core, self._thread_name(0), e)
@@ -874,6 +918,8 @@ class _PullCaptureService(CaptureService):
             self._retire_locked()
             core.finish_close()
             return True
+        finally:
+            self._reader.release()
 
     def _retire_locked(self) -> None:
         if not self._retired:

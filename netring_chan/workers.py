@@ -376,6 +376,10 @@ def _worker_main(spec: _Spec, index: int, conn: Connection) -> None:
         kind = CaptureService if spec.loop is not None else _PullCaptureService
         svc = kind(cap, capacity=spec.capacity, overflow=spec.overflow, name=f"w{index}",
                    poll_interval=spec.poll)
+        if isinstance(svc, _PullCaptureService):
+            svc._async_hint = (f"the worker target {getattr(spec.target, '__qualname__', spec.target)!r} is a plain "
+                               "function, so it reads in its own thread; make it an `async def` to read "
+                               "ctx.service through an event loop (asyncio or trio: WorkerPool's loop)")
         group_id = cap.fanout_group_id
         assert group_id is not None
         ctx = WorkerContext(spec, index, svc, group_id, link)

@@ -268,13 +268,19 @@ def test_no_async_face_and_one_source_only() -> None:
     b.close()
 
 
-def test_stop_before_start_closes_the_source() -> None:
-    src = MemorySource(frames(PPB), packets_per_block=PPB)
-    svc = pull(src)
+@pytest.mark.parametrize("threaded", [False, True])
+def test_stop_before_start_closes_the_source_and_queues_what_it_held(threaded: bool) -> None:
+    """A worker's target that returns before its first read stops a service
+    that never started: what its ring held is swept and counted as queued."""
+    src = MemorySource(frames(2 * PPB), packets_per_block=PPB)
+    svc = nc.CaptureService(src, name=f"nc-pull{next(_names)}") if threaded else pull(src)
     svc.stop()
     assert src.closed and not svc.running
     with pytest.raises(nc.ClosedError):
         svc.start()
+    assert balanced(svc, 2 * PPB).queued == 2 * PPB
+    assert [index(p.data) for b in svc.get_all() for p in b] == list(range(2 * PPB))
+    assert balanced(svc, 2 * PPB).delivered == 2 * PPB
 
 
 @pytest.mark.parametrize("consume", [
@@ -289,3 +295,137 @@ def test_timeout_iterations_end_after_an_idle_wait(consume: Callable[[Any], list
         assert consume(svc)
         assert time.monotonic() - t0 < 1.0
     assert balanced(svc, 2 * PPB).delivered == 2 * PPB
+
+
+def test_get_nowait_and_timeouts_hold_while_another_consumer_reads() -> None:
+    """A consumer waiting in a read of an idle source holds the reader for
+    up to a poll interval, again and again: another consumer's
+    ``get_nowait`` must not wait for it, nor a timeout run over."""
+    src = MemorySource(packets_per_block=PPB)
+    svc = pull(src, poll_interval=0.5)
+    with svc:
+        got = []
+
+        def reader() -> None:
+            try:
+                got.append(svc.get(1.5))
+            except queue.Empty:
+                pass
+        t = threading.Thread(target=reader, name="reader")
+        t.start()
+        time.sleep(0.1)  # the reader is in its read now
+        t0 = time.monotonic()
+        with pytest.raises(queue.Empty):
+            svc.get_nowait()
+        assert time.monotonic() - t0 < 0.1
+        t0 = time.monotonic()
+        with pytest.raises(queue.Empty):
+            svc.get(0.2)
+        assert time.monotonic() - t0 < 0.45
+        src.push(frames(PPB))  # whichever consumer reads it, the other does not wait for ever
+        try:
+            got.append(svc.get(1.0))
+        except queue.Empty:
+            pass
+        t.join(3)
+        assert not t.is_alive() and got
+    st = balanced(svc, PPB)
+    assert st.delivered + st.queued == PPB
+
+
+class _Interrupting:
+    """A batch whose copy-out is interrupted as a Ctrl-C during the copy (made
+    with the GIL released) interrupts it: ``KeyboardInterrupt`` as the copy
+    returns, with the block still held."""
+
+    def __init__(self, batch: Any) -> None:
+        self.batch = batch
+        self.interrupted = False
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def __enter__(self) -> _Interrupting:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.batch.release()
+
+    def to_owned(self) -> Any:
+        owned = self.batch.to_owned()
+        if not self.interrupted:  # the first copy only
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return owned
+
+
+class _CopyInterrupted(MemorySource):
+    """Its first batch's copy-out is interrupted once (``_Interrupting``)."""
+
+    hit = False
+
+    def next_batch_blocking(self, timeout: float | None = None) -> Any:
+        b = super().next_batch_blocking(timeout)
+        if b is None or self.hit:
+            return b
+        self.hit = True
+        return _Interrupting(b)
+
+
+def test_ctrl_c_during_the_copy_keeps_the_batch_counted() -> None:
+    """The consumer's own thread copies in pull mode, so a Ctrl-C can land in
+    the copy: the batch is queued before the interrupt propagates (the
+    iteration then stops the service), so the accounting stays exact."""
+    src = _CopyInterrupted(frames(2 * PPB), packets_per_block=PPB)
+    svc = pull(src)
+    got = []
+    with svc:
+        with pytest.raises(KeyboardInterrupt):
+            for p in svc:
+                got.append(p)
+        assert not svc.running  # the interrupted iteration stopped the service
+        rest = [index(p.data) for b in svc.get_all() for p in b]
+    assert got == [] and rest == list(range(2 * PPB))
+    st = balanced(svc, 2 * PPB)
+    assert st.delivered == 2 * PPB and st.queued == 0
+
+
+def test_a_batch_interrupted_while_made_is_collected_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal's exception can interrupt ``PacketBatch.__init__`` before its
+    slots are set; collecting that half-made batch must not raise."""
+    from netring_chan.packet import PacketBatch
+
+    seen: list[Any] = []
+    monkeypatch.setattr("sys.unraisablehook", seen.append)
+    b = PacketBatch.__new__(PacketBatch)
+    del b
+    assert seen == []
+
+
+def test_a_rest_handed_back_during_a_read_never_makes_the_reader_wait() -> None:
+    """Consumer A reads (the queue was empty) while consumer B leaves an
+    iteration mid-batch, handing its rest back: A's batch no longer fits the
+    bound, yet A is the consumer that would make room, so it must not wait
+    (it waited until some other consumer took the rest, or for ever)."""
+    src = MemorySource(frames(PPB), packets_per_block=PPB)
+    svc = pull(src, capacity=PPB, poll_interval=0.3)
+    with svc:
+        it = iter(svc)
+        assert index(next(it).data) == 0
+        got: list[Any] = []
+
+        def a() -> None:
+            t0 = time.monotonic()
+            got.append([index(p.data) for p in svc.get_batch(1.0)])
+            got.append(time.monotonic() - t0)
+        t = threading.Thread(target=a, name="consumer-a")
+        t.start()
+        time.sleep(0.1)  # A is in its read now
+        del it  # B leaves mid-batch: 7 packets back in the queue
+        src.push(frames(PPB, PPB))  # A's read gets 8 more
+        t.join(3)
+        assert not t.is_alive() and got[1] < 1.0, got
+        assert got[0] == list(range(1, PPB))  # the rest first, in order
+        assert [index(p.data) for p in svc.get_batch(0)] == list(range(PPB, 2 * PPB))
+    st = balanced(svc, 2 * PPB)
+    assert st.delivered == 2 * PPB and st.queue_drops == 0

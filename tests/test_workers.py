@@ -527,3 +527,25 @@ def test_stop_is_prompt_while_a_sync_target_iterates_an_idle_ring(lab: Lab) -> N
     assert took < 1.5
     st = pool.stats()
     assert st.balanced and all(w.final for w in st.workers)
+
+
+def test_a_plain_target_asking_for_an_async_face_is_told_what_to_do(lab: Lab) -> None:
+    with nc.WorkerPool(wt.sync_asks_for_a_loop, lab.a, 1, capture=RING) as pool:
+        with pytest.raises(nc.ServiceError) as ei:
+            pool.get(5.0)
+    err = ei.value.__cause__
+    assert isinstance(err, nc.WorkerError) and "ConfigError" in str(err)
+    assert "'sync_asks_for_a_loop' is a plain function" in str(err) and "async def" in str(err), str(err)
+
+
+def test_a_target_that_never_reads_leaves_its_ring_counted(lab: Lab) -> None:
+    """The target never reads, so its service never starts: at stop what the
+    ring holds is swept into the queue and counted, as for a started one."""
+    n = 24
+    with nc.WorkerPool(wt.never_read, lab.a, 1, args=(n,), capture=RING) as pool:
+        send_in_order(lab, flows(lab, 3, n // 3))
+        assert collect(pool, 1) == [("held", n)]
+    st = pool.stats()
+    c = st.capture
+    assert st.workers[0].final and pool.results() == [0]
+    assert c.balanced and (c.kernel_packets, c.delivered, c.queued) == (n, 0, n), c

@@ -248,3 +248,20 @@ def idle_until_stopped(ctx: nc.WorkerContext) -> float:
     for _ in ctx:
         pass
     return time.monotonic()
+
+
+def sync_asks_for_a_loop(ctx: nc.WorkerContext) -> None:
+    """A plain target that asks for an async face (which only an async target has)."""
+    ctx.service.asyncio()
+
+
+def never_read(ctx: nc.WorkerContext, want: int) -> int:
+    """Once the ring accepted ``want`` packets, emit, then never read (the
+    service never starts) until the pool stops this worker."""
+    src = ctx.service.sources[0]
+    while src.stats().packets < want:
+        time.sleep(0.01)
+    ctx.emit(("held", want))
+    while not ctx.stopping:
+        time.sleep(0.01)
+    return 0
