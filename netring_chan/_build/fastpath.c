@@ -550,6 +550,13 @@ static void blob_buf_give(char *buf, size_t cap)
 static const uint32_t *blob_off(const Blob *b) { return (const uint32_t *)b->buf; }
 static const char *blob_data(const Blob *b) { return b->buf + 4 * ((size_t)b->n + 1); }
 
+/* Packet i's bytes (0 <= i < n): a new `bytes`, made by whoever takes it. */
+static PyObject *blob_packet(const Blob *b, Py_ssize_t i)
+{
+    const uint32_t *o = blob_off(b);
+    return PyBytes_FromStringAndSize(blob_data(b) + o[i], (Py_ssize_t)(o[i + 1] - o[i]));
+}
+
 /* A new blob for n packets and `bytes` of data (offsets not yet written). */
 static Blob *blob_new(Py_ssize_t n, uint64_t bytes)
 {
@@ -600,12 +607,11 @@ static Py_ssize_t blob_len(PyObject *self)
 static PyObject *blob_item(PyObject *self, Py_ssize_t i)
 {
     const Blob *b = (const Blob *)self;
-    const uint32_t *o = blob_off(b);
     if (i < 0 || i >= b->n) {
         PyErr_SetString(PyExc_IndexError, "packet index out of range");
         return NULL;
     }
-    return PyBytes_FromStringAndSize(blob_data(b) + o[i], (Py_ssize_t)(o[i + 1] - o[i]));
+    return blob_packet(b, i);
 }
 
 static PyObject *blob_data_bytes(PyObject *self, PyObject *unused)
@@ -815,8 +821,6 @@ static PyObject *blob_from(PyObject *mod, PyObject *args)
 static PyObject *split(PyObject *mod, PyObject *arg)
 {
     const Blob *b;
-    const uint32_t *o;
-    const char *d;
     PyObject *list;
     Py_ssize_t i;
     (void)mod;
@@ -825,13 +829,11 @@ static PyObject *split(PyObject *mod, PyObject *arg)
         return NULL;
     }
     b = (const Blob *)arg;
-    o = blob_off(b);
-    d = blob_data(b);
     list = PyList_New(b->n);
     if (list == NULL)
         return NULL;
     for (i = 0; i < b->n; i++) {
-        PyObject *x = PyBytes_FromStringAndSize(d + o[i], (Py_ssize_t)(o[i + 1] - o[i]));
+        PyObject *x = blob_packet(b, i);
         if (x == NULL) {
             Py_DECREF(list);
             return NULL;
@@ -843,7 +845,7 @@ static PyObject *split(PyObject *mod, PyObject *arg)
 
 /* Packets(cls, datas, timestamps, cols): iterator making cls instances
  * (cls a subclass of PacketBase; its __init__ is not called) for rows 0..len(datas)-1,
- * datas a list of bytes, timestamps an iterator of ints. */
+ * datas a list of bytes or a Blob, timestamps an iterator of ints. */
 typedef struct {
     PyObject_HEAD
     PyTypeObject *cls;
@@ -851,8 +853,7 @@ typedef struct {
     PyObject *datas;
     PyObject *ts;
     PyObject *cols;
-    const char *blob;          /* datas is a Blob: its data and offsets */
-    const uint32_t *off;
+    int is_blob;               /* datas is a Blob, else a list of bytes */
     Py_ssize_t i, n;
 } Packets;
 
@@ -895,10 +896,7 @@ static PyObject *packets_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
     it->cls = (PyTypeObject *)cls;
     it->alloc = (allocfunc)PyType_GetSlot((PyTypeObject *)cls, Py_tp_alloc);
     it->datas = datas; it->ts = ts; it->cols = cols;
-    if (Py_TYPE(datas) == BlobType) {
-        it->blob = blob_data((Blob *)datas);
-        it->off = blob_off((Blob *)datas);
-    }
+    it->is_blob = Py_TYPE(datas) == BlobType;
     it->i = 0;
     it->n = n;
     return (PyObject *)it;
@@ -916,7 +914,6 @@ static int packets_clear(PyObject *self)
 {
     Packets *it = (Packets *)self;
     Py_CLEAR(it->cls); Py_CLEAR(it->datas); Py_CLEAR(it->ts); Py_CLEAR(it->cols);
-    it->blob = NULL; it->off = NULL;
     return 0;
 }
 
@@ -936,10 +933,8 @@ static PyObject *packets_next(PyObject *self)
     PacketBase *p;
     if (it->datas == NULL || it->i >= it->n)
         return NULL;
-    if (it->blob != NULL) {
-        /* Made now, by the consumer: see Blob. */
-        uint32_t a = it->off[it->i], b = it->off[it->i + 1];
-        data = PyBytes_FromStringAndSize(it->blob + a, (Py_ssize_t)(b - a));
+    if (it->is_blob) {
+        data = blob_packet((const Blob *)it->datas, it->i);  /* made now, by the consumer: see Blob */
         if (data == NULL)
             return NULL;
     } else {

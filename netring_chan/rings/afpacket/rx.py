@@ -178,6 +178,9 @@ class _RxRing:
         self.leased = [False] * block_count
         self.lock = threading.Lock()
         self.scratch = Scratch()
+        # The ring's address as an int, for _fastpath's block calls (made
+        # once; map.addr going None says the ring is gone).
+        self.base = int(ffi.cast("uintptr_t", mapping.addr))
 
     def take(self) -> Lease | None:
         """Lease the next block if the kernel has handed it over."""
@@ -186,14 +189,14 @@ class _RxRing:
             if self.leased[i] or self.map.addr is None:
                 return None
             off = i * self.block_size
-            if not _block_status(int(ffi.cast("uintptr_t", self.map.addr)) + off) & lib.TP_STATUS_USER:
+            if not _block_status(self.base + off) & lib.TP_STATUS_USER:
                 return None
             self.leased[i] = True
             self.cur = (i + 1) % self.block_count
 
         def give_back(i: int = i, off: int = off, ring: _RxRing = self) -> None:
             if ring.map.addr is not None:
-                _block_release(int(ffi.cast("uintptr_t", ring.map.addr)) + off)
+                _block_release(ring.base + off)
             ring.leased[i] = False
 
         return Lease(self.map.lease(off, give_back), self.block_size)
