@@ -10,9 +10,6 @@ FUNCTIONS = """
 #define NC_NCOLS ...
 uint64_t NC_STREAM_OVERHEAD(uint32_t n);
 void nc_cols_layout(uint32_t n, uint64_t *offs);
-int64_t nc_copy_out(const uint8_t *blk, const struct nc_pkt *pk, uint32_t n,
-                    uint32_t snap_limit, uint8_t *out, uint64_t out_cap,
-                    uint8_t *cols);
 """
 
 CUSTOMIZATIONS = (pathlib.Path(__file__).parent / "c" / "copyout.h").read_text()

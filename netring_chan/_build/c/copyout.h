@@ -1,4 +1,4 @@
-/* Comes after walk.h: it reads struct nc_pkt and returns NC_E_OUT_SPACE. */
+/* Comes after walk.h: it reads struct nc_pkt. */
 #include <stdint.h>
 #include <string.h>
 
@@ -44,40 +44,4 @@ static void nc_put_row(const struct nc_pkt *p, uint32_t i, uint32_t len, uint8_t
     cols[offs[10] + i] = p->pkttype;
     cols[offs[11] + i] = p->halen;
     memcpy(cols + offs[12] + 8 * (uint64_t)i, p->addr, 8);
-}
-
-static int64_t nc_copy_out(const uint8_t *blk, const struct nc_pkt *pk, uint32_t n,
-                           uint32_t snap_limit, uint8_t *out, uint64_t out_cap,
-                           uint8_t *cols)
-{
-    uint64_t offs[NC_NCOLS + 1];
-    uint64_t pos = 0;
-    uint32_t i;
-    if (out_cap < 4)
-        return NC_E_OUT_SPACE;
-    nc_cols_layout(n, offs);
-    out[pos++] = ']';   /* EMPTY_LIST */
-    out[pos++] = '(';   /* MARK */
-    for (i = 0; i < n; i++) {
-        const struct nc_pkt *p = &pk[i];
-        uint32_t len = p->snaplen < snap_limit ? p->snaplen : snap_limit;
-        if (pos + 5 + (uint64_t)len + 2 > out_cap)
-            return NC_E_OUT_SPACE;
-        if (len < 256) {
-            out[pos++] = 'C';   /* SHORT_BINBYTES */
-            out[pos++] = (uint8_t)len;
-        } else {
-            out[pos++] = 'B';   /* BINBYTES, little-endian u32 length */
-            out[pos++] = (uint8_t)len;
-            out[pos++] = (uint8_t)(len >> 8);
-            out[pos++] = (uint8_t)(len >> 16);
-            out[pos++] = (uint8_t)(len >> 24);
-        }
-        memcpy(out + pos, blk + p->data_off, len);
-        pos += len;
-        nc_put_row(p, i, len, cols, offs);
-    }
-    out[pos++] = 'e';   /* APPENDS */
-    out[pos++] = '.';   /* STOP */
-    return (int64_t)pos;
 }

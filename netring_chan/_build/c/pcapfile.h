@@ -1,7 +1,7 @@
 /* pcap and pcapng records, written and read a whole batch per call.
- * Comes after copyout.h: a read batch is laid out exactly as nc_copy_out
- * lays out a ring block (the pickle stream of the packets' bytes, and the
- * columns of nc_cols_layout), so it becomes an OwnedBatch the same way.
+ * Comes after copyout.h: a read batch is the pickle stream of the packets'
+ * bytes described there and the columns of nc_cols_layout, so it becomes an
+ * OwnedBatch as a ring block's copy does.
  *
  * Formats: pcap is the classic libpcap format; pcapng follows
  * draft-ietf-opsawg-pcapng (cited below as "pcapng §N"). Every length read
@@ -169,7 +169,7 @@ static uint64_t nc_scale(uint64_t t, const struct nc_iface *f)
 }
 
 /* Parse packet records from buf[pos..len) into a batch: the packets' bytes
- * as a pickle stream into out (as nc_copy_out writes it) and their metadata
+ * as a pickle stream into out (see copyout.h) and their metadata
  * into cols, laid out by nc_cols_layout for the number of packets found
  * (cols must hold the layout of max_pkts). pcap: ifs[0] describes the file
  * (num/den scale the fraction field to ns). pcapng: enhanced (§4.3), simple
