@@ -18,3 +18,32 @@ def test_config_checks_attach_like_the_program_does():
     assert nc.XdpConfig(attach="SKB").attach is nc.XdpAttach.SKB
     assert nc.XdpConfig(attach=nc.XdpAttach.NATIVE).attach is nc.XdpAttach.NATIVE
     assert nc.XdpConfig().attach is nc.XdpAttach.AUTO
+
+
+@pytest.mark.unprivileged
+def test_rx_walk_never_takes_or_gives_back_a_tx_frame():
+    # With mode BOTH the UMEM's first half receives and the rest sends: an RX descriptor pointing
+    # into a TX frame is not one of the fill ring's frames. Taken as valid, it would go back to the
+    # fill ring, and the kernel would write a received frame into a frame being sent.
+    from netring_chan._lowlevel import ffi, lib
+
+    fs, frames = 2048, 4
+    umem = ffi.new("uint8_t[]", fs * frames)
+    idx = ffi.new("uint32_t[3]")
+    descs = ffi.new("struct xdp_desc[4]")
+    for k, addr in enumerate([fs + 256, 2 * fs + 256, 3 * fs]):  # one RX frame, then two TX frames
+        descs[k].addr = addr
+        descs[k].len = 60
+    ring = ffi.new("struct nc_xring *")
+    ring.producer, ring.consumer, ring.flags, ring.desc, ring.size = idx, idx + 1, idx + 2, descs, 4
+    idx[0] = 3
+    u = ffi.new("struct nc_umem *")
+    u.base, u.size, u.frame_size, u.tx_first, u.tx_count = umem, fs * frames, fs, 2 * fs, 2
+    out = ffi.new("struct nc_pkt[4]")
+    got = ffi.new("uint64_t[4]")
+    info = ffi.new("struct nc_block_info *")
+    xi = ffi.new("struct nc_xsk_rx_info *")
+    n = lib.nc_xsk_rx(ring, u, 7, ffi.new("uint8_t[8]"), 4, out, got, info, xi)
+    assert (n, xi.taken, xi.invalid) == (1, 3, 2)
+    assert out[0].data_off == fs + 256
+    assert list(got[0:xi.nframes]) == [fs]  # only the RX frame goes back to the fill ring

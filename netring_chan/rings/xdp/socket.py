@@ -12,7 +12,7 @@ net/xdp/xsk.c):
   socket still has a fill ring; it just never puts a frame on it.
 * The ring protocol (acquire/release on the producer and consumer indexes)
   is in C (``_build/c/xsk.h``), so is the RX walk that checks every
-  descriptor against the UMEM: a descriptor outside it, or crossing its
+  descriptor against the UMEM: a descriptor outside its RX frames, or crossing its
   frame, is counted (``rx_bad_descs``) and skipped, never read.
 * The kernel timestamps nothing: a batch carries one ``CLOCK_REALTIME``
   stamp taken when it is taken off the RX ring.
