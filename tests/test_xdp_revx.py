@@ -47,3 +47,26 @@ def test_rx_walk_never_takes_or_gives_back_a_tx_frame():
     assert (n, xi.taken, xi.invalid) == (1, 3, 2)
     assert out[0].data_off == fs + 256
     assert list(got[0:xi.nframes]) == [fs]  # only the RX frame goes back to the fill ring
+
+
+def test_frames_the_device_drops_cost_one_mtu_lookup_per_flush_not_one_per_frame(lab, monkeypatch):
+    # Each kick that meets a dropped frame ends with EBUSY after it; the MTU is looked up again then
+    # (a lowered MTU is the usual cause) with a socket and two ioctls. With the peer down every frame
+    # is dropped: one lookup per flush is enough, not one per dropped frame.
+    f = b"\xff" * 12 + b"\x88\xb5" + bytes(46)
+    with nc.XdpSocket(lab.a, mode="tx") as s:
+        lookups = []
+        real = s._refresh_mtu
+
+        def counted(relearn: bool = False) -> None:
+            lookups.append(relearn)
+            real(relearn)
+
+        monkeypatch.setattr(s, "_refresh_mtu", counted)
+        lab.ip("link", "set", lab.b, "down")
+        for _ in range(40):
+            s.send(f)
+        s.flush()
+        assert s.wait_drained(2)
+        assert s.stats().tx_busy >= 2  # the drops were seen, one kick each
+        assert 1 <= len(lookups) <= 2  # the flush, and at most the drain's own

@@ -871,6 +871,7 @@ class XdpSocket(LinkFrames, Guarded):
     def _flush_locked(self) -> int:
         tx = self._need_tx()
         total = 0
+        relearnt = False
         while True:
             before = int(lib.nc_xring_outstanding(tx.r))
             if before == 0:
@@ -882,10 +883,14 @@ class XdpSocket(LinkFrames, Guarded):
             total += before - after
             if err == errno.EBUSY:
                 self._tx_busy += 1  # the device dropped a frame; its descriptor completes
-                try:
-                    self._refresh_mtu(relearn=True)  # a lowered MTU: refuse longer frames before queueing
-                except OSError:
-                    pass
+                if not relearnt:
+                    # A lowered MTU: refuse longer frames before queueing. Once
+                    # per flush: each dropped frame ends a kick with EBUSY.
+                    relearnt = True
+                    try:
+                        self._refresh_mtu(relearn=True)
+                    except OSError:
+                        pass
             if err in (errno.ENETDOWN, errno.ENXIO):
                 raise interface_gone(f"AF_XDP socket on {self.interface!r}")
             if err and err not in _RETRY_LATER:
