@@ -444,6 +444,7 @@ def test_rx_walk_skips_descriptors_outside_the_umem_or_a_frame():
     idx[0] = len(bad)
     u = ffi.new("struct nc_umem *")
     u.base, u.size, u.frame_size = umem, fs * frames, fs
+    u.tx_first = fs * frames  # an RX-only UMEM: every frame receives
     out = ffi.new("struct nc_pkt[8]")
     got_frames = ffi.new("uint64_t[8]")
     info = ffi.new("struct nc_block_info *")

@@ -132,6 +132,7 @@ def test_ring_indexes_wrap_around_2_to_the_32():
     umem = ffi.new("uint8_t[]", fs * 4)
     u = ffi.new("struct nc_umem *")
     u.base, u.size, u.frame_size = umem, fs * 4, fs
+    u.tx_first = fs * 4  # an RX-only UMEM: every frame receives
     ridx = ffi.new("uint32_t[3]")
     descs = ffi.new("struct xdp_desc[4]")
     for k in range(4):

@@ -14,7 +14,7 @@
  * smp_store_release (the kernel pairs them, xsk_queue.h).
  *
  * The UMEM is never trusted: a descriptor whose address and length do not
- * lie inside one frame of the UMEM is counted and skipped, never read.
+ * lie inside one of the UMEM's RX frames is counted and skipped, never read.
  */
 #include <stdint.h>
 #include <string.h>
@@ -105,6 +105,7 @@ static uint32_t nc_xsk_rx(struct nc_xring *rx, const struct nc_umem *u, int32_t 
     struct timespec ts;
     uint64_t ts_ns;
     uint64_t mask = (uint64_t)u->frame_size - 1;
+    uint64_t rx_end = u->tx_first;  /* RX frames: [0, tx_first); the rest are TX frames */
 
     memset(info, 0, sizeof(*info));
     memset(xi, 0, sizeof(*xi));
@@ -119,12 +120,12 @@ static uint32_t nc_xsk_rx(struct nc_xring *rx, const struct nc_umem *u, int32_t 
         uint64_t addr = desc.addr, len = desc.len;
         struct nc_pkt *p;
         const uint8_t *f;
-        if (addr >= u->size) {
-            xi->invalid++;     /* not even a frame of ours: nothing to give back */
+        if (addr >= rx_end) {
+            xi->invalid++;     /* not one of the fill ring's frames: nothing to give back */
             continue;
         }
         frames[xi->nframes++] = addr & ~mask;
-        if (len < 14 || (addr & mask) + len > u->frame_size || addr + len > u->size
+        if (len < 14 || (addr & mask) + len > u->frame_size || addr + len > rx_end
                 || addr + len > 0xFFFFFFFFull) {
             xi->invalid++;
             continue;

@@ -12,7 +12,7 @@ net/xdp/xsk.c):
   socket still has a fill ring; it just never puts a frame on it.
 * The ring protocol (acquire/release on the producer and consumer indexes)
   is in C (``_build/c/xsk.h``), so is the RX walk that checks every
-  descriptor against the UMEM: a descriptor outside it, or crossing its
+  descriptor against the UMEM: a descriptor outside its RX frames, or crossing its
   frame, is counted (``rx_bad_descs``) and skipped, never read.
 * The kernel timestamps nothing: a batch carries one ``CLOCK_REALTIME``
   stamp taken when it is taken off the RX ring.
@@ -54,7 +54,7 @@ import time
 from array import array
 from collections import deque
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from ..._config import resolve
 from ..._lowlevel import ffi, lib
@@ -69,9 +69,7 @@ from ...packet import PacketBatch
 from .._mapping import Mapping, check_ring_size
 from ..afpacket.blocks import Scratch
 from ..afpacket.frames import ETH_HLEN, LinkFrames, check_frame_len
-
-if TYPE_CHECKING:
-    from .program import XdpAttach, XdpProgram
+from .program import XdpAttach, XdpProgram, _attach_mode, register_socket, rx_queue_count, unregister_socket
 
 __all__ = ["XdpSocket", "XdpConfig", "XdpMode", "XdpStats"]
 
@@ -112,7 +110,7 @@ class XdpConfig:
 
     ``mode``: ``XdpMode`` (RX, TX or BOTH). ``attach``: how its own XDP
     program is attached (``XdpAttach`` or its value: ``"auto"``, ``"skb"``,
-    ``"native"``). ``zerocopy``: ``None`` tries zero-copy and falls back to
+    ``"native"``; kept as the ``XdpAttach``). ``zerocopy``: ``None`` tries zero-copy and falls back to
     copy mode when the driver refuses it; ``True`` insists; ``False`` copies.
     ``need_wakeup``: bind with ``XDP_USE_NEED_WAKEUP`` (system calls only
     when the kernel asks). UMEM: ``frame_count`` frames of ``frame_size``
@@ -130,7 +128,7 @@ class XdpConfig:
     """
 
     mode: XdpMode = XdpMode.BOTH
-    attach: Any = "auto"
+    attach: XdpAttach = XdpAttach.AUTO
     zerocopy: bool | None = None
     need_wakeup: bool = True
     frame_size: int = 4096
@@ -156,6 +154,7 @@ class XdpConfig:
             object.__setattr__(self, "mode", XdpMode(self.mode))
         except ValueError:
             raise ConfigError(f"mode must be an XdpMode (rx, tx, both), got {self.mode!r}") from None
+        object.__setattr__(self, "attach", _attach_mode(self.attach))
         for name in ("frame_size", "headroom", "fill_size", "rx_size", "tx_size", "completion_size",
                      "batch_size", "busy_poll_us", "busy_poll_budget"):
             v = getattr(self, name)
@@ -306,16 +305,10 @@ class XdpSocket(LinkFrames, Guarded):
         if xsk_map_fd is not None and (not isinstance(xsk_map_fd, int) or isinstance(xsk_map_fd, bool)
                                        or xsk_map_fd < 0):
             raise ConfigError(f"xsk_map_fd must be an open file descriptor (int >= 0), got {xsk_map_fd!r}")
-        from .program import XdpAttach, XdpProgram, rx_queue_count
-
         if program is not None and not isinstance(program, XdpProgram):
             raise ConfigError(f"program must be an XdpProgram, got {type(program).__name__}")
         if program is not None and program.ifindex != self.ifindex:
             raise ConfigError(f"program is attached to {program.interface!r}, not to {interface!r}")
-        try:
-            self._attach = XdpAttach(config.attach)
-        except ValueError:
-            raise ConfigError(f"attach must be an XdpAttach (auto, skb, native), got {config.attach!r}") from None
         queues = rx_queue_count(interface)
         if queue_id >= queues:
             raise ConfigError(f"queue_id {queue_id} is out of range: {interface!r} has {queues} RX "
@@ -425,14 +418,10 @@ class XdpSocket(LinkFrames, Guarded):
                 program.register(self.queue_id, fd)
                 self._program = program
             elif xsk_map_fd is not None:
-                from .program import register_socket
-
                 register_socket(xsk_map_fd, self.queue_id, fd)
                 self._map_fd = xsk_map_fd
             else:
-                from .program import XdpProgram
-
-                self._program = XdpProgram(self.interface, attach=self._attach)
+                self._program = XdpProgram(self.interface, attach=self.config.attach)
                 self._own_program = True
                 self._program.register(self.queue_id, fd)
             self._registered = True
@@ -576,8 +565,6 @@ class XdpSocket(LinkFrames, Guarded):
                 if not p.closed:
                     p.unregister(self.queue_id)
             elif self._map_fd is not None:
-                from .program import unregister_socket
-
                 unregister_socket(self._map_fd, self.queue_id)
         except (OSError, ConfigError):
             pass  # the interface (and with it the program) is already gone
@@ -884,6 +871,7 @@ class XdpSocket(LinkFrames, Guarded):
     def _flush_locked(self) -> int:
         tx = self._need_tx()
         total = 0
+        relearnt = False
         while True:
             before = int(lib.nc_xring_outstanding(tx.r))
             if before == 0:
@@ -895,10 +883,14 @@ class XdpSocket(LinkFrames, Guarded):
             total += before - after
             if err == errno.EBUSY:
                 self._tx_busy += 1  # the device dropped a frame; its descriptor completes
-                try:
-                    self._refresh_mtu(relearn=True)  # a lowered MTU: refuse longer frames before queueing
-                except OSError:
-                    pass
+                if not relearnt:
+                    # A lowered MTU: refuse longer frames before queueing. Once
+                    # per flush: each dropped frame ends a kick with EBUSY.
+                    relearnt = True
+                    try:
+                        self._refresh_mtu(relearn=True)
+                    except OSError:
+                        pass
             if err in (errno.ENETDOWN, errno.ENXIO):
                 raise interface_gone(f"AF_XDP socket on {self.interface!r}")
             if err and err not in _RETRY_LATER:
