@@ -153,3 +153,15 @@ def test_write_names_a_bad_interface_as_the_pcap_writer_does(tmp_path: Path) -> 
                 w.write(pk, interface=bad)  # type: ignore[arg-type]
         assert w.write(pk, interface=1) == 1 and w.write(pk) == 1
     assert pq.read_table(tmp_path / "x.parquet").num_rows == 2
+
+
+@pytest.mark.parametrize("codec", ["bz2", "BZ2"])
+def test_an_arrow_codec_parquet_does_not_write_is_refused_by_name(tmp_path: Path, codec: str) -> None:
+    # pyarrow's Codec knows bz2, its Parquet writer does not: that must be a
+    # ConfigError naming the argument, before a file is made.
+    with pytest.raises(nc.ConfigError, match=f"compression.*{codec}"):
+        open_parquet(tmp_path / "x.parquet", compression=codec)
+    assert os.listdir(tmp_path) == []
+    with open_parquet(tmp_path / "y.parquet", compression="NONE") as w:  # Parquet's names in any case
+        w.write([nc.OwnedPacket.make(b"ab", T0)])
+    assert pq.read_table(tmp_path / "y.parquet").num_rows == 1

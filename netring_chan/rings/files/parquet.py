@@ -55,6 +55,7 @@ _BAD_VALUE = re.compile(r"[/\\=%\x00-\x1f\x7f]")
 _NULL_VALUE = "__HIVE_DEFAULT_PARTITION__"
 _NAME_MAX = 255  # bytes in a directory entry's name (Linux NAME_MAX)
 _OUTGOING = 4  # PACKET_OUTGOING
+_CODECS = ("none", "snappy", "gzip", "brotli", "lz4", "lz4_raw", "zstd")  # Parquet's, that pyarrow writes
 # Dictionary encoding where values repeat; min/max statistics where a query
 # prunes row groups by them (time, lengths, protocol). Not on the packet
 # bytes: measured, each cost a third of the write rate there for nothing.
@@ -435,7 +436,10 @@ def open_parquet(path: str | os.PathLike[str], *, snaplen: int = 262144, linktyp
                           f"(dataset readers skip such files), got {path!r}")
     pa = pyarrow()
     try:
-        ok = isinstance(compression, str) and (compression == "none" or pa.Codec.is_available(compression))
+        # Parquet's own codecs only: pyarrow's Codec also knows bz2, which its
+        # Parquet writer refuses (an ArrowException after the file was made).
+        ok = isinstance(compression, str) and compression.lower() in _CODECS and \
+            (compression.lower() == "none" or pa.Codec.is_available(compression))
     except ValueError:  # a name pyarrow does not know at all
         ok = False
     if not ok:
@@ -443,7 +447,7 @@ def open_parquet(path: str | os.PathLike[str], *, snaplen: int = 262144, linktyp
                           f"(zstd, snappy, gzip, lz4, brotli, none), got {compression!r}")
     if compression_level is not None:
         C = pa.Codec
-        if compression == "none" or not C.supports_compression_level(compression):
+        if compression.lower() == "none" or not C.supports_compression_level(compression):
             raise ConfigError(f"compression {compression!r} takes no compression_level, got {compression_level!r}")
         lo, hi = C.minimum_compression_level(compression), C.maximum_compression_level(compression)
         if not isinstance(compression_level, int) or isinstance(compression_level, bool) or \
