@@ -37,7 +37,7 @@ from ..._arrow import COLUMNS, packets_to_arrow, pyarrow, schema
 from ...contract import Frame
 from ...errors import ConfigError
 from ...packet import OwnedBatch, PacketBatch
-from .writer import _MAX_SNAPLEN, Rotate, _live, _Rotating
+from .writer import Rotate, _check_options, _live, _Rotating
 
 __all__ = ["ParquetWriter", "open_parquet", "PARTITION_TIMES"]
 
@@ -422,12 +422,7 @@ def open_parquet(path: str | os.PathLike[str], *, snaplen: int = 262144, linktyp
     p = os.fspath(path)
     if not isinstance(p, str) or not p or p.endswith(os.sep):
         raise ConfigError(f"path must name a file (the dataset root and a file name), got {path!r}")
-    if not isinstance(snaplen, int) or isinstance(snaplen, bool) or not 0 < snaplen <= _MAX_SNAPLEN:
-        raise ConfigError(f"snaplen must be an int in 1..{_MAX_SNAPLEN}, got {snaplen!r}")
-    if not isinstance(linktype, int) or isinstance(linktype, bool) or not 0 <= linktype <= 0xFFFF:
-        raise ConfigError(f"linktype must be an int in 0..65535, got {linktype!r}")
-    if rotate is not None and not isinstance(rotate, Rotate):
-        raise ConfigError(f"rotate must be a Rotate or None, got {rotate!r}")
+    _check_options(snaplen, linktype, rotate)
     parts = _check_partition(partition)
     if partition_time is not None and partition_time not in PARTITION_TIMES:
         raise ConfigError(f"partition_time must be one of {PARTITION_TIMES} or None, got {partition_time!r}")
