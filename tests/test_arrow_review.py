@@ -165,3 +165,12 @@ def test_an_arrow_codec_parquet_does_not_write_is_refused_by_name(tmp_path: Path
     with open_parquet(tmp_path / "y.parquet", compression="NONE") as w:  # Parquet's names in any case
         w.write([nc.OwnedPacket.make(b"ab", T0)])
     assert pq.read_table(tmp_path / "y.parquet").num_rows == 1
+
+
+@pytest.mark.parametrize("kw, word", [({"linktype": 1 << 16}, "linktype"), ({"linktype": True}, "linktype"),
+                                      ({"snaplen": 1 << 27}, "snaplen"), ({"rotate": "1M"}, "rotate")])
+@pytest.mark.parametrize("name", ["x.pcap", "x.parquet"])
+def test_every_writer_names_a_bad_common_option(tmp_path: Path, name: str, kw: dict[str, Any], word: str) -> None:
+    with pytest.raises(nc.ConfigError, match=word):
+        nc.files.open_writer(tmp_path / name, **kw)
+    assert os.listdir(tmp_path) == []
