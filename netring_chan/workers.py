@@ -801,7 +801,7 @@ class WorkerPool(_ReceivingService):
         if not isinstance(interface, str) or not interface:
             raise ConfigError(f"interface must be a non-empty str, got {interface!r}")
         ifindex(interface)  # InterfaceNotFoundError now rather than in every worker
-        super().__init__(name or "nc-workers", poll_interval, drain_timeout)
+        super().__init__("nc-workers" if name is None else name, poll_interval, drain_timeout)
         self._receiving(capacity, overflow)
         self.interface = interface
         self.workers = workers

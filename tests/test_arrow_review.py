@@ -172,5 +172,5 @@ def test_an_arrow_codec_parquet_does_not_write_is_refused_by_name(tmp_path: Path
 @pytest.mark.parametrize("name", ["x.pcap", "x.parquet"])
 def test_every_writer_names_a_bad_common_option(tmp_path: Path, name: str, kw: dict[str, Any], word: str) -> None:
     with pytest.raises(nc.ConfigError, match=word):
-        nc.files.open_writer(tmp_path / name, **kw)
+        nc.open_writer(tmp_path / name, **kw)
     assert os.listdir(tmp_path) == []
