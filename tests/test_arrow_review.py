@@ -174,3 +174,10 @@ def test_every_writer_names_a_bad_common_option(tmp_path: Path, name: str, kw: d
     with pytest.raises(nc.ConfigError, match=word):
         nc.open_writer(tmp_path / name, **kw)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("key", ["1worker", "_worker", "wörker"])
+def test_a_partition_key_error_says_what_a_key_is(tmp_path: Path, key: str) -> None:
+    # It said "not starting with '_'" of a key refused for starting with a digit.
+    with pytest.raises(nc.ConfigError, match=f"starting with a letter.*got '{key}'"):
+        open_parquet(tmp_path / "x.parquet", partition={key: 1})

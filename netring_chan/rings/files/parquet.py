@@ -73,7 +73,7 @@ def _check_partition(partition: object) -> tuple[tuple[str, str], ...]:
     for k, v in partition.items():
         if not isinstance(k, str) or not _KEY.fullmatch(k) or k.lower() in _RESERVED or \
                 any(k.lower() == seen.lower() for seen, _ in out):
-            raise ConfigError(f"partition key must be an identifier not starting with '_', other than 'date', "
+            raise ConfigError(f"partition key must be an ASCII identifier starting with a letter, other than 'date', "
                               f"'hour', the column names {COLUMNS} and the other keys (in any case), got {k!r}")
         if isinstance(v, bool) or not isinstance(v, (str, int)):
             raise ConfigError(f"partition value of {k!r} must be a str or an int, got {v!r}")
