@@ -181,3 +181,22 @@ def test_a_partition_key_error_says_what_a_key_is(tmp_path: Path, key: str) -> N
     # It said "not starting with '_'" of a key refused for starting with a digit.
     with pytest.raises(nc.ConfigError, match=f"starting with a letter.*got '{key}'"):
         open_parquet(tmp_path / "x.parquet", partition={key: 1})
+
+
+def test_published_frames_have_every_column(tmp_path: Path) -> None:
+    # publish builds its constant columns without a Python step per frame:
+    # each row still carries the values the docstring gives.
+    frs = [bytes([i]) * (60 + i) for i in range(50)]
+    before = time.time_ns()
+    with open_parquet(tmp_path / "x.parquet") as w:
+        assert w.publish(frs) == 50
+    after = time.time_ns()
+    t = pq.read_table(tmp_path / "x.parquet")
+    assert t.column("data").to_pylist() == frs
+    assert t.column("wire_len").to_pylist() == t.column("caplen").to_pylist() == [len(f) for f in frs]
+    ts = t.column("timestamp").cast(pa.int64()).to_pylist()
+    assert len(set(ts)) == 1 and before <= ts[0] <= after
+    assert set(t.column("direction").to_pylist()) == {int(nc.Direction.OUTGOING)}
+    for name in ("ifindex", "protocol", "rxhash"):
+        assert t.column(name).to_pylist() == [0] * 50, name
+    assert t.column("vlan_tci").null_count == t.column("vlan_tpid").null_count == 50

@@ -363,12 +363,16 @@ class ParquetWriter(_Rotating):
             return 0
         pa = self._pa
         lens = pa.array(map(len, ok), pa.uint32(), size=n)
+
+        def same(v: int, typ: Any) -> Any:  # a constant column, with no Python step per frame
+            return pa.repeat(pa.scalar(v, typ), n)
+
         cols = {
-            "timestamp": pa.array([time.time_ns()] * n, pa.int64()).cast(self._schema.field("timestamp").type),
-            "wire_len": lens, "caplen": lens, "direction": pa.array([_OUTGOING] * n, pa.uint8()),
-            "ifindex": pa.array([0] * n, pa.int32()), "protocol": pa.array([0] * n, pa.uint16()),
+            "timestamp": same(time.time_ns(), self._schema.field("timestamp").type),
+            "wire_len": lens, "caplen": lens, "direction": same(_OUTGOING, pa.uint8()),
+            "ifindex": same(0, pa.int32()), "protocol": same(0, pa.uint16()),
             "vlan_tci": pa.nulls(n, pa.uint16()), "vlan_tpid": pa.nulls(n, pa.uint16()),
-            "rxhash": pa.array([0] * n, pa.uint32()), "data": pa.array(ok, pa.binary()),
+            "rxhash": same(0, pa.uint32()), "data": pa.array(ok, pa.binary()),
         }
         self._write_rows(pa.RecordBatch.from_arrays([cols[f.name] for f in self._schema], schema=self._schema))
         self._published += n
