@@ -487,3 +487,12 @@ def test_a_name_that_is_no_name_is_refused_not_replaced(tmp_path: os.PathLike[st
     with nc.open_writer(path) as sink:
         with pytest.raises(nc.ConfigError, match=f"name must be a non-empty str, got {name!r}"):
             nc.InjectService(sink, name=name)
+
+
+def test_a_return_value_is_pickled_once(lab: Lab) -> None:
+    # The worker checked that its result pickles, then sent it, pickled again:
+    # a large result cost twice what it needs to at the end.
+    with nc.WorkerPool(wt.return_pickled, lab.a, 1, capture=RING) as pool:
+        assert list(pool) == []
+    res = pool.results()[0]
+    assert isinstance(res, wt.Pickled) and res.times == 1
