@@ -200,3 +200,15 @@ def test_published_frames_have_every_column(tmp_path: Path) -> None:
     for name in ("ifindex", "protocol", "rxhash"):
         assert t.column(name).to_pylist() == [0] * 50, name
     assert t.column("vlan_tci").null_count == t.column("vlan_tpid").null_count == 50
+
+
+@pytest.mark.parametrize("name", ["x.pcapng", "x.parquet"])
+@pytest.mark.parametrize("packets", [[], "batch"])
+def test_a_bad_interface_is_named_even_with_nothing_to_write(tmp_path: Path, name: str, packets: Any) -> None:
+    # The pcap writer checked the interface only once it had packets to write.
+    if packets == "batch":
+        packets = nc.OwnedBatch([], b"", 0)
+    with nc.open_writer(tmp_path / name) as w:
+        for bad in (5, "x", -1):
+            with pytest.raises(nc.ConfigError, match=f"interface must be an index.*got {bad!r}"):
+                w.write(packets, interface=bad)

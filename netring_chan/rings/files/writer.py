@@ -406,6 +406,8 @@ class Writer(_Rotating):
         several interfaces, else 0.
         """
         self._check_usable(f"writer {self.path!r}")
+        if interface is not None:  # checked even when there is nothing to write
+            self._iface(interface)
         if isinstance(packets, PacketBatch):
             packets = packets.to_owned()
         if type(packets) is OwnedBatch:  # not a _RestBatch: it keeps no columns
