@@ -212,3 +212,16 @@ def test_a_bad_interface_is_named_even_with_nothing_to_write(tmp_path: Path, nam
         for bad in (5, "x", -1):
             with pytest.raises(nc.ConfigError, match=f"interface must be an index.*got {bad!r}"):
                 w.write(packets, interface=bad)
+
+
+def test_more_than_2_gib_of_bytes_is_named_not_a_bare_array_error() -> None:
+    # The check after array("i", ...) could never fire: array() raises first,
+    # with "signed integer is greater than maximum".
+    from netring_chan._arrow import _binary
+
+    class Huge:
+        def __len__(self) -> int:
+            return 1 << 31
+
+    with pytest.raises(OverflowError, match="2 GiB"):
+        _binary(pa, [Huge()])  # type: ignore[list-item]
