@@ -74,9 +74,11 @@ def schema() -> pa.Schema:
 
 def _binary(pa: Any, datas: list[bytes]) -> Any:
     """One ``binary`` array from a list of bytes, without a Python loop per packet."""
-    offsets = array("i", itertools.accumulate(map(len, datas), initial=0))
-    if offsets[-1] < 0:  # cannot happen for one ring block; say so rather than wrap
-        raise OverflowError("a batch of more than 2 GiB of packet bytes does not fit one Arrow binary column")
+    try:  # int32 offsets: array() itself refuses one past 2**31 - 1 (cannot happen for one ring block)
+        offsets = array("i", itertools.accumulate(map(len, datas), initial=0))
+    except OverflowError:
+        raise OverflowError("a batch of more than 2 GiB of packet bytes does not fit one Arrow binary column") \
+            from None
     return pa.Array.from_buffers(pa.binary(), len(datas), [None, pa.py_buffer(offsets),
                                                           pa.py_buffer(b"".join(datas))])
 

@@ -783,7 +783,7 @@ class CaptureService(_ReceivingService):
             if not isinstance(s, Source):
                 raise ConfigError(f"not a capture source (see netring_chan.contract.Source): {s!r}")
         self._distinct(srcs, "source")
-        super().__init__(name or "nc-capture", poll_interval, drain_timeout)
+        super().__init__("nc-capture" if name is None else name, poll_interval, drain_timeout)
         self._receiving(capacity, overflow)
         self.sources: tuple[Source, ...] = tuple(srcs)
         self._members = self.sources
@@ -1096,7 +1096,7 @@ class InjectService(_ThreadService):
             if s.closed:
                 raise ConfigError(f"{s!r} is closed")
         self._distinct(ss, "sink")
-        super().__init__(name or "nc-inject", poll_interval, drain_timeout)
+        super().__init__("nc-inject" if name is None else name, poll_interval, drain_timeout)
         self._core: BatchQueue[list[bytes]] = BatchQueue(capacity, overflow)
         self.sinks: tuple[Sink, ...] = tuple(ss)
         self._members = self.sinks

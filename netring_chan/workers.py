@@ -364,7 +364,7 @@ def _worker_main(spec: _Spec, index: int, conn: Connection) -> None:
         if index > 0:  # the first worker made the group: wait for its id
             msg = conn.recv()  # EOFError: the parent is gone
             if msg[0] != "go":
-                link.send(("done", None, None))
+                link.send(("done", pickle.dumps(None), None))
                 return
             gid = msg[1]
         cap = Capture(spec.interface, fanout=Fanout(FanoutMode(spec.mode), gid, FanoutFlag(spec.flags)),
@@ -403,11 +403,11 @@ def _worker_main(spec: _Spec, index: int, conn: Connection) -> None:
         # after the ring's sweep. _stop_now stops, or waits for the stop the
         # control thread began.
         svc._stop_now()
-        try:
-            pickle.dumps(result)
+        try:  # pickled here once (not again by the pipe), so its error is the target's
+            data = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
         except Exception as e:  # noqa: BLE001
             raise TypeError(f"the target's return value ({type(result).__name__}) cannot be pickled: {e}") from None
-        link.send(("done", result, svc.stats()))
+        link.send(("done", data, svc.stats()))
     except BaseException as e:  # noqa: BLE001 - reported to the parent with its traceback
         text = traceback.format_exc()
         stats = None
@@ -665,7 +665,7 @@ def _handle(st: _State, i: int, msg: tuple[Any, ...], core: BatchQueue[Any]) -> 
             for j in others:
                 st.tell(j, ("go", msg[1]))
     elif kind == "done":
-        st.results[i] = msg[1]
+        st.results[i] = pickle.loads(msg[1])
         if msg[2] is not None:
             st.stats[i] = msg[2]
         st.final[i] = True
@@ -801,7 +801,7 @@ class WorkerPool(_ReceivingService):
         if not isinstance(interface, str) or not interface:
             raise ConfigError(f"interface must be a non-empty str, got {interface!r}")
         ifindex(interface)  # InterfaceNotFoundError now rather than in every worker
-        super().__init__(name or "nc-workers", poll_interval, drain_timeout)
+        super().__init__("nc-workers" if name is None else name, poll_interval, drain_timeout)
         self._receiving(capacity, overflow)
         self.interface = interface
         self.workers = workers

@@ -153,3 +153,75 @@ def test_write_names_a_bad_interface_as_the_pcap_writer_does(tmp_path: Path) -> 
                 w.write(pk, interface=bad)  # type: ignore[arg-type]
         assert w.write(pk, interface=1) == 1 and w.write(pk) == 1
     assert pq.read_table(tmp_path / "x.parquet").num_rows == 2
+
+
+@pytest.mark.parametrize("codec", ["bz2", "BZ2"])
+def test_an_arrow_codec_parquet_does_not_write_is_refused_by_name(tmp_path: Path, codec: str) -> None:
+    # pyarrow's Codec knows bz2, its Parquet writer does not: that must be a
+    # ConfigError naming the argument, before a file is made.
+    with pytest.raises(nc.ConfigError, match=f"compression.*{codec}"):
+        open_parquet(tmp_path / "x.parquet", compression=codec)
+    assert os.listdir(tmp_path) == []
+    with open_parquet(tmp_path / "y.parquet", compression="NONE") as w:  # Parquet's names in any case
+        w.write([nc.OwnedPacket.make(b"ab", T0)])
+    assert pq.read_table(tmp_path / "y.parquet").num_rows == 1
+
+
+@pytest.mark.parametrize("kw, word", [({"linktype": 1 << 16}, "linktype"), ({"linktype": True}, "linktype"),
+                                      ({"snaplen": 1 << 27}, "snaplen"), ({"rotate": "1M"}, "rotate")])
+@pytest.mark.parametrize("name", ["x.pcap", "x.parquet"])
+def test_every_writer_names_a_bad_common_option(tmp_path: Path, name: str, kw: dict[str, Any], word: str) -> None:
+    with pytest.raises(nc.ConfigError, match=word):
+        nc.open_writer(tmp_path / name, **kw)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("key", ["1worker", "_worker", "wörker"])
+def test_a_partition_key_error_says_what_a_key_is(tmp_path: Path, key: str) -> None:
+    # It said "not starting with '_'" of a key refused for starting with a digit.
+    with pytest.raises(nc.ConfigError, match=f"starting with a letter.*got '{key}'"):
+        open_parquet(tmp_path / "x.parquet", partition={key: 1})
+
+
+def test_published_frames_have_every_column(tmp_path: Path) -> None:
+    # publish builds its constant columns without a Python step per frame:
+    # each row still carries the values the docstring gives.
+    frs = [bytes([i]) * (60 + i) for i in range(50)]
+    before = time.time_ns()
+    with open_parquet(tmp_path / "x.parquet") as w:
+        assert w.publish(frs) == 50
+    after = time.time_ns()
+    t = pq.read_table(tmp_path / "x.parquet")
+    assert t.column("data").to_pylist() == frs
+    assert t.column("wire_len").to_pylist() == t.column("caplen").to_pylist() == [len(f) for f in frs]
+    ts = t.column("timestamp").cast(pa.int64()).to_pylist()
+    assert len(set(ts)) == 1 and before <= ts[0] <= after
+    assert set(t.column("direction").to_pylist()) == {int(nc.Direction.OUTGOING)}
+    for name in ("ifindex", "protocol", "rxhash"):
+        assert t.column(name).to_pylist() == [0] * 50, name
+    assert t.column("vlan_tci").null_count == t.column("vlan_tpid").null_count == 50
+
+
+@pytest.mark.parametrize("name", ["x.pcapng", "x.parquet"])
+@pytest.mark.parametrize("packets", [[], "batch"])
+def test_a_bad_interface_is_named_even_with_nothing_to_write(tmp_path: Path, name: str, packets: Any) -> None:
+    # The pcap writer checked the interface only once it had packets to write.
+    if packets == "batch":
+        packets = nc.OwnedBatch([], b"", 0)
+    with nc.open_writer(tmp_path / name) as w:
+        for bad in (5, "x", -1):
+            with pytest.raises(nc.ConfigError, match=f"interface must be an index.*got {bad!r}"):
+                w.write(packets, interface=bad)
+
+
+def test_more_than_2_gib_of_bytes_is_named_not_a_bare_array_error() -> None:
+    # The check after array("i", ...) could never fire: array() raises first,
+    # with "signed integer is greater than maximum".
+    from netring_chan._arrow import _binary
+
+    class Huge:
+        def __len__(self) -> int:
+            return 1 << 31
+
+    with pytest.raises(OverflowError, match="2 GiB"):
+        _binary(pa, [Huge()])  # type: ignore[list-item]

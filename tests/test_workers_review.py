@@ -468,3 +468,31 @@ def test_killed_worker_whose_own_child_lives_on_is_reported(lab: Lab) -> None:
     finally:
         if grandchild:
             os.kill(grandchild, signal.SIGKILL)
+
+
+@pytest.mark.unprivileged
+@pytest.mark.parametrize("name", ["", 0, False])
+def test_a_name_that_is_no_name_is_refused_not_replaced(tmp_path: os.PathLike[str], name: Any) -> None:
+    # ``name or default`` took these for "no name" and used the default.
+    with pytest.raises(nc.ConfigError, match=f"name must be a non-empty str, got {name!r}"):
+        nc.WorkerPool(wt.idle, "lo", 2, name=name)
+    path = os.path.join(os.fspath(tmp_path), "x.pcap")
+    nc.open_writer(path).close()
+    reader = nc.open_reader(path)
+    try:
+        with pytest.raises(nc.ConfigError, match=f"name must be a non-empty str, got {name!r}"):
+            nc.CaptureService(reader, name=name)
+    finally:
+        reader.close()
+    with nc.open_writer(path) as sink:
+        with pytest.raises(nc.ConfigError, match=f"name must be a non-empty str, got {name!r}"):
+            nc.InjectService(sink, name=name)
+
+
+def test_a_return_value_is_pickled_once(lab: Lab) -> None:
+    # The worker checked that its result pickles, then sent it, pickled again:
+    # a large result cost twice what it needs to at the end.
+    with nc.WorkerPool(wt.return_pickled, lab.a, 1, capture=RING) as pool:
+        assert list(pool) == []
+    res = pool.results()[0]
+    assert isinstance(res, wt.Pickled) and res.times == 1

@@ -265,3 +265,19 @@ def never_read(ctx: nc.WorkerContext, want: int) -> int:
     while not ctx.stopping:
         time.sleep(0.01)
     return 0
+
+
+class Pickled:
+    """Records in its pickle how many times it was pickled before."""
+
+    def __init__(self, times: int = 0) -> None:
+        self.times = times
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        self.times += 1
+        return (Pickled, (self.times,))
+
+
+def return_pickled(ctx: nc.WorkerContext) -> Pickled:
+    """Return at once an object that counts its pickles."""
+    return Pickled()

@@ -37,7 +37,7 @@ from ..._arrow import COLUMNS, packets_to_arrow, pyarrow, schema
 from ...contract import Frame
 from ...errors import ConfigError
 from ...packet import OwnedBatch, PacketBatch
-from .writer import _MAX_SNAPLEN, Rotate, _live, _Rotating
+from .writer import Rotate, _check_options, _live, _Rotating
 
 __all__ = ["ParquetWriter", "open_parquet", "PARTITION_TIMES"]
 
@@ -55,6 +55,7 @@ _BAD_VALUE = re.compile(r"[/\\=%\x00-\x1f\x7f]")
 _NULL_VALUE = "__HIVE_DEFAULT_PARTITION__"
 _NAME_MAX = 255  # bytes in a directory entry's name (Linux NAME_MAX)
 _OUTGOING = 4  # PACKET_OUTGOING
+_CODECS = ("none", "snappy", "gzip", "brotli", "lz4", "lz4_raw", "zstd")  # Parquet's, that pyarrow writes
 # Dictionary encoding where values repeat; min/max statistics where a query
 # prunes row groups by them (time, lengths, protocol). Not on the packet
 # bytes: measured, each cost a third of the write rate there for nothing.
@@ -72,7 +73,7 @@ def _check_partition(partition: object) -> tuple[tuple[str, str], ...]:
     for k, v in partition.items():
         if not isinstance(k, str) or not _KEY.fullmatch(k) or k.lower() in _RESERVED or \
                 any(k.lower() == seen.lower() for seen, _ in out):
-            raise ConfigError(f"partition key must be an identifier not starting with '_', other than 'date', "
+            raise ConfigError(f"partition key must be an ASCII identifier starting with a letter, other than 'date', "
                               f"'hour', the column names {COLUMNS} and the other keys (in any case), got {k!r}")
         if isinstance(v, bool) or not isinstance(v, (str, int)):
             raise ConfigError(f"partition value of {k!r} must be a str or an int, got {v!r}")
@@ -362,12 +363,16 @@ class ParquetWriter(_Rotating):
             return 0
         pa = self._pa
         lens = pa.array(map(len, ok), pa.uint32(), size=n)
+
+        def same(v: int, typ: Any) -> Any:  # a constant column, with no Python step per frame
+            return pa.repeat(pa.scalar(v, typ), n)
+
         cols = {
-            "timestamp": pa.array([time.time_ns()] * n, pa.int64()).cast(self._schema.field("timestamp").type),
-            "wire_len": lens, "caplen": lens, "direction": pa.array([_OUTGOING] * n, pa.uint8()),
-            "ifindex": pa.array([0] * n, pa.int32()), "protocol": pa.array([0] * n, pa.uint16()),
+            "timestamp": same(time.time_ns(), self._schema.field("timestamp").type),
+            "wire_len": lens, "caplen": lens, "direction": same(_OUTGOING, pa.uint8()),
+            "ifindex": same(0, pa.int32()), "protocol": same(0, pa.uint16()),
             "vlan_tci": pa.nulls(n, pa.uint16()), "vlan_tpid": pa.nulls(n, pa.uint16()),
-            "rxhash": pa.array([0] * n, pa.uint32()), "data": pa.array(ok, pa.binary()),
+            "rxhash": same(0, pa.uint32()), "data": pa.array(ok, pa.binary()),
         }
         self._write_rows(pa.RecordBatch.from_arrays([cols[f.name] for f in self._schema], schema=self._schema))
         self._published += n
@@ -421,12 +426,7 @@ def open_parquet(path: str | os.PathLike[str], *, snaplen: int = 262144, linktyp
     p = os.fspath(path)
     if not isinstance(p, str) or not p or p.endswith(os.sep):
         raise ConfigError(f"path must name a file (the dataset root and a file name), got {path!r}")
-    if not isinstance(snaplen, int) or isinstance(snaplen, bool) or not 0 < snaplen <= _MAX_SNAPLEN:
-        raise ConfigError(f"snaplen must be an int in 1..{_MAX_SNAPLEN}, got {snaplen!r}")
-    if not isinstance(linktype, int) or isinstance(linktype, bool) or not 0 <= linktype <= 0xFFFF:
-        raise ConfigError(f"linktype must be an int in 0..65535, got {linktype!r}")
-    if rotate is not None and not isinstance(rotate, Rotate):
-        raise ConfigError(f"rotate must be a Rotate or None, got {rotate!r}")
+    _check_options(snaplen, linktype, rotate)
     parts = _check_partition(partition)
     if partition_time is not None and partition_time not in PARTITION_TIMES:
         raise ConfigError(f"partition_time must be one of {PARTITION_TIMES} or None, got {partition_time!r}")
@@ -435,7 +435,10 @@ def open_parquet(path: str | os.PathLike[str], *, snaplen: int = 262144, linktyp
                           f"(dataset readers skip such files), got {path!r}")
     pa = pyarrow()
     try:
-        ok = isinstance(compression, str) and (compression == "none" or pa.Codec.is_available(compression))
+        # Parquet's own codecs only: pyarrow's Codec also knows bz2, which its
+        # Parquet writer refuses (an ArrowException after the file was made).
+        ok = isinstance(compression, str) and compression.lower() in _CODECS and \
+            (compression.lower() == "none" or pa.Codec.is_available(compression))
     except ValueError:  # a name pyarrow does not know at all
         ok = False
     if not ok:
@@ -443,7 +446,7 @@ def open_parquet(path: str | os.PathLike[str], *, snaplen: int = 262144, linktyp
                           f"(zstd, snappy, gzip, lz4, brotli, none), got {compression!r}")
     if compression_level is not None:
         C = pa.Codec
-        if compression == "none" or not C.supports_compression_level(compression):
+        if compression.lower() == "none" or not C.supports_compression_level(compression):
             raise ConfigError(f"compression {compression!r} takes no compression_level, got {compression_level!r}")
         lo, hi = C.minimum_compression_level(compression), C.maximum_compression_level(compression)
         if not isinstance(compression_level, int) or isinstance(compression_level, bool) or \

@@ -406,6 +406,8 @@ class Writer(_Rotating):
         several interfaces, else 0.
         """
         self._check_usable(f"writer {self.path!r}")
+        if interface is not None:  # checked even when there is nothing to write
+            self._iface(interface)
         if isinstance(packets, PacketBatch):
             packets = packets.to_owned()
         if type(packets) is OwnedBatch:  # not a _RestBatch: it keeps no columns
@@ -536,6 +538,16 @@ class Writer(_Rotating):
         return f"<Writer {self.format} {self.path!r}{' closed' if self._closed else ''}>"
 
 
+def _check_options(snaplen: object, linktype: object, rotate: object) -> None:
+    """The options every writer takes (pcap, pcapng, Parquet), checked alike."""
+    if not isinstance(snaplen, int) or isinstance(snaplen, bool) or not 0 < snaplen <= _MAX_SNAPLEN:
+        raise ConfigError(f"snaplen must be an int in 1..{_MAX_SNAPLEN}, got {snaplen!r}")
+    if not isinstance(linktype, int) or isinstance(linktype, bool) or not 0 <= linktype <= 0xFFFF:
+        raise ConfigError(f"linktype must be an int in 0..65535, got {linktype!r}")
+    if rotate is not None and not isinstance(rotate, Rotate):
+        raise ConfigError(f"rotate must be a Rotate or None, got {rotate!r}")
+
+
 def file_format(path: str | os.PathLike[str], format: str | None = None) -> str:
     """The format a file at ``path`` is written in: ``format`` if given (checked),
     else by the extension (``.pcap``, ``.pcapng``, ``.parquet``); ``ConfigError`` naming the
@@ -574,10 +586,5 @@ def open_writer(path: str | os.PathLike[str], *, format: str | None = None, snap
 
         return open_parquet(p, snaplen=snaplen, linktype=linktype, interface=interface, rotate=rotate,
                             _clock=_clock)
-    if not isinstance(snaplen, int) or isinstance(snaplen, bool) or not 0 < snaplen <= _MAX_SNAPLEN:
-        raise ConfigError(f"snaplen must be an int in 1..{_MAX_SNAPLEN}, got {snaplen!r}")
-    if not isinstance(linktype, int) or isinstance(linktype, bool) or not 0 <= linktype <= 0xFFFF:
-        raise ConfigError(f"linktype must be an int in 0..65535, got {linktype!r}")
-    if rotate is not None and not isinstance(rotate, Rotate):
-        raise ConfigError(f"rotate must be a Rotate or None, got {rotate!r}")
+    _check_options(snaplen, linktype, rotate)
     return Writer(p, format, snaplen, linktype, interface, rotate, _clock)
