@@ -65,3 +65,7 @@ def tx_fill(ring: int, slot: int, frames: Any, first: int, k: int, min_len: int,
 
 def plain_run(frames: Any, min_len: int, max_len: int, /) -> int:
     """How many leading items of a list or tuple are ``bytes`` of a length in ``[min_len, max_len]``."""
+
+def walk_own(blk: int, size: int, meta: int, cap: int, info: int, snap_limit: int, /
+             ) -> tuple[int, bytearray, Blob] | tuple[int, None, None]:
+    """Walk a block and copy it out in one call that lets the GIL go once (addresses; private)."""

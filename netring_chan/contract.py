@@ -22,14 +22,15 @@ of the seam.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence, TypeGuard, Union, runtime_checkable
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
     from .packet import OwnedBatch
 
-__all__ = ["Batch", "Source", "Sink", "RxStats", "TxStats", "Frame", "publish_all", "check_each", "frame_length"]
+__all__ = ["Batch", "Source", "Sink", "RxStats", "TxStats", "Frame", "publish_all", "check_each", "frame_length",
+           "OwnedSource", "has_next_owned"]
 
 Frame = Union[bytes, bytearray, memoryview]
 """A frame to send: any bytes-like object (a whole link-layer frame, Ethernet header included)."""
@@ -131,6 +132,13 @@ class Source(_End, Protocol):
     socket whose interface was removed) has a float ``error_poll_interval``:
     fd-driven faces then read its socket's pending error that often.
 
+    A source may also have ``next_owned_blocking(timeout)``:
+    ``next_batch_blocking(timeout)``, copied out (an ``OwnedBatch``) and
+    its batch handed back, in one step the source can make cheaper than the
+    two (an AF_PACKET capture walks and copies a block in one C call that
+    lets the GIL go once). A capture service's threads read through it when
+    it is there (``has_next_owned``).
+
     ``at_end`` is True once the source will never give another batch (a
     file read to its end; a live source never is); its
     ``next_batch_blocking`` then returns ``None`` at once. A
@@ -144,6 +152,24 @@ class Source(_End, Protocol):
     def quiesce(self) -> float: ...
     def stats(self) -> RxStats: ...
     def close(self) -> None: ...
+
+
+class OwnedSource(Source, Protocol):
+    """A ``Source`` with the optional ``next_owned_blocking`` (see ``Source``)."""
+
+    def next_owned_blocking(self, timeout: float | None = None) -> OwnedBatch | None: ...
+
+
+def has_next_owned(src: Source) -> TypeGuard[OwnedSource]:
+    """Whether ``src`` has the optional ``next_owned_blocking`` (see ``Source``),
+    from the class that gives its ``next_batch_blocking`` or one below it: a
+    subclass that overrides only ``next_batch_blocking`` is read through it."""
+    if not callable(getattr(src, "next_owned_blocking", None)):
+        return False
+    mro = type(src).__mro__
+    owned = next((k for k in mro if "next_owned_blocking" in vars(k)), None)
+    batch = next((k for k in mro if "next_batch_blocking" in vars(k)), None)
+    return owned is None or batch is None or issubclass(owned, batch)
 
 
 @runtime_checkable

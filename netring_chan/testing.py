@@ -26,15 +26,17 @@ import os
 import socket
 import threading
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 from ._lowlevel import ffi, lib
 from ._resource import Resource
 from ._sys import close_fd, eventfd, eventfd_signal, interface_gone, deadline_after
 from .contract import Frame, RxStats, TxStats, check_each, frame_length
 from .errors import ClosedError, ConfigError, RingError, RingFullError
-from .packet import PacketBatch
-from .rings.afpacket.blocks import Lease, Scratch, walk_block
+from .packet import OwnedBatch, PacketBatch
+from .rings.afpacket.blocks import Lease, Scratch, own_block, walk_block
+
+_B = TypeVar("_B", PacketBatch, OwnedBatch)
 
 __all__ = ["MemorySource", "MemorySink", "tpacket_v3_block"]
 
@@ -269,9 +271,9 @@ class MemorySource(_InMemory):
 
     def next_batch(self) -> PacketBatch | None:
         with self._lock:
-            return self._take()
+            return self._take(walk_block)
 
-    def _take(self) -> PacketBatch | None:
+    def _take(self, walk: Callable[[Lease, int, Scratch], _B]) -> _B | None:
         # _lock held.
         if self._closed:
             raise self._closed_error()
@@ -296,7 +298,7 @@ class MemorySource(_InMemory):
             # still handed out, then the error (readable at once if nothing waits).
             self._gone = True
             eventfd_signal(self._wake)
-        return walk_block(Lease(ffi.from_buffer("uint8_t[]", blk), len(blk)), self._snaplen, self._scratch)
+        return walk(Lease(ffi.from_buffer("uint8_t[]", blk), len(blk)), self._snaplen, self._scratch)
 
     def _fail(self, err: RingError) -> None:
         self._error = err
@@ -310,12 +312,20 @@ class MemorySource(_InMemory):
             pass
 
     def next_batch_blocking(self, timeout: float | None = None) -> PacketBatch | None:
-        got: list[PacketBatch] = []
+        return self._blocking(walk_block, timeout)
+
+    def next_owned_blocking(self, timeout: float | None = None) -> OwnedBatch | None:
+        """``next_batch_blocking``, copied out in one step (the ``Source``
+        contract's optional member, as an AF_PACKET capture has it)."""
+        return self._blocking(own_block, timeout)
+
+    def _blocking(self, walk: Callable[[Lease, int, Scratch], _B], timeout: float | None) -> _B | None:
+        got: list[_B] = []
 
         def ready() -> bool:
             if self._closed:
                 return True
-            b = self._take()
+            b = self._take(walk)
             if b is not None:
                 got.append(b)
             return bool(got)

@@ -11,9 +11,13 @@ is ``_queue.BatchQueue`` and its asyncio and trio faces are ``_faces``.
   loop::
 
       batch = source.next_batch_blocking(short timeout)   # poll, GIL released
-      owned = batch.to_owned()                            # one C copy, GIL released
+      owned = batch.to_owned()                            # one C copy
       batch.release()                                     # memory back to the kernel at once
       queue.put(owned)                                    # policy: block or drop
+
+  where a source with ``next_owned_blocking`` (an AF_PACKET capture) does
+  the first three in one step: the walk and the copy of the block in one C
+  call that lets the GIL go once (see ``contract.Source``).
 
   A capture service in pull mode (``_PullCaptureService``, private; the
   fanout workers' sync targets use it) has no thread: when its queue is
@@ -73,7 +77,7 @@ from . import _fork
 from ._fastpath import plain_run as _plain_run
 from ._queue import BatchQueue, Overflow, ServiceError
 from ._sys import check_timeout, deadline_after, set_thread_name
-from .contract import Batch, Frame, Sink, Source
+from .contract import Batch, Frame, Sink, Source, has_next_owned
 from .errors import ClosedError, ConfigError
 from .packet import OwnedBatch, OwnedPacket, PacketCursor
 
@@ -539,14 +543,18 @@ def _put(core: BatchQueue[OwnedBatch], batch: Batch, index: int, admit: bool = F
                 break
             except KeyboardInterrupt as e:
                 interrupted = e
+    _queue_owned(core, owned, index, admit)
+    if interrupted is not None:
+        raise interrupted
+
+
+def _queue_owned(core: BatchQueue[OwnedBatch], owned: OwnedBatch, index: int, admit: bool = False) -> None:
     if len(owned):
         owned.source = index
         if admit:
             core.admit(owned)
         else:
             core.put(owned)
-    if interrupted is not None:
-        raise interrupted
 
 
 def _sweep(core: BatchQueue[OwnedBatch], src: Source, index: int) -> None:
@@ -566,11 +574,17 @@ def _read_one(core: BatchQueue[OwnedBatch], src: Source, index: int, wait: float
     """One step of reading ``src``: wait up to ``wait`` s for a batch and
     queue it (``admit``: see ``_put``). False once ``src`` is finished
     (``at_end``: a file read to its end)."""
-    b = src.next_batch_blocking(wait)
-    if b is not None:
-        _put(core, b, index, admit)
-        return True
-    return not src.at_end
+    if not admit and has_next_owned(src):  # a source thread: the walk and copy in one step
+        owned = src.next_owned_blocking(wait)
+        got = owned is not None
+        if owned is not None:
+            _queue_owned(core, owned, index)
+    else:
+        b = src.next_batch_blocking(wait)
+        got = b is not None
+        if b is not None:
+            _put(core, b, index, admit)
+    return got or not src.at_end
 
 
 def _failed(core: BatchQueue[OwnedBatch], name: str, e: BaseException) -> None:

@@ -699,14 +699,79 @@ static PyObject *walk(PyObject *mod, PyObject *args)
                                          cap, (struct nc_block_info *)(uintptr_t)info));
 }
 
+/* Fill a blob made for n rows and total bytes, and the columns laid out
+ * at offs, from the walked records pk (without the GIL: see own). */
+static void own_fill(const struct nc_pkt *pk, uint32_t n, unsigned int snap_limit, const char *base,
+                     uint64_t extent, uint64_t total, uint8_t *c, const uint64_t *offs, Blob *b)
+{
+    uint32_t *o = (uint32_t *)b->buf;
+    char *dst = b->buf + 4 * ((size_t)n + 1);
+    uint64_t pos = 0;
+    uint32_t i;
+    for (i = 0; i < n; i++) {
+        struct nc_pkt r;
+        uint64_t len;
+        memcpy(&r, &pk[i], sizeof(r));  /* read once: see own */
+        len = r.snaplen < snap_limit ? r.snaplen : snap_limit;
+        if (r.data_off > extent)
+            len = 0;
+        else if (len > extent - r.data_off)
+            len = extent - r.data_off;
+        if (len > total - pos)
+            len = total - pos;
+        nc_put_row(&r, i, (uint32_t)len, c, offs);
+        o[i] = (uint32_t)pos;
+        memcpy(dst + pos, base + r.data_off, (size_t)len);
+        pos += len;
+    }
+    o[n] = (uint32_t)pos;
+}
+
+/* own(..., as_list=True): each packet's bytes made at once, holding the GIL
+ * (checked against extent by the caller): for a batch taken in the thread
+ * that copies it, one copy per packet, as libpcap's; a capture thread's
+ * batches go to a blob instead (see Blob). */
+static PyObject *own_list(const struct nc_pkt *pk, Py_ssize_t n, unsigned int snap_limit, const char *base,
+                          uint64_t extent, PyObject *cols, const uint64_t *offs)
+{
+    uint8_t *c = (uint8_t *)PyByteArray_AsString(cols);
+    PyObject *list = PyList_New(n);
+    Py_ssize_t i;
+    if (list == NULL) {
+        Py_DECREF(cols);
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        struct nc_pkt r;
+        uint64_t len;
+        PyObject *x;
+        memcpy(&r, &pk[i], sizeof(r));  /* read once and clamped again, as own_fill */
+        len = r.snaplen < snap_limit ? r.snaplen : snap_limit;
+        if (r.data_off > extent)
+            len = 0;
+        else if (len > extent - r.data_off)
+            len = extent - r.data_off;
+        x = PyBytes_FromStringAndSize(base + r.data_off, (Py_ssize_t)len);
+        if (x == NULL) {
+            Py_DECREF(list);
+            Py_DECREF(cols);
+            return NULL;
+        }
+        PyList_SetItem(list, i, x);
+        nc_put_row(&r, (uint32_t)i, (uint32_t)len, c, offs);
+    }
+    return Py_BuildValue("(NN)", cols, list);
+}
+
 /* own(meta, n, snap_limit, base, extent): an owned copy of a walked block,
  * as (columns, Blob): meta is the address of its n struct nc_pkt (the
  * walk's), snap_limit the largest captured length kept, base..base+extent
  * the memory the records may point into (the batch's data end). Both
- * objects are made first, then filled in one stretch without the GIL: a
- * capture thread takes the GIL back once per block, and each time it needs
- * it back while the consumer runs it waits for the consumer to let go (up
- * to the switch interval).
+ * objects are made first, then filled in one stretch without the GIL: each
+ * time a capture thread needs the GIL back while the consumer runs, it
+ * waits for the consumer to let go (up to the switch interval), so it lets
+ * it go once per block (a capture service's thread uses walk_own, below,
+ * which also walks the block in that stretch).
  *
  * Every record is checked against extent here, not only by the walk: the
  * caller keeps the block and the records' memory alive, but a batch
@@ -719,6 +784,7 @@ static PyObject *own(PyObject *mod, PyObject *args)
     unsigned long long meta_addr, base_addr, extent;
     Py_ssize_t n, i;
     unsigned int snap_limit;
+    int as_list = 0;
     const struct nc_pkt *pk;
     const char *base;
     uint64_t offs[NC_NCOLS + 1], total = 0;
@@ -726,7 +792,7 @@ static PyObject *own(PyObject *mod, PyObject *args)
     Blob *b;
     uint8_t *c;
     (void)mod;
-    if (!PyArg_ParseTuple(args, "KnIKK:own", &meta_addr, &n, &snap_limit, &base_addr, &extent))
+    if (!PyArg_ParseTuple(args, "KnIKK|p:own", &meta_addr, &n, &snap_limit, &base_addr, &extent, &as_list))
         return NULL;
     if (n < 0 || n > UINT32_MAX / 64 || (n > 0 && (meta_addr == 0 || base_addr == 0))) {
         PyErr_SetString(PyExc_ValueError, "own: null address or bad count");
@@ -747,6 +813,8 @@ static PyObject *own(PyObject *mod, PyObject *args)
     cols = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)offs[NC_NCOLS]);
     if (cols == NULL)
         return NULL;
+    if (as_list)
+        return own_list(pk, n, snap_limit, base, extent, cols, offs);
     b = blob_new(n, total);
     if (b == NULL) {
         Py_DECREF(cols);
@@ -754,30 +822,94 @@ static PyObject *own(PyObject *mod, PyObject *args)
     }
     c = (uint8_t *)PyByteArray_AsString(cols);
     Py_BEGIN_ALLOW_THREADS
-    {
-        uint32_t *o = (uint32_t *)b->buf;
-        char *dst = b->buf + 4 * ((size_t)n + 1);
-        uint64_t pos = 0;
-        for (i = 0; i < n; i++) {
-            struct nc_pkt r;
-            uint64_t len;
-            memcpy(&r, &pk[i], sizeof(r));  /* read once: see above */
-            len = r.snaplen < snap_limit ? r.snaplen : snap_limit;
-            if (r.data_off > extent)
-                len = 0;
-            else if (len > extent - r.data_off)
-                len = extent - r.data_off;
-            if (len > total - pos)
-                len = total - pos;
-            nc_put_row(&r, (uint32_t)i, (uint32_t)len, c, offs);
-            o[i] = (uint32_t)pos;
-            memcpy(dst + pos, base + r.data_off, (size_t)len);
-            pos += len;
-        }
-        o[n] = (uint32_t)pos;
-    }
+    own_fill(pk, (uint32_t)n, snap_limit, base, extent, total, c, offs, b);
     Py_END_ALLOW_THREADS
     return Py_BuildValue("(NN)", cols, (PyObject *)b);
+}
+
+/* walk_own(blk, size, meta, cap, info, snap_limit): walk a block and copy
+ * it out in one stretch without the GIL, for a capture thread (see own:
+ * each time it takes the GIL back it may wait for the consumer; the walk,
+ * which reads every record header of the block, cold, no longer holds it).
+ *
+ * The columns and the blob are made first, sized from the block
+ * descriptor's claims (num_pkts, blk_len, offset_to_first_pkt), each capped
+ * by what the block could hold. Returns (n, columns, Blob); (n, None, None) with n < 0 if the
+ * walk refused the block (info says why, as walk); and (n, None, None) with
+ * n >= 0 if the walked packets do not fit what the claims allowed (records
+ * that overlap): the caller then copies them with own(). */
+static PyObject *walk_own(PyObject *mod, PyObject *args)
+{
+    unsigned long long blk, size, meta, info_addr;
+    unsigned int cap, snap_limit;
+    struct tpacket_block_desc bd;
+    struct nc_block_info *info;
+    const struct nc_pkt *pk;
+    uint64_t rows, bytes, offs[NC_NCOLS + 1], total = 0;
+    PyObject *cols;
+    Blob *b;
+    uint8_t *c;
+    int n, fits = 0;
+    uint32_t i;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "KKKIKI:walk_own", &blk, &size, &meta, &cap, &info_addr, &snap_limit))
+        return NULL;
+    if (blk == 0 || meta == 0 || info_addr == 0) {
+        PyErr_SetString(PyExc_ValueError, "walk_own: null address");
+        return NULL;
+    }
+    if (size > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "walk_own: block size over 2 GiB");
+        return NULL;
+    }
+    rows = bytes = 0;  /* a block too short for its descriptor: the walk refuses it */
+    if (size >= sizeof(bd)) {
+        /* Records that do not overlap hold at most blk_len - offset_to_first_pkt
+         * bytes, each at least its header and address (the walk's tp_mac check)
+         * before its data: the data fit in what is left. */
+        memcpy(&bd, (const void *)(uintptr_t)blk, sizeof(bd));
+        rows = bd.hdr.bh1.num_pkts < cap ? bd.hdr.bh1.num_pkts : cap;
+        bytes = bd.hdr.bh1.blk_len < size ? bd.hdr.bh1.blk_len : size;
+        bytes = bytes > bd.hdr.bh1.offset_to_first_pkt ? bytes - bd.hdr.bh1.offset_to_first_pkt : 0;
+        bytes = bytes > rows * NC_MIN_RECORD ? bytes - rows * NC_MIN_RECORD : 0;
+    }
+    nc_cols_layout((uint32_t)rows, offs);
+    cols = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)offs[NC_NCOLS]);
+    if (cols == NULL)
+        return NULL;
+    b = blob_new((Py_ssize_t)rows, bytes);
+    if (b == NULL) {
+        Py_DECREF(cols);
+        return NULL;
+    }
+    c = (uint8_t *)PyByteArray_AsString(cols);
+    info = (struct nc_block_info *)(uintptr_t)info_addr;
+    pk = (const struct nc_pkt *)(uintptr_t)meta;
+    Py_BEGIN_ALLOW_THREADS
+    n = nc_walk_block((const uint8_t *)(uintptr_t)blk, size, (struct nc_pkt *)(uintptr_t)meta, cap, info);
+    if (n >= 0 && (uint64_t)n <= rows) {
+        for (i = 0; i < (uint32_t)n; i++)
+            total += pk[i].snaplen < snap_limit ? pk[i].snaplen : snap_limit;
+        if (4 * ((uint64_t)n + 1) + total <= 4 * (rows + 1) + bytes) {
+            fits = 1;
+            nc_cols_layout((uint32_t)n, offs);
+            own_fill(pk, (uint32_t)n, snap_limit, (const char *)(uintptr_t)blk, info->data_end, total, c,
+                     offs, b);
+            b->n = n;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (!fits) {
+        Py_DECREF(cols);
+        Py_DECREF(b);
+        return Py_BuildValue("(iOO)", n, Py_None, Py_None);
+    }
+    if (PyByteArray_Resize(cols, (Py_ssize_t)offs[NC_NCOLS]) < 0) {
+        Py_DECREF(cols);
+        Py_DECREF(b);
+        return NULL;
+    }
+    return Py_BuildValue("(iNN)", n, cols, (PyObject *)b);
 }
 
 /* blob(data, offsets): a Blob from what its data() and offsets() gave
@@ -1112,6 +1244,7 @@ static PyMethodDef module_methods[] = {
     {"block_release", block_release, METH_O, "block_release(addr): hand a ring block back (release store)."},
     {"walk", walk, METH_VARARGS, "walk(blk, size, meta, cap, info): nc_walk_block without letting the GIL go."},
     {"own", own, METH_VARARGS, "own(meta, n, snap_limit, base, extent): (columns, Blob) of a walked block."},
+    {"walk_own", walk_own, METH_VARARGS, "walk_own(blk, size, meta, cap, info, snap_limit): walk and own a block."},
     {"split", split, METH_O, "split(blob): each packet's bytes, as a list."},
     {"blob", blob_from, METH_VARARGS, "blob(data, offsets): a Blob from its data() and offsets() (checked)."},
     {"tx_fill", tx_fill, METH_VARARGS, "tx_fill(ring, slot, frames, first, k, min_len, max_len): publish plain frames."},

@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..._fastpath import walk as _walk
+from ..._fastpath import walk_own as _walk_own
 from ..._lowlevel import ffi, lib
 from ...errors import MalformedBlockError
-from ...packet import PacketBatch, _MetaViews
+from ...packet import OwnedBatch, PacketBatch, _MetaViews
 
-__all__ = ["Lease", "Scratch", "walk_block"]
+__all__ = ["Lease", "Scratch", "walk_block", "own_block"]
 
 _MALFORMED = {
     lib.NC_E_SHORT_BLOCK: "block shorter than its descriptor",
@@ -82,14 +83,39 @@ def walk_block(lease: Lease, snaplen: int, scratch: Scratch | None = None) -> Pa
     n = _walk(int(ffi.cast("uintptr_t", lease.owner)), lease.size, int(ffi.cast("uintptr_t", mv.cdata)), cap,
               int(ffi.cast("uintptr_t", info)))
     if n < 0:
-        msg = (f"ring block seq {int(info.seq_num)}: {_MALFORMED.get(n, n)} "
-               f"(packet {int(info.bad_index)} of {int(info.num_pkts)}); block skipped")
         del lease
         if scratch is not None:
             scratch.put_meta(mv)
-        err = MalformedBlockError(msg)
-        # The kernel's claim, capped by what the block could hold: the
-        # packets lost with it, for the accounting.
-        err.packets = min(int(info.num_pkts), cap)
-        raise err
+        raise _malformed(n, info, cap)
     return PacketBatch(lease.owner, mv, n, info, snaplen, scratch)
+
+
+def own_block(lease: Lease, snaplen: int, scratch: Scratch) -> OwnedBatch:
+    """``walk_block(...).to_owned()`` with the walk and the copy in one C
+    call that lets the GIL go once (``_fastpath.walk_own``), for a capture
+    thread. The caller drops ``lease`` afterwards."""
+    cap = lease.size // lib.NC_MIN_RECORD + 1
+    mv = scratch.meta(cap)
+    info = ffi.new("struct nc_block_info *")
+    try:
+        n, cols, blob = _walk_own(int(ffi.cast("uintptr_t", lease.owner)), lease.size,
+                                  int(ffi.cast("uintptr_t", mv.cdata)), cap, int(ffi.cast("uintptr_t", info)),
+                                  snaplen)
+    finally:
+        scratch.put_meta(mv)
+    if n < 0:
+        del lease  # back to the kernel now, not with the traceback (as walk_block)
+        raise _malformed(n, info, cap)
+    if blob is None or cols is None:  # records that overlap: see walk_own
+        with walk_block(lease, snaplen, scratch) as b:
+            return b.to_owned()
+    return OwnedBatch._from_blob(blob, cols, int(info.seq_num), bool(info.block_status & lib.TP_STATUS_BLK_TMO))
+
+
+def _malformed(n: int, info: Any, cap: int) -> MalformedBlockError:
+    err = MalformedBlockError(f"ring block seq {int(info.seq_num)}: {_MALFORMED.get(n, n)} "
+                              f"(packet {int(info.bad_index)} of {int(info.num_pkts)}); block skipped")
+    # The kernel's claim, capped by what the block could hold: the packets
+    # lost with it, for the accounting.
+    err.packets = min(int(info.num_pkts), cap)
+    return err

@@ -27,7 +27,7 @@ import mmap as _mmap
 import threading
 import time
 import warnings
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from ..._config import resolve
 from ..._fastpath import block_release as _block_release
@@ -41,10 +41,10 @@ from ..._sys import (
 )
 from ...contract import RxStats
 from ...errors import ClosedError, ConfigError, FilterError, MalformedBlockError, RingError
-from ...packet import OwnedPacket, PacketBatch, PacketCursor
+from ...packet import OwnedBatch, OwnedPacket, PacketBatch, PacketCursor
 from .._mapping import Mapping, check_ring_size
 from ._socket import open_packet_socket
-from .blocks import Lease, Scratch, walk_block
+from .blocks import Lease, Scratch, own_block, walk_block
 from .bpf import BpfProgram, FilterSpec, as_program
 from .fanout import Fanout
 
@@ -63,6 +63,7 @@ _DROP_ALL = BpfProgram([(0x06, 0, 0, 0)])
 _SETTLE_CAP = 0.4
 # Re-check period while poll() stays readable because of a block we hold.
 _STALE_BACKOFF_MIN = 0.0005
+_B = TypeVar("_B", PacketBatch, OwnedBatch)
 _STALE_BACKOFF_MAX = 0.01
 _ETH_P_ALL_BE = ((lib.ETH_P_ALL & 0xFF) << 8) | (lib.ETH_P_ALL >> 8)
 
@@ -390,11 +391,17 @@ class Capture(Guarded):
             return self._next()
 
     def _next(self) -> PacketBatch | None:
+        return self._take(walk_block)
+
+    def _next_owned(self) -> OwnedBatch | None:
+        return self._take(own_block)
+
+    def _take(self, walk: Callable[[Lease, int, Scratch], _B]) -> _B | None:
         lease = self._ring.take()
         if lease is None:
             return None
         try:
-            return walk_block(lease, self._snaplen, self._ring.scratch)
+            return walk(lease, self._snaplen, self._ring.scratch)
         except MalformedBlockError as e:
             self.malformed_blocks += 1
             with self._stats_lock:
@@ -409,12 +416,24 @@ class Capture(Guarded):
         another thread. Signals do not interrupt it (EINTR is retried). An
         interface that goes down or disappears raises ``RingError``.
         """
+        return self._blocking(self._next, timeout)
+
+    def next_owned_blocking(self, timeout: float | None = None) -> OwnedBatch | None:
+        """``next_batch_blocking(timeout)``, copied out, the block handed back at once.
+
+        What the capture services read: the walk of the block and the copy
+        are one C call that lets the GIL go once (see ``contract.Source``).
+        ``MalformedBlockError`` as ``next_batch_blocking``.
+        """
+        return self._blocking(self._next_owned, timeout)
+
+    def _blocking(self, take: Callable[[], _B | None], timeout: float | None) -> _B | None:
         deadline = deadline_after(timeout)
         stale = False
         backoff = _STALE_BACKOFF_MIN
         with self._use():
             while True:
-                b = self._next()
+                b = take()
                 if b is not None:
                     return b
                 left = None if deadline is None else deadline - time.monotonic()
@@ -439,7 +458,7 @@ class Capture(Guarded):
                     return None
                 stale = bool(r & 1)
                 if r & 4:
-                    b = self._next()
+                    b = take()
                     if b is not None:
                         return b
                     e = pending_error(self._fd, f"capture on {self.interface!r}")
