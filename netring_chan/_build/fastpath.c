@@ -727,42 +727,6 @@ static void own_fill(const struct nc_pkt *pk, uint32_t n, unsigned int snap_limi
     o[n] = (uint32_t)pos;
 }
 
-/* own(..., as_list=True): each packet's bytes made at once, holding the GIL
- * (checked against extent by the caller): for a batch taken in the thread
- * that copies it, one copy per packet, as libpcap's; a capture thread's
- * batches go to a blob instead (see Blob). */
-static PyObject *own_list(const struct nc_pkt *pk, Py_ssize_t n, unsigned int snap_limit, const char *base,
-                          uint64_t extent, PyObject *cols, const uint64_t *offs)
-{
-    uint8_t *c = (uint8_t *)PyByteArray_AsString(cols);
-    PyObject *list = PyList_New(n);
-    Py_ssize_t i;
-    if (list == NULL) {
-        Py_DECREF(cols);
-        return NULL;
-    }
-    for (i = 0; i < n; i++) {
-        struct nc_pkt r;
-        uint64_t len;
-        PyObject *x;
-        memcpy(&r, &pk[i], sizeof(r));  /* read once and clamped again, as own_fill */
-        len = r.snaplen < snap_limit ? r.snaplen : snap_limit;
-        if (r.data_off > extent)
-            len = 0;
-        else if (len > extent - r.data_off)
-            len = extent - r.data_off;
-        x = PyBytes_FromStringAndSize(base + r.data_off, (Py_ssize_t)len);
-        if (x == NULL) {
-            Py_DECREF(list);
-            Py_DECREF(cols);
-            return NULL;
-        }
-        PyList_SetItem(list, i, x);
-        nc_put_row(&r, (uint32_t)i, (uint32_t)len, c, offs);
-    }
-    return Py_BuildValue("(NN)", cols, list);
-}
-
 /* own(meta, n, snap_limit, base, extent): an owned copy of a walked block,
  * as (columns, Blob): meta is the address of its n struct nc_pkt (the
  * walk's), snap_limit the largest captured length kept, base..base+extent
@@ -784,7 +748,6 @@ static PyObject *own(PyObject *mod, PyObject *args)
     unsigned long long meta_addr, base_addr, extent;
     Py_ssize_t n, i;
     unsigned int snap_limit;
-    int as_list = 0;
     const struct nc_pkt *pk;
     const char *base;
     uint64_t offs[NC_NCOLS + 1], total = 0;
@@ -792,7 +755,7 @@ static PyObject *own(PyObject *mod, PyObject *args)
     Blob *b;
     uint8_t *c;
     (void)mod;
-    if (!PyArg_ParseTuple(args, "KnIKK|p:own", &meta_addr, &n, &snap_limit, &base_addr, &extent, &as_list))
+    if (!PyArg_ParseTuple(args, "KnIKK:own", &meta_addr, &n, &snap_limit, &base_addr, &extent))
         return NULL;
     if (n < 0 || n > UINT32_MAX / 64 || (n > 0 && (meta_addr == 0 || base_addr == 0))) {
         PyErr_SetString(PyExc_ValueError, "own: null address or bad count");
@@ -813,8 +776,6 @@ static PyObject *own(PyObject *mod, PyObject *args)
     cols = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)offs[NC_NCOLS]);
     if (cols == NULL)
         return NULL;
-    if (as_list)
-        return own_list(pk, n, snap_limit, base, extent, cols, offs);
     b = blob_new(n, total);
     if (b == NULL) {
         Py_DECREF(cols);
