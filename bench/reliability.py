@@ -262,14 +262,22 @@ _OWNED_CMP = ("data", "timestamp_ns", "wire_len", "status", "protocol", "ifindex
 def _exercise(g: Guarded, data: bytes, snaplen: int, where: str, full: bool) -> tuple[int, str]:
     """Walk ``data`` placed at ``where``; read what walked. (-1 refused | packets, inconsistency or '')."""
     import netring_chan as nc
-    from netring_chan.rings.afpacket.blocks import Lease, walk_block
+    from netring_chan.rings.afpacket.blocks import Lease, Scratch, own_block, walk_block
 
     owner = g.place_end(data) if where == "end" else g.place_start(data)
+    # The capture threads' one-call walk and copy (own_block) must refuse,
+    # and give, exactly what the walk and to_owned() do.
+    try:
+        fused: Any = own_block(Lease(owner, len(data)), snaplen, Scratch())
+    except nc.MalformedBlockError as e:
+        fused = e.packets
     try:
         b = walk_block(Lease(owner, len(data)), snaplen)
     except nc.MalformedBlockError as e:
         if not 0 <= e.packets <= len(data) // 68 + 1:
             return -1, f"MalformedBlockError.packets={e.packets}"
+        if fused != e.packets:
+            return -1, f"own_block gave {fused!r} where the walk refused ({e.packets} packets)"
         return -1, ""
     bad = ""
     with b:
@@ -281,6 +289,8 @@ def _exercise(g: Guarded, data: bytes, snaplen: int, where: str, full: bool) -> 
             bad = "to_owned() differs from the views"
         if list(owned.caplens) != [len(v) for v in views] or owned.nbytes != sum(map(len, views)):
             bad = bad or "caplens/nbytes differ"
+        if isinstance(fused, int) or fused.datas() != views or bytes(fused._cols) != bytes(owned._cols):
+            bad = bad or "own_block differs from to_owned()"
         _ = (list(owned.wire_lens), b.seq_num, b.timed_out, b.losing, b.first_timestamp_ns, b.last_timestamp_ns)
         for k, (p, o) in enumerate(zip(b, owned)):
             vals = [getattr(p, f) for f in _PKT_FIELDS]

@@ -143,6 +143,18 @@ def test_overlapping_records_are_copied_the_slow_way() -> None:
     assert len(fused) == 40 and all(len(d) == 4000 for d in fused.datas())
 
 
+def through_a_service(src: MemorySource, frames: list[bytes]) -> list[bytes]:
+    """Push ``frames`` into ``src`` and read them back through a ``CaptureService``."""
+    src.push(frames)
+    got: list[bytes] = []
+    with nc.CaptureService(src) as svc:
+        for pkt in svc.packets(timeout=5):
+            got.append(pkt.data)
+            if len(got) == len(frames):
+                break
+    return got
+
+
 def test_a_service_thread_reads_through_next_owned_blocking(monkeypatch: pytest.MonkeyPatch) -> None:
     src = MemorySource()
     assert has_next_owned(src)
@@ -155,14 +167,7 @@ def test_a_service_thread_reads_through_next_owned_blocking(monkeypatch: pytest.
 
     monkeypatch.setattr(src, "next_owned_blocking", counting)
     frames = frames_of([60] * 10)
-    src.push(frames)
-    got: list[bytes] = []
-    with nc.CaptureService(src) as svc:
-        for pkt in svc.packets(timeout=5):
-            got.append(pkt.data)
-            if len(got) == len(frames):
-                break
-    assert got == frames
+    assert through_a_service(src, frames) == frames
     assert calls
 
 
@@ -180,14 +185,7 @@ def test_a_subclass_that_overrides_only_next_batch_blocking_is_read_through_it()
     with MemorySource() as plain:
         assert has_next_owned(plain) and not has_next_owned(src)
     frames = frames_of([60] * 10)
-    src.push(frames)
-    got: list[bytes] = []
-    with nc.CaptureService(src) as svc:
-        for pkt in svc.packets(timeout=5):
-            got.append(pkt.data)
-            if len(got) == len(frames):
-                break
-    assert got == frames
+    assert through_a_service(src, frames) == frames
     assert sum(seen) == len(frames)
 
 
