@@ -124,6 +124,17 @@ def _with_tag(data: memoryview, tci: int, tpid: int | None) -> bytes:
     return bytes(data[:12]) + struct.pack("!HH", tpid or 0x8100, tci) + bytes(data[12:])
 
 
+def _options(name: str, value: object) -> dict[str, Any]:
+    """``value``, keyword arguments for a ring (``None``: none), as a dict;
+    ``ConfigError`` naming ``name`` for anything else (a falsy non-dict is
+    not taken for none)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"{name} must be a dict of keyword arguments or None, got {value!r}")
+    return dict(value)
+
+
 class Bridge(Resource):
     """Forward frames between interfaces ``a`` and ``b`` through ``callback``.
 
@@ -159,22 +170,24 @@ class Bridge(Resource):
             raise ConfigError(f"a bridge needs two different interfaces, got {a!r} twice")
         if callback is not None and not callable(callback):
             raise ConfigError(f"callback must be callable, got {callback!r}")
+        copts = {"block_size": 1 << 18, "block_count": 16, "block_timeout_ms": 1,
+                 "promiscuous": promiscuous, "ignore_outgoing": ignore_outgoing,
+                 **_options("capture_options", capture_options)}
+        iopts = {"frame_count": 512, "qdisc_bypass": qdisc_bypass, **_options("injector_options", injector_options)}
+        xopts = None if xdp_options is None else _options("xdp_options", xdp_options)
         self.a, self.b = a, b
         self.callback = callback
-        copts = {"block_size": 1 << 18, "block_count": 16, "block_timeout_ms": 1,
-                 "promiscuous": promiscuous, "ignore_outgoing": ignore_outgoing, **(capture_options or {})}
-        iopts = {"frame_count": 512, "qdisc_bypass": qdisc_bypass, **(injector_options or {})}
         opened: list[Capture | Injector | XdpSocket] = []
         try:
-            if xdp_options is not None:
+            if xopts is not None:
                 from .rings.xdp import XdpSocket  # lazy: the AF_PACKET bridge needs none of it
 
-                xa = XdpSocket(a, **xdp_options)
+                xa = XdpSocket(a, **xopts)
                 opened.append(xa)
                 if not (xa.mode.rx and xa.mode.tx):
                     raise ConfigError(f"xdp_options mode must be 'both' (a bridge receives and sends on each "
                                       f"interface), got mode {xa.mode.value!r}")
-                xb = XdpSocket(b, **xdp_options)
+                xb = XdpSocket(b, **xopts)
                 opened.append(xb)
                 legs = [_Leg(BridgeDirection.A_TO_B, xa, xb), _Leg(BridgeDirection.B_TO_A, xb, xa)]
             else:

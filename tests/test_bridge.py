@@ -356,3 +356,13 @@ def test_ping_crosses_an_xdp_bridge(world, attach):
             assert d.balanced and d.received >= 3 and d.forwarded == d.received, d
             assert d.own_frames == 0 and d.kernel_drops == 0
     assert br.closed
+
+
+@pytest.mark.unprivileged
+@pytest.mark.parametrize("name", ["capture_options", "injector_options", "xdp_options"])
+@pytest.mark.parametrize("bad", [0, "", [], [("block_count", 4)], {1: 2}])
+def test_options_that_are_not_keyword_dicts_are_named(name: str, bad: object) -> None:
+    # Refused before any socket opens (so no root is needed), and a falsy
+    # non-dict is not silently taken for "no options".
+    with pytest.raises(nc.ConfigError, match=f"{name} must be a dict of keyword arguments or None, got"):
+        Bridge("nc-a0", "nc-b0", **{name: bad})  # type: ignore[arg-type]
