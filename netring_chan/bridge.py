@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Union
 from ._loops import loop_for
 from ._resource import Resource
 from ._sys import close_fd, eventfd, eventfd_signal, pending_error, deadline_after
+from .contract import error_poll_interval
 from .errors import ClosedError, ConfigError
 from .packet import Direction, Packet
 from .rings.afpacket import Capture, Injector
@@ -310,7 +311,7 @@ class Bridge(Resource):
     def _recheck(self) -> float | None:
         """Seconds between looks at the pending errors while waiting, when a
         leg's socket shows no event as its interface goes (AF_XDP), else None."""
-        found = [t for leg in self._legs if (t := getattr(leg.rx, "error_poll_interval", None)) is not None]
+        found = [t for leg in self._legs if (t := error_poll_interval(leg.rx)) is not None]
         return min(found) if found else None
 
     def _forward_all(self) -> bool:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .packet import OwnedBatch
 
 __all__ = ["Batch", "Source", "Sink", "RxStats", "TxStats", "Frame", "publish_all", "check_each", "frame_length",
-           "OwnedSource", "has_next_owned"]
+           "OwnedSource", "has_next_owned", "error_poll_interval"]
 
 Frame = Union[bytes, bytearray, memoryview]
 """A frame to send: any bytes-like object (a whole link-layer frame, Ethernet header included)."""
@@ -130,7 +130,8 @@ class Source(_End, Protocol):
 
     A source whose ``fileno()`` shows no event when it fails (an AF_XDP
     socket whose interface was removed) has a float ``error_poll_interval``:
-    fd-driven faces then read its socket's pending error that often.
+    fd-driven faces then read its socket's pending error that often (they
+    read it with ``error_poll_interval(src)``).
 
     A source may also have ``next_owned_blocking(timeout)``:
     ``next_batch_blocking(timeout)``, copied out (an ``OwnedBatch``) and
@@ -170,6 +171,12 @@ def has_next_owned(src: Source) -> TypeGuard[OwnedSource]:
     owned = next((k for k in mro if "next_owned_blocking" in vars(k)), None)
     batch = next((k for k in mro if "next_batch_blocking" in vars(k)), None)
     return owned is None or batch is None or issubclass(owned, batch)
+
+
+def error_poll_interval(src: Source) -> float | None:
+    """The optional ``error_poll_interval`` of ``src`` (see ``Source``), or ``None``."""
+    t = getattr(src, "error_poll_interval", None)
+    return None if t is None else float(t)
 
 
 @runtime_checkable

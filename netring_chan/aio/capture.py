@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from .._fastpath import PacketAiter
 from .._loops import Loop, loop_for
 from .._sys import pending_error
-from ..contract import Batch, Source
+from ..contract import Batch, Source, error_poll_interval
 from ..errors import ClosedError, RingError
 from ..packet import PacketCursor
 from ._own import adopt
@@ -120,7 +120,7 @@ class AsyncCapture:
         self._sockerr = True  # False once SO_ERROR proved the fd is not a socket
         # A source whose fd shows no event when it fails (AF_XDP) says how
         # often to look at its pending error instead.
-        self._recheck: float | None = getattr(src, "error_poll_interval", None)
+        self._recheck = error_poll_interval(src)
         self._batches = self._packets = self._waits = self._spurious = 0
         self._stream: PacketStream | None = None
         try:
