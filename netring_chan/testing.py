@@ -26,7 +26,7 @@ import os
 import socket
 import threading
 import time
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Iterable, Sequence
 
 from ._lowlevel import ffi, lib
 from ._resource import Resource
@@ -34,9 +34,7 @@ from ._sys import close_fd, eventfd, eventfd_signal, interface_gone, deadline_af
 from .contract import Frame, RxStats, TxStats, check_each, frame_length
 from .errors import ClosedError, ConfigError, RingError, RingFullError
 from .packet import OwnedBatch, PacketBatch
-from .rings.afpacket.blocks import Lease, Scratch, own_block, walk_block
-
-_B = TypeVar("_B", PacketBatch, OwnedBatch)
+from .rings.afpacket.blocks import Lease, Scratch, Walked as _B, own_block, walk_block
 
 __all__ = ["MemorySource", "MemorySink", "tpacket_v3_block"]
 

@@ -570,12 +570,15 @@ def _sweep(core: BatchQueue[OwnedBatch], src: Source, index: int) -> None:
         _put(core, b, index)
 
 
-def _read_one(core: BatchQueue[OwnedBatch], src: Source, index: int, wait: float, admit: bool = False) -> bool:
+def _read_one(core: BatchQueue[OwnedBatch], src: Source, index: int, wait: float, admit: bool = False,
+              read_owned: Callable[[float], OwnedBatch | None] | None = None) -> bool:
     """One step of reading ``src``: wait up to ``wait`` s for a batch and
-    queue it (``admit``: see ``_put``). False once ``src`` is finished
-    (``at_end``: a file read to its end)."""
-    if not admit and has_next_owned(src):  # a source thread: the walk and copy in one step
-        owned = src.next_owned_blocking(wait)
+    queue it (``admit``: see ``_put``). ``read_owned``: ``src``'s
+    ``next_owned_blocking`` (the walk and copy in one step), for a source
+    thread whose source has it. False once ``src`` is finished (``at_end``:
+    a file read to its end)."""
+    if read_owned is not None:
+        owned = read_owned(wait)
         got = owned is not None
         if owned is not None:
             _queue_owned(core, owned, index)
@@ -608,8 +611,9 @@ def _retire(core: BatchQueue[OwnedBatch], src: Source, index: int, name: str) ->
 
 def _source_loop(core: BatchQueue[OwnedBatch], src: Source, index: int, name: str,
                  poll: float, done: Callable[[], None]) -> None:
+    read_owned = src.next_owned_blocking if has_next_owned(src) else None  # asked once, not per block
     try:
-        while not core.closing and _read_one(core, src, index, poll):
+        while not core.closing and _read_one(core, src, index, poll, read_owned=read_owned):
             pass
     except BaseException as e:  # noqa: BLE001 - handed to the consumers
         _failed(core, name, e)

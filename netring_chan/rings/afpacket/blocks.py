@@ -9,15 +9,19 @@ through the same function.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
+from ..._fastpath import own as _own
 from ..._fastpath import walk as _walk
 from ..._fastpath import walk_own as _walk_own
 from ..._lowlevel import ffi, lib
 from ...errors import MalformedBlockError
 from ...packet import OwnedBatch, PacketBatch, _MetaViews
 
-__all__ = ["Lease", "Scratch", "walk_block", "own_block"]
+__all__ = ["Lease", "Scratch", "walk_block", "own_block", "Walked"]
+
+Walked = TypeVar("Walked", PacketBatch, OwnedBatch)
+"""What ``walk_block`` or ``own_block`` makes of a block (for a source that takes either)."""
 
 _MALFORMED = {
     lib.NC_E_SHORT_BLOCK: "block shorter than its descriptor",
@@ -97,18 +101,18 @@ def own_block(lease: Lease, snaplen: int, scratch: Scratch) -> OwnedBatch:
     cap = lease.size // lib.NC_MIN_RECORD + 1
     mv = scratch.meta(cap)
     info = ffi.new("struct nc_block_info *")
+    blk, meta = int(ffi.cast("uintptr_t", lease.owner)), int(ffi.cast("uintptr_t", mv.cdata))
     try:
-        n, cols, blob = _walk_own(int(ffi.cast("uintptr_t", lease.owner)), lease.size,
-                                  int(ffi.cast("uintptr_t", mv.cdata)), cap, int(ffi.cast("uintptr_t", info)),
-                                  snaplen)
+        n, cols, blob = _walk_own(blk, lease.size, meta, cap, int(ffi.cast("uintptr_t", info)), snaplen)
+        if n >= 0 and (blob is None or cols is None):
+            # Walked, but records that overlap hold more bytes than the
+            # block's claims sized the blob for: copy the walked records.
+            cols, blob = _own(meta, n, snaplen, blk, int(info.data_end))
     finally:
         scratch.put_meta(mv)
-    if n < 0:
+    if blob is None or cols is None:  # n < 0: the walk refused the block
         del lease  # back to the kernel now, not with the traceback (as walk_block)
         raise _malformed(n, info, cap)
-    if blob is None or cols is None:  # records that overlap: see walk_own
-        with walk_block(lease, snaplen, scratch) as b:
-            return b.to_owned()
     return OwnedBatch._from_blob(blob, cols, int(info.seq_num), bool(info.block_status & lib.TP_STATUS_BLK_TMO))
 
 

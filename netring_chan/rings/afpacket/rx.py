@@ -27,7 +27,7 @@ import mmap as _mmap
 import threading
 import time
 import warnings
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator
 
 from ..._config import resolve
 from ..._fastpath import block_release as _block_release
@@ -44,7 +44,7 @@ from ...errors import ClosedError, ConfigError, FilterError, MalformedBlockError
 from ...packet import OwnedBatch, OwnedPacket, PacketBatch, PacketCursor
 from .._mapping import Mapping, check_ring_size
 from ._socket import open_packet_socket
-from .blocks import Lease, Scratch, own_block, walk_block
+from .blocks import Lease, Scratch, Walked as _B, own_block, walk_block
 from .bpf import BpfProgram, FilterSpec, as_program
 from .fanout import Fanout
 
@@ -63,7 +63,6 @@ _DROP_ALL = BpfProgram([(0x06, 0, 0, 0)])
 _SETTLE_CAP = 0.4
 # Re-check period while poll() stays readable because of a block we hold.
 _STALE_BACKOFF_MIN = 0.0005
-_B = TypeVar("_B", PacketBatch, OwnedBatch)
 _STALE_BACKOFF_MAX = 0.01
 _ETH_P_ALL_BE = ((lib.ETH_P_ALL & 0xFF) << 8) | (lib.ETH_P_ALL >> 8)
 
