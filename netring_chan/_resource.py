@@ -90,6 +90,10 @@ class Guarded(Resource):
         self._idle = threading.Condition(self._lock)
         self._active = {}
 
+    def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        self._guard_reset()
+
     def _use(self) -> _Active:
         return _Active(self)
 

@@ -17,7 +17,6 @@
 #define NC_E_DATA_BOUNDS   (-5)
 #define NC_E_NEXT_OFFSET   (-6)
 #define NC_E_MISALIGNED    (-7)
-#define NC_E_OUT_SPACE     (-8)
 
 /* Record size the kernel needs at the least for one packet: header, then
  * sockaddr_ll; Python sizes the per-block metadata array with it. */

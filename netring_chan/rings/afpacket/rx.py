@@ -348,8 +348,7 @@ class Capture(Guarded):
 
     def _after_fork_in_child(self) -> None:
         # Fresh locks: one a parent thread held at the fork stays held here.
-        super()._after_fork_in_child()
-        self._guard_reset()
+        super()._after_fork_in_child()  # the guard's bookkeeping too
         self._teardown_lock = threading.Lock()
         self._stats_lock = threading.RLock()
         self._torn_down = True

@@ -434,21 +434,17 @@ def open_parquet(path: str | os.PathLike[str], *, snaplen: int = 262144, linktyp
         raise ConfigError(f"path: the name of a dataset's shard must not start with '.' or '_' "
                           f"(dataset readers skip such files), got {path!r}")
     pa = pyarrow()
-    try:
-        # Parquet's own codecs only: pyarrow's Codec also knows bz2, which its
-        # Parquet writer refuses (an ArrowException after the file was made).
-        ok = isinstance(compression, str) and compression.lower() in _CODECS and \
-            (compression.lower() == "none" or pa.Codec.is_available(compression))
-    except ValueError:  # a name pyarrow does not know at all
-        ok = False
-    if not ok:
+    # Parquet's own codecs only: pyarrow's Codec also knows bz2, which its
+    # Parquet writer refuses (an ArrowException after the file was made).
+    codec = compression.lower() if isinstance(compression, str) else ""
+    if codec not in _CODECS or (codec != "none" and not pa.Codec.is_available(codec)):
         raise ConfigError(f"compression must be a Parquet codec this pyarrow has "
-                          f"(zstd, snappy, gzip, lz4, brotli, none), got {compression!r}")
+                          f"({', '.join(_CODECS)}), got {compression!r}")
     if compression_level is not None:
         C = pa.Codec
-        if compression.lower() == "none" or not C.supports_compression_level(compression):
+        if codec == "none" or not C.supports_compression_level(codec):
             raise ConfigError(f"compression {compression!r} takes no compression_level, got {compression_level!r}")
-        lo, hi = C.minimum_compression_level(compression), C.maximum_compression_level(compression)
+        lo, hi = C.minimum_compression_level(codec), C.maximum_compression_level(codec)
         if not isinstance(compression_level, int) or isinstance(compression_level, bool) or \
                 not lo <= compression_level <= hi:
             raise ConfigError(f"compression_level for {compression} must be an int in {lo}..{hi}, "

@@ -573,8 +573,7 @@ class XdpSocket(LinkFrames, Guarded):
                 p.close()
 
     def _after_fork_in_child(self) -> None:
-        super()._after_fork_in_child()
-        self._guard_reset()
+        super()._after_fork_in_child()  # the guard's bookkeeping too
         self._rx_lock = threading.Lock()
         self._tx_lock = threading.RLock()
         self._fill_lock = threading.Lock()
