@@ -256,14 +256,8 @@ class Sender(_Face):
         self._check_open()
         svc = self._svc
         item = [svc._check(frame)]
-        await self._loop.checkpoint_if_cancelled()
-        try:  # fast path: room now (no listener, no future)
-            r = svc._admit_nowait(item)
-        except queue.Full:
-            return await self._loop.wait_queue(self._core, functools.partial(svc._admit_nowait, item),
-                                               self._is_closed)
-        await self._loop.cancel_shielded_checkpoint()
-        return r
+        return await self._loop.wait_queue(self._core, functools.partial(svc._admit_nowait, item),
+                                           self._is_closed)
 
     async def send_many(self, frames: Iterable[Frame]) -> int:
         """Queue every frame in order; how many were queued. All are checked first.

@@ -231,13 +231,18 @@ class AsyncioLoop:
 
     async def wait_queue(self, q: BatchQueue[Any], attempt: Callable[[], R],
                          closed: Callable[[], bool] = lambda: False) -> R:
-        # Listen before attempting, so a change between the attempt and the
-        # wait still wakes us; an attempt happens whole or not at all, so a
+        # One attempt first; only when it would block, listen before
+        # attempting again, so a change between that attempt and the wait
+        # still wakes us. An attempt happens whole or not at all, so a
         # cancelled wait loses nothing.
         loop = self._aio.get_running_loop()
         while True:
             if closed():
                 raise self.closed_resource("the face was closed")
+            try:
+                return attempt()
+            except (queue.Empty, queue.Full):
+                pass
             fut: asyncio.Future[bool] = loop.create_future()
 
             def wake(fut: asyncio.Future[bool] = fut) -> None:
@@ -383,33 +388,47 @@ class TrioLoop:
 
     async def wait_queue(self, q: BatchQueue[Any], attempt: Callable[[], R],
                          closed: Callable[[], bool] = lambda: False) -> R:
+        # As trio's memory channels: one attempt first, and only when it
+        # would block, listen (before attempting again, so a change between
+        # that attempt and the wait still wakes us) and wait.
         trio = self._trio
-        token = trio.lowlevel.current_trio_token()
         while True:
             await trio.lowlevel.checkpoint_if_cancelled()
             if closed():
                 raise self.closed_resource("the face was closed")
-            event = trio.Event()
-
-            def wake(event: Any = event) -> None:
-                try:
-                    token.run_sync_soon(event.set)
-                except trio.RunFinishedError:
-                    pass
-
-            q.add_listener(wake)
-            self._events.add(event)
             try:
-                try:
-                    r = attempt()
-                except (queue.Empty, queue.Full):
-                    await event.wait()
+                r = attempt()
+            except (queue.Empty, queue.Full):
+                got, r = await self._attempt_listening(q, attempt)
+                if not got:
                     continue
-            finally:
-                self._events.discard(event)
-                q.remove_listener(wake)
             await trio.lowlevel.cancel_shielded_checkpoint()
             return r
+
+    async def _attempt_listening(self, q: BatchQueue[Any], attempt: Callable[[], R]) -> tuple[bool, Any]:
+        """``(True, result)`` of an attempt made while listening to ``q``, or
+        ``(False, None)`` once ``q`` changed (or ``wake()``) after it would block."""
+        trio = self._trio
+        token = trio.lowlevel.current_trio_token()
+        event = trio.Event()
+
+        def wake() -> None:
+            try:
+                token.run_sync_soon(event.set)
+            except trio.RunFinishedError:
+                pass
+
+        q.add_listener(wake)
+        self._events.add(event)
+        try:
+            try:
+                return True, attempt()
+            except (queue.Empty, queue.Full):
+                await event.wait()
+                return False, None
+        finally:
+            self._events.discard(event)
+            q.remove_listener(wake)
 
     async def get_batch(self, q: BatchQueue[Any], closed: Callable[[], bool]) -> Any:
         return await self.wait_queue(q, q.get_nowait, closed)
