@@ -144,10 +144,13 @@ class Receiver(_Face):
     async def receive_batch(self) -> OwnedBatch:
         """The next owned batch (after per-packet receives, first the rest of the current one)."""
         self._check_open()
-        rest = self._cur.take_rest()
-        if rest is not None:
+        if self._cur.it is not None:
+            # The schedule point comes before the take, so a cancellation
+            # there leaves the rest where it was.
             await self._loop.checkpoint()
-            return rest
+            rest = self._cur.take_rest()
+            if rest is not None:
+                return rest
         return await self._next_batch()
 
     async def receive(self) -> OwnedPacket:

@@ -399,15 +399,16 @@ class TrioLoop:
             try:
                 r = attempt()
             except (queue.Empty, queue.Full):
-                got, r = await self._attempt_listening(q, attempt)
-                if not got:
+                got = await self._attempt_listening(q, attempt)
+                if got is None:
                     continue
+                (r,) = got
             await trio.lowlevel.cancel_shielded_checkpoint()
             return r
 
-    async def _attempt_listening(self, q: BatchQueue[Any], attempt: Callable[[], R]) -> tuple[bool, Any]:
-        """``(True, result)`` of an attempt made while listening to ``q``, or
-        ``(False, None)`` once ``q`` changed (or ``wake()``) after it would block."""
+    async def _attempt_listening(self, q: BatchQueue[Any], attempt: Callable[[], R]) -> tuple[R] | None:
+        """``(result,)`` of an attempt made while listening to ``q``, or ``None``
+        once ``q`` changed (or ``wake()``) after it would block."""
         trio = self._trio
         token = trio.lowlevel.current_trio_token()
         event = trio.Event()
@@ -422,10 +423,10 @@ class TrioLoop:
         self._events.add(event)
         try:
             try:
-                return True, attempt()
+                return (attempt(),)
             except (queue.Empty, queue.Full):
                 await event.wait()
-                return False, None
+                return None
         finally:
             self._events.discard(event)
             q.remove_listener(wake)

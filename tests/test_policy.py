@@ -409,6 +409,34 @@ def test_trio_cancelled_receive_loses_nothing() -> None:
     assert (st.delivered, st.queued) == (120, 0)
 
 
+@pytest.mark.parametrize("flavour", ["asyncio", "trio"])
+def test_cancelled_receive_batch_keeps_the_rest_of_a_batch(flavour: str) -> None:
+    """``receive()`` leaves a batch part-read; a ``receive_batch()`` cancelled at
+    its schedule point must leave that rest in place, not drop it."""
+    import anyio
+
+    sent = frames(2 * PPB)
+    svc = capture(MemorySource(sent, packets_per_block=PPB), capacity=100)
+
+    async def main() -> list[bytes]:
+        got: list[bytes] = []
+        async with svc.channel() as rx:
+            with anyio.fail_after(2):
+                got.append(bytes((await rx.receive()).data))
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await rx.receive_batch()
+            assert scope.cancelled_caught
+            with anyio.fail_after(2):
+                while len(got) < len(sent):
+                    got.extend(bytes(p.data) for p in await rx.receive_batch())
+        return got
+
+    assert anyio.run(main, backend=flavour) == sent
+    st = balanced(svc, 2 * PPB)
+    assert (st.delivered, st.queued) == (2 * PPB, 0)
+
+
 # -- a per-packet consumer that stops mid-batch gives the rest back ------------------------
 
 
