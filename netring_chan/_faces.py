@@ -245,7 +245,8 @@ class Sender(_Face):
 
     A full queue (``overflow="block"``) makes ``send`` wait without blocking
     the loop, woken by the sender threads; a cancelled ``send`` queues
-    nothing. ``send_nowait`` raises the loop's would-block error (asyncio:
+    nothing. Once the service has stopped, sends raise ``ClosedError``
+    (asyncio) or ``trio.BrokenResourceError`` (trio; from the ``ClosedError``). ``send_nowait`` raises the loop's would-block error (asyncio:
     ``queue.Full``; trio: ``trio.WouldBlock``). Closing the last face stops
     the service: leaving ``async with`` normally (or ``aclose()``) drains
     (raising ``ServiceError`` if a sender failed), leaving on an exception
@@ -259,8 +260,11 @@ class Sender(_Face):
         self._check_open()
         svc = self._svc
         item = [svc._check(frame)]
-        return await self._loop.wait_queue(self._core, functools.partial(svc._admit_nowait, item),
-                                           self._is_closed)
+        try:
+            return await self._loop.wait_queue(self._core, functools.partial(svc._admit_nowait, item),
+                                               self._is_closed)
+        except ClosedError as e:
+            raise self._loop.broken_resource(e)
 
     async def send_many(self, frames: Iterable[Frame]) -> int:
         """Queue every frame in order; how many were queued. All are checked first.
@@ -270,10 +274,13 @@ class Sender(_Face):
         self._check_open()
         svc = self._svc
         n = 0
-        for item in svc._items(frames):
-            if await self._loop.wait_queue(self._core, functools.partial(svc._admit_nowait, item),
-                                           self._is_closed):
-                n += len(item)
+        try:
+            for item in svc._items(frames):
+                if await self._loop.wait_queue(self._core, functools.partial(svc._admit_nowait, item),
+                                               self._is_closed):
+                    n += len(item)
+        except ClosedError as e:
+            raise self._loop.broken_resource(e)
         return n
 
     def send_nowait(self, frame: Frame) -> bool:
@@ -283,6 +290,8 @@ class Sender(_Face):
             return self._svc.send_nowait(frame)
         except queue.Full:
             raise self._loop.would_block(True) from None
+        except ClosedError as e:
+            raise self._loop.broken_resource(e)
 
     async def wait_drained(self, timeout: float | None = None) -> bool:
         """``InjectService.wait_drained`` without blocking the loop."""

@@ -117,6 +117,10 @@ class Loop(Protocol):
     def would_block(self, sending: bool) -> BaseException:
         """What a ``*_nowait`` call raises when it would have to wait."""
 
+    def broken_resource(self, stopped: ClosedError) -> BaseException:
+        """What a send raises once the service behind it has stopped (asyncio:
+        ``stopped`` itself; trio: ``BrokenResourceError``, caused by it)."""
+
     def busy(self, what: str) -> BaseException:
         """What a second task waiting on the same resource gets."""
 
@@ -304,6 +308,9 @@ class AsyncioLoop:
     def would_block(self, sending: bool) -> BaseException:
         return queue.Full() if sending else queue.Empty()
 
+    def broken_resource(self, stopped: ClosedError) -> BaseException:
+        return stopped
+
     def busy(self, what: str) -> BaseException:
         return RuntimeError(what)
 
@@ -444,6 +451,11 @@ class TrioLoop:
 
     def would_block(self, sending: bool) -> BaseException:
         err: BaseException = self._trio.WouldBlock()
+        return err
+
+    def broken_resource(self, stopped: ClosedError) -> BaseException:
+        err: BaseException = self._trio.BrokenResourceError(str(stopped))
+        err.__cause__ = stopped
         return err
 
     def busy(self, what: str) -> BaseException:

@@ -657,6 +657,46 @@ def test_inject_block_overflow_and_prompt_stop_with_a_stalled_sink() -> None:
         svc.send(sent[0])
 
 
+@pytest.mark.parametrize("flavour", ["asyncio", "trio"])
+def test_async_send_after_the_service_stopped(flavour: str) -> None:
+    """A send face whose service stopped under it (from a thread, while one
+    send waits for room): asyncio raises ``ClosedError``; trio, as a
+    ``trio.abc.SendChannel`` whose other end is gone, ``BrokenResourceError``
+    caused by it. Nothing is queued after the stop."""
+    import anyio
+
+    sent = frames(40)
+    sink = MemorySink(capacity=4)
+    sink.stall()
+    svc = inject(sink, capacity=4)
+    ends: list[BaseException] = []
+    expect: type[BaseException] = nc.ClosedError if flavour == "asyncio" else trio.BrokenResourceError
+
+    async def main() -> None:
+        async with svc.channel() as tx:
+            async def stopper() -> None:
+                while svc.stats().queued < 4:
+                    await anyio.sleep(0.005)
+                await anyio.to_thread.run_sync(svc.stop)
+
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(stopper)
+                    for call in (lambda: tx.send_many(sent), lambda: tx.send(sent[0])):
+                        with pytest.raises(expect) as ei:
+                            await call()
+                        ends.append(ei.value)
+                    with pytest.raises(expect) as ei:
+                        tx.send_nowait(sent[0])
+                    ends.append(ei.value)
+
+    anyio.run(main, backend=flavour)
+    for e in ends:
+        assert isinstance(e if flavour == "asyncio" else e.__cause__, nc.ClosedError), repr(e)
+    st = svc.stats()
+    assert st.submitted == st.sent + st.discarded + st.queue_drops and st.queued == 0, st
+
+
 def test_inject_drop_overflow_counts_queue_drops() -> None:
     sent = frames(60)
     sink = MemorySink(capacity=8)
