@@ -458,11 +458,12 @@ def _print_round(mode: str, chosen: list[Consumer], runs: dict[str, list[dict[st
             cr = _cpu_ratio(d, ref)
             rows.append([label, _fmt_int(r.delivered), f"{d['seconds']:.3f}",
                          _fmt_int(r.delivered / d["seconds"]), rs, f"{d.get('cpu_seconds', 0):.3f}",
-                         "-" if cr is None else f"{cr:.2f}x", d["problem"] or d.get("note") or "ok"])
+                         "-" if cr is None else f"{cr:.2f}x", _fmt_int(d.get("faults", 0)),
+                         d["problem"] or d.get("note") or "ok"])
     if mode == "live":
         hdr = ["consumer", "recv pps", "received", "captured", "capt/recv", "drops", "vs pypcap", "check"]
     else:
-        hdr = ["consumer", "frames", "seconds", "packets/s", "vs pypcap", "CPU s", "vs pypcap CPU", "check"]
+        hdr = ["consumer", "frames", "seconds", "packets/s", "vs pypcap", "CPU s", "vs pypcap CPU", "faults", "check"]
     print(f"-- round {rnd + 1}/{repeat}")
     print(_table(hdr, rows), flush=True)
 
