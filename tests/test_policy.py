@@ -437,6 +437,58 @@ def test_cancelled_receive_batch_keeps_the_rest_of_a_batch(flavour: str) -> None
     assert (st.delivered, st.queued) == (2 * PPB, 0)
 
 
+def test_trio_faces_are_checkpoints_whether_or_not_they_wait() -> None:
+    """Every trio receive and send is a checkpoint, on the path that finds a
+    batch or room at once as on the one that waits; one cancelled before it
+    starts takes or queues nothing."""
+    import trio.testing
+
+    src = MemorySource(packets_per_block=PPB)
+    rsvc = capture(src, capacity=100)
+    sink = MemorySink(capacity=4)
+    tsvc = inject(sink, capacity=4)
+
+    async def main() -> None:
+        with trio.fail_after(5):
+            await faces()
+
+    async def faces() -> None:
+        async with rsvc.trio() as rx, tsvc.trio() as tx:
+            src.push(frames(3 * PPB))
+            while rsvc.stats().queued < 3 * PPB:
+                await trio.sleep(0.005)
+            with trio.testing.assert_checkpoints():
+                assert len(await rx.receive_batch()) == PPB  # ready: no wait
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await rx.receive_batch()
+            assert rsvc.stats().delivered == PPB
+            with trio.testing.assert_checkpoints():
+                assert len(await rx.receive_batch()) == PPB
+            with trio.testing.assert_checkpoints():
+                assert len(await rx.receive_batch()) == PPB
+            with trio.testing.assert_checkpoints():  # empty: waits for the push
+                trio.lowlevel.current_trio_token().run_sync_soon(src.push, frames(PPB))
+                assert len(await rx.receive_batch()) == PPB
+
+            with trio.testing.assert_checkpoints():
+                assert await tx.send(frames(1)[0])  # room: no wait
+            with trio.testing.assert_checkpoints():
+                assert await tx.send_many(frames(2)) == 2
+            submitted = tsvc.stats().submitted
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await tx.send(frames(1)[0])
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await tx.send_many(frames(2))
+            assert tsvc.stats().submitted == submitted
+
+    trio.run(main)
+    assert list(sink.sent) == frames(1) + frames(2)
+    balanced(rsvc, 4 * PPB)
+
+
 # -- a per-packet consumer that stops mid-batch gives the rest back ------------------------
 
 
