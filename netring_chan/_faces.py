@@ -246,8 +246,9 @@ class Sender(_Face):
     A full queue (``overflow="block"``) makes ``send`` wait without blocking
     the loop, woken by the sender threads; a cancelled ``send`` queues
     nothing. Once the service has stopped, sends raise ``ClosedError``
-    (asyncio) or ``trio.BrokenResourceError`` (trio; from the ``ClosedError``). ``send_nowait`` raises the loop's would-block error (asyncio:
-    ``queue.Full``; trio: ``trio.WouldBlock``). Closing the last face stops
+    (asyncio) or ``trio.BrokenResourceError`` (trio; from the
+    ``ClosedError``). ``send_nowait`` raises the loop's would-block error
+    (asyncio: ``queue.Full``; trio: ``trio.WouldBlock``). Closing the last face stops
     the service: leaving ``async with`` normally (or ``aclose()``) drains
     (raising ``ServiceError`` if a sender failed), leaving on an exception
     discards.
@@ -260,11 +261,7 @@ class Sender(_Face):
         self._check_open()
         svc = self._svc
         item = [svc._check(frame)]
-        try:
-            return await self._loop.wait_queue(self._core, functools.partial(svc._admit_nowait, item),
-                                               self._is_closed)
-        except ClosedError as e:
-            raise self._loop.broken_resource(e)
+        return await self._loop.wait_queue(self._core, functools.partial(self._admit, item), self._is_closed)
 
     async def send_many(self, frames: Iterable[Frame]) -> int:
         """Queue every frame in order; how many were queued. All are checked first.
@@ -274,22 +271,24 @@ class Sender(_Face):
         self._check_open()
         svc = self._svc
         n = 0
-        try:
-            for item in svc._items(frames):
-                if await self._loop.wait_queue(self._core, functools.partial(svc._admit_nowait, item),
-                                               self._is_closed):
-                    n += len(item)
-        except ClosedError as e:
-            raise self._loop.broken_resource(e)
+        for item in svc._items(frames):
+            if await self._loop.wait_queue(self._core, functools.partial(self._admit, item), self._is_closed):
+                n += len(item)
         return n
 
     def send_nowait(self, frame: Frame) -> bool:
         """Queue one frame if there is room now, else the loop's would-block error."""
         self._check_open()
         try:
-            return self._svc.send_nowait(frame)
+            return self._admit([self._svc._check(frame)])
         except queue.Full:
             raise self._loop.would_block(True) from None
+
+    def _admit(self, item: list[bytes]) -> bool:
+        """The service's admission (``queue.Full`` propagates), with a stopped
+        service told in the loop's terms: the one place a send sees it."""
+        try:
+            return self._svc._admit_nowait(item)
         except ClosedError as e:
             raise self._loop.broken_resource(e)
 
